@@ -1,0 +1,119 @@
+//! One connection function for SQLite and PostgreSQL.
+//!
+//! Services hold an `AnyPool` and write portable SQL (`$1` placeholders, TEXT ids and
+//! RFC 3339 timestamps, BIGINT money), so the *same* query text runs on an embedded
+//! SQLite file — zero setup for a learner — and on PostgreSQL via `DATABASE_URL`.
+//! The price is that column types stay simple; the gain is one code path to test.
+
+use anyhow::Context;
+use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn of(url: &str) -> anyhow::Result<Backend> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Backend::Postgres)
+        } else {
+            anyhow::bail!("unsupported DATABASE_URL {url:?}: use sqlite://FILE or postgres://…")
+        }
+    }
+}
+
+/// Opens a pool. SQLite files are created if missing and put in WAL mode (readers do
+/// not block the writer); a busy timeout makes concurrent writers wait their turn
+/// instead of failing with "database is locked".
+pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<AnyPool> {
+    install_default_drivers();
+    let backend = Backend::of(url)?;
+    let mut options = AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10));
+    let url = match backend {
+        Backend::Sqlite => {
+            options = options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    Ok(())
+                })
+            });
+            if url.contains('?') { url.to_owned() } else { format!("{url}?mode=rwc") }
+        }
+        Backend::Postgres => url.to_owned(),
+    };
+    options.connect(&url).await.with_context(|| match backend {
+        Backend::Postgres => format!(
+            "cannot connect to PostgreSQL at {}; start it with `cargo xtask up` \
+             (or unset DATABASE_URL to use the embedded SQLite file)",
+            redact(&url)
+        ),
+        Backend::Sqlite => format!("cannot open SQLite database {url}"),
+    })
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`, for error messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _password)) => {
+                    format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..])
+                }
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Timestamps are stored as fixed-width RFC 3339 text in UTC, which sorts correctly
+/// as text in both databases.
+pub fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+pub fn parse_timestamp(text: &str) -> anyhow::Result<DateTime<Utc>> {
+    Ok(DateTime::parse_from_rfc3339(text)
+        .with_context(|| format!("bad timestamp {text:?} in database"))?
+        .with_timezone(&Utc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(redact("postgres://app:hunter2@db:5432/orders"), "postgres://app:***@db:5432/orders");
+        assert_eq!(redact("postgres://app@db/orders"), "postgres://app@db/orders");
+        assert_eq!(redact("sqlite://orders.db"), "sqlite://orders.db");
+    }
+
+    #[test]
+    fn timestamps_sort_as_text() {
+        let early = DateTime::parse_from_rfc3339("2026-01-02T03:04:05.000001Z").unwrap().with_timezone(&Utc);
+        let late = DateTime::parse_from_rfc3339("2026-01-02T10:00:00Z").unwrap().with_timezone(&Utc);
+        assert!(timestamp(early) < timestamp(late));
+        assert_eq!(parse_timestamp(&timestamp(early)).unwrap(), early);
+    }
+
+    #[test]
+    fn backends_are_recognised_by_scheme() {
+        assert_eq!(Backend::of("sqlite://x.db").unwrap(), Backend::Sqlite);
+        assert_eq!(Backend::of("postgres://localhost/x").unwrap(), Backend::Postgres);
+        assert!(Backend::of("mysql://x").is_err());
+    }
+}

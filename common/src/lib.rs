@@ -1,0 +1,26 @@
+//! # FerrisEats `common`
+//!
+//! The building blocks every phase shares, each explained once, where it lives.
+//!
+//! ## Layout
+//!
+//! | module          | what it holds                                                        |
+//! |-----------------|----------------------------------------------------------------------|
+//! | [`domain`]      | orders, money, quantities, the order state machine                   |
+//! | [`resilience`]  | backoff with full jitter; the circuit breaker's state machine         |
+//! | [`payment`]     | the payment provider simulator and the resilient client that calls it |
+//! | [`http`]        | problem+json errors, JSON extractor, the standard middleware stack   |
+//! | [`db`]          | one connection function for SQLite and PostgreSQL                    |
+//! | [`telemetry`]   | JSON logs where every line carries the request id                    |
+//! | [`shutdown`]    | Ctrl-C / SIGTERM as a `CancellationToken`                            |
+//!
+//! Heavy dependencies of later phases (Kafka, OpenTelemetry) will be behind cargo
+//! features, so phase 1 builds without them.
+
+pub mod db;
+pub mod domain;
+pub mod http;
+pub mod payment;
+pub mod resilience;
+pub mod shutdown;
+pub mod telemetry;

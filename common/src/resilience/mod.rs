@@ -1,0 +1,15 @@
+//! Resilience building blocks, each small enough to read in one sitting.
+//!
+//! - [`backoff`]: *when* to retry — exponential backoff with full jitter. The retry
+//!   loop itself comes from the `backon` crate; this module only supplies the delays.
+//! - [`breaker`]: *whether* to call at all — a circuit breaker's state machine.
+//!
+//! Timeouts need no module: `tokio::time::timeout` around one attempt is the
+//! per-attempt timeout, and around the whole retry loop it is the overall deadline
+//! (see `payment::client`).
+
+pub mod backoff;
+pub mod breaker;
+
+pub use backoff::FullJitterBackoff;
+pub use breaker::{BreakerConfig, BreakerOpen, BreakerState, CircuitBreaker, Permit};
