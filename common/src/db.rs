@@ -49,7 +49,11 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<AnyPool>
                     Ok(())
                 })
             });
-            if url.contains('?') { url.to_owned() } else { format!("{url}?mode=rwc") }
+            if url.contains('?') {
+                url.to_owned()
+            } else {
+                format!("{url}?mode=rwc")
+            }
         }
         Backend::Postgres => url.to_owned(),
     };
@@ -97,15 +101,25 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted_from_urls() {
-        assert_eq!(redact("postgres://app:hunter2@db:5432/orders"), "postgres://app:***@db:5432/orders");
-        assert_eq!(redact("postgres://app@db/orders"), "postgres://app@db/orders");
+        assert_eq!(
+            redact("postgres://app:hunter2@db:5432/orders"),
+            "postgres://app:***@db:5432/orders"
+        );
+        assert_eq!(
+            redact("postgres://app@db/orders"),
+            "postgres://app@db/orders"
+        );
         assert_eq!(redact("sqlite://orders.db"), "sqlite://orders.db");
     }
 
     #[test]
     fn timestamps_sort_as_text() {
-        let early = DateTime::parse_from_rfc3339("2026-01-02T03:04:05.000001Z").unwrap().with_timezone(&Utc);
-        let late = DateTime::parse_from_rfc3339("2026-01-02T10:00:00Z").unwrap().with_timezone(&Utc);
+        let early = DateTime::parse_from_rfc3339("2026-01-02T03:04:05.000001Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let late = DateTime::parse_from_rfc3339("2026-01-02T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         assert!(timestamp(early) < timestamp(late));
         assert_eq!(parse_timestamp(&timestamp(early)).unwrap(), early);
     }
@@ -113,7 +127,10 @@ mod tests {
     #[test]
     fn backends_are_recognised_by_scheme() {
         assert_eq!(Backend::of("sqlite://x.db").unwrap(), Backend::Sqlite);
-        assert_eq!(Backend::of("postgres://localhost/x").unwrap(), Backend::Postgres);
+        assert_eq!(
+            Backend::of("postgres://localhost/x").unwrap(),
+            Backend::Postgres
+        );
         assert!(Backend::of("mysql://x").is_err());
     }
 }

@@ -42,7 +42,10 @@ impl Cents {
     }
 
     pub fn checked_add(self, other: Cents) -> Result<Cents, MoneyError> {
-        self.0.checked_add(other.0).map(Cents).ok_or(MoneyError::Overflow)
+        self.0
+            .checked_add(other.0)
+            .map(Cents)
+            .ok_or(MoneyError::Overflow)
     }
 
     pub fn checked_mul(self, qty: Quantity) -> Result<Cents, MoneyError> {
@@ -125,7 +128,10 @@ mod tests {
             huge.checked_mul(Quantity::new(2).unwrap()),
             Err(MoneyError::Overflow)
         );
-        assert_eq!(huge.checked_add(Cents::new(1).unwrap()), Err(MoneyError::Overflow));
+        assert_eq!(
+            huge.checked_add(Cents::new(1).unwrap()),
+            Err(MoneyError::Overflow)
+        );
     }
 
     proptest! {

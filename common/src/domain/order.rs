@@ -76,8 +76,8 @@ pub const MAX_LINE_ITEMS: usize = 20;
 impl CustomerId {
     pub fn parse(raw: &str) -> Result<Self, DomainError> {
         let trimmed = raw.trim();
-        let ok = (1..=64).contains(&trimmed.chars().count())
-            && !trimmed.chars().any(char::is_control);
+        let ok =
+            (1..=64).contains(&trimmed.chars().count()) && !trimmed.chars().any(char::is_control);
         ok.then(|| CustomerId(trimmed.to_owned()))
             .ok_or(DomainError::InvalidCustomerId)
     }
@@ -92,7 +92,8 @@ impl Sku {
             && raw
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        ok.then(|| Sku(raw.to_owned())).ok_or(DomainError::InvalidSku)
+        ok.then(|| Sku(raw.to_owned()))
+            .ok_or(DomainError::InvalidSku)
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -250,7 +251,8 @@ mod tests {
 
     #[test]
     fn an_order_is_priced_from_the_menu() {
-        let order = NewOrder::price(customer(), &[line("pizza", 2), line("cola", 1)], &menu()).unwrap();
+        let order =
+            NewOrder::price(customer(), &[line("pizza", 2), line("cola", 1)], &menu()).unwrap();
         assert_eq!(order.total_cents.get(), 2 * 1250 + 300);
         assert_eq!(order.lines[0].line_total_cents.get(), 2500);
         assert_eq!(order.lines[1].name, "COLA");
@@ -258,27 +260,45 @@ mod tests {
 
     #[test]
     fn every_unknown_sku_is_reported() {
-        let err = NewOrder::price(customer(), &[line("sushi", 1), line("pizza", 1), line("ramen", 1)], &menu())
-            .unwrap_err();
-        assert_eq!(err, DomainError::UnknownSku(vec!["sushi".into(), "ramen".into()]));
+        let err = NewOrder::price(
+            customer(),
+            &[line("sushi", 1), line("pizza", 1), line("ramen", 1)],
+            &menu(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            DomainError::UnknownSku(vec!["sushi".into(), "ramen".into()])
+        );
     }
 
     #[test]
     fn empty_duplicate_and_oversized_orders_are_rejected() {
-        assert_eq!(NewOrder::price(customer(), &[], &menu()), Err(DomainError::EmptyOrder));
+        assert_eq!(
+            NewOrder::price(customer(), &[], &menu()),
+            Err(DomainError::EmptyOrder)
+        );
         assert_eq!(
             NewOrder::price(customer(), &[line("pizza", 1), line("pizza", 2)], &menu()),
             Err(DomainError::DuplicateSku("pizza".into()))
         );
-        let many: Vec<_> = (0..=MAX_LINE_ITEMS).map(|i| line(&format!("s{i}"), 1)).collect();
-        assert_eq!(NewOrder::price(customer(), &many, &menu()), Err(DomainError::TooManyLines));
+        let many: Vec<_> = (0..=MAX_LINE_ITEMS)
+            .map(|i| line(&format!("s{i}"), 1))
+            .collect();
+        assert_eq!(
+            NewOrder::price(customer(), &many, &menu()),
+            Err(DomainError::TooManyLines)
+        );
     }
 
     #[test]
     fn identifiers_parse_rather_than_validate() {
         assert!(CustomerId::parse("").is_err());
         assert!(CustomerId::parse("   ").is_err());
-        assert!(CustomerId::parse("bob\n").is_ok(), "surrounding whitespace is trimmed");
+        assert!(
+            CustomerId::parse("bob\n").is_ok(),
+            "surrounding whitespace is trimmed"
+        );
         assert!(CustomerId::parse("bo\u{7}b").is_err());
         assert!(CustomerId::parse(&"x".repeat(65)).is_err());
         assert!(Sku::parse("pizza-margherita_2").is_ok());

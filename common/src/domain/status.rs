@@ -178,13 +178,19 @@ mod tests {
 
     #[test]
     fn a_late_payment_failure_cannot_cancel_a_paid_order() {
-        let err = OrderStatus::Paid.apply(OrderEvent::PaymentFailed).unwrap_err();
+        let err = OrderStatus::Paid
+            .apply(OrderEvent::PaymentFailed)
+            .unwrap_err();
         assert_eq!(err.from, OrderStatus::Paid);
     }
 
     #[test]
     fn a_payment_cannot_succeed_twice() {
-        assert!(OrderStatus::Paid.apply(OrderEvent::PaymentSucceeded).is_err());
+        assert!(
+            OrderStatus::Paid
+                .apply(OrderEvent::PaymentSucceeded)
+                .is_err()
+        );
     }
 
     #[test]

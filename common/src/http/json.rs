@@ -33,9 +33,10 @@ fn problem_for(rejection: JsonRejection) -> Problem {
     let (slug, title) = match &rejection {
         JsonRejection::JsonSyntaxError(_) => ("malformed-json", "Malformed JSON"),
         JsonRejection::JsonDataError(_) => ("invalid-body", "Invalid request body"),
-        JsonRejection::MissingJsonContentType(_) => {
-            ("unsupported-media-type", "Expected Content-Type: application/json")
-        }
+        JsonRejection::MissingJsonContentType(_) => (
+            "unsupported-media-type",
+            "Expected Content-Type: application/json",
+        ),
         _ if status == StatusCode::PAYLOAD_TOO_LARGE => ("payload-too-large", "Payload too large"),
         _ => ("bad-request", "Bad request"),
     };

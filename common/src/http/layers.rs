@@ -7,7 +7,8 @@
 //!    so the JSON logs of one request can be found with one `grep`.
 //! 3. `PropagateRequestId` — echo the id back in the response.
 //! 4. bare errors → problems — a 405 from the router, a 413 from the body limit, a
-//!    timeout or a caught panic has no body; give it an `application/problem+json` one.
+//!    timeout or a caught panic has an empty or plain-text body; replace it with an
+//!    `application/problem+json` one (keeping headers such as `Allow`).
 //! 5. `CatchPanic` (500), `Timeout` (503), `RequestBodyLimit` (413).
 
 use super::problem::{self, Problem};
@@ -99,19 +100,20 @@ async fn not_found() -> Problem {
 async fn problem_for_bare_errors(response: axum::response::Response) -> axum::response::Response {
     let status = response.status();
     let is_error = status.is_client_error() || status.is_server_error();
-    if !is_error || response.headers().contains_key(header::CONTENT_TYPE) {
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes() == problem::CONTENT_TYPE.as_bytes());
+    if !is_error || is_problem {
         return response;
     }
     let (parts, _empty_body) = response.into_parts();
     let mut problem = Problem::from_status(status).into_response();
     for (name, value) in parts.headers.iter() {
-        if name != header::CONTENT_LENGTH {
+        if name != header::CONTENT_LENGTH && name != header::CONTENT_TYPE {
             problem.headers_mut().insert(name, value.clone());
         }
     }
-    problem
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, problem::CONTENT_TYPE.parse().unwrap());
     problem
 }
 

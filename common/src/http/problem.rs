@@ -88,9 +88,13 @@ mod tests {
 
     #[test]
     fn a_problem_serializes_per_rfc_9457() {
-        let problem = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown-sku", "Unknown sku")
-            .detail("unknown sku: sushi")
-            .with("skus", vec!["sushi"]);
+        let problem = Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown-sku",
+            "Unknown sku",
+        )
+        .detail("unknown sku: sushi")
+        .with("skus", vec!["sushi"]);
         let json = serde_json::to_value(&problem).unwrap();
         assert_eq!(
             json,

@@ -40,7 +40,11 @@ pub struct PaymentClientConfig {
     #[arg(long = "payment-deadline", env = "PAYMENT_DEADLINE", default_value = "15s", value_parser = humantime::parse_duration)]
     pub deadline: Duration,
     /// Retries after the first attempt.
-    #[arg(long = "payment-max-retries", env = "PAYMENT_MAX_RETRIES", default_value_t = 3)]
+    #[arg(
+        long = "payment-max-retries",
+        env = "PAYMENT_MAX_RETRIES",
+        default_value_t = 3
+    )]
     pub max_retries: u32,
     /// Ceiling of the first backoff delay (doubles per retry, full jitter).
     #[arg(long = "payment-backoff-base", env = "PAYMENT_BACKOFF_BASE", default_value = "200ms", value_parser = humantime::parse_duration)]
@@ -55,10 +59,18 @@ pub struct PaymentClientConfig {
     #[arg(long = "breaker-window", env = "BREAKER_WINDOW", default_value_t = 20)]
     pub breaker_window: usize,
     /// Circuit breaker: calls needed before it may open.
-    #[arg(long = "breaker-min-calls", env = "BREAKER_MIN_CALLS", default_value_t = 10)]
+    #[arg(
+        long = "breaker-min-calls",
+        env = "BREAKER_MIN_CALLS",
+        default_value_t = 10
+    )]
     pub breaker_min_calls: usize,
     /// Circuit breaker: failure rate (0..1) that opens it.
-    #[arg(long = "breaker-failure-threshold", env = "BREAKER_FAILURE_THRESHOLD", default_value_t = 0.7)]
+    #[arg(
+        long = "breaker-failure-threshold",
+        env = "BREAKER_FAILURE_THRESHOLD",
+        default_value_t = 0.7
+    )]
     pub breaker_failure_threshold: f64,
     /// Circuit breaker: how long it stays open before one probe is let through.
     #[arg(long = "breaker-cooldown", env = "BREAKER_COOLDOWN", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -108,7 +120,10 @@ pub enum PaymentOutcome {
     /// The customer paid.
     Captured { charge_id: String },
     /// The provider said no; final. `charge_id` is set when the provider recorded it.
-    Declined { charge_id: Option<String>, reason: String },
+    Declined {
+        charge_id: Option<String>,
+        reason: String,
+    },
     /// We do not know: deadline passed, breaker open, or every attempt failed. The
     /// customer may or may not have been charged; only the provider can tell.
     Unknown { reason: String },
@@ -131,7 +146,10 @@ enum AttemptError {
 
 impl AttemptError {
     fn is_retryable(&self) -> bool {
-        matches!(self, AttemptError::Timeout | AttemptError::Transport(_) | AttemptError::Server(_))
+        matches!(
+            self,
+            AttemptError::Timeout | AttemptError::Transport(_) | AttemptError::Server(_)
+        )
     }
 }
 
@@ -199,9 +217,14 @@ impl PaymentClient {
                 charge_id: None,
                 reason: format!("provider rejected the request ({status}): {reason}"),
             },
-            Ok(Err(err)) => PaymentOutcome::Unknown { reason: err.to_string() },
+            Ok(Err(err)) => PaymentOutcome::Unknown {
+                reason: err.to_string(),
+            },
             Err(_elapsed) => PaymentOutcome::Unknown {
-                reason: format!("overall payment deadline of {:?} passed", self.config.deadline),
+                reason: format!(
+                    "overall payment deadline of {:?} passed",
+                    self.config.deadline
+                ),
             },
         };
         let attempts = attempts.load(Ordering::Relaxed);
@@ -219,7 +242,12 @@ impl PaymentClient {
         outcome
     }
 
-    async fn attempt(&self, order: OrderId, amount: Cents, request_id: &str) -> Result<PaymentOutcome, AttemptError> {
+    async fn attempt(
+        &self,
+        order: OrderId,
+        amount: Cents,
+        request_id: &str,
+    ) -> Result<PaymentOutcome, AttemptError> {
         let permit = self.breaker.try_acquire()?;
         let mut request = self
             .http
@@ -237,7 +265,11 @@ impl PaymentClient {
             Ok(response) => response,
             Err(err) => {
                 permit.failure();
-                return Err(if err.is_timeout() { AttemptError::Timeout } else { AttemptError::Transport(err) });
+                return Err(if err.is_timeout() {
+                    AttemptError::Timeout
+                } else {
+                    AttemptError::Transport(err)
+                });
             }
         };
         let status = response.status();
@@ -250,21 +282,31 @@ impl PaymentClient {
             Ok(body) => body,
             Err(err) => {
                 permit.failure();
-                return Err(if err.is_timeout() { AttemptError::Timeout } else { AttemptError::Transport(err) });
+                return Err(if err.is_timeout() {
+                    AttemptError::Timeout
+                } else {
+                    AttemptError::Transport(err)
+                });
             }
         };
         permit.success();
         match status {
             StatusCode::OK | StatusCode::CREATED => {
-                let record: ChargeRecord = serde_json::from_str(&body)
-                    .map_err(|e| AttemptError::Rejected(status, format!("unreadable charge: {e}")))?;
-                Ok(PaymentOutcome::Captured { charge_id: record.charge_id })
+                let record: ChargeRecord = serde_json::from_str(&body).map_err(|e| {
+                    AttemptError::Rejected(status, format!("unreadable charge: {e}"))
+                })?;
+                Ok(PaymentOutcome::Captured {
+                    charge_id: record.charge_id,
+                })
             }
             StatusCode::PAYMENT_REQUIRED => {
                 let charge_id = serde_json::from_str::<serde_json::Value>(&body)
                     .ok()
                     .and_then(|v| v.get("charge_id")?.as_str().map(str::to_owned));
-                Ok(PaymentOutcome::Declined { charge_id, reason: "card declined".into() })
+                Ok(PaymentOutcome::Declined {
+                    charge_id,
+                    reason: "card declined".into(),
+                })
             }
             _ => Err(AttemptError::Rejected(status, body)),
         }

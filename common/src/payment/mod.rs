@@ -67,7 +67,11 @@ impl Ledger {
     /// Captured charges per order id.
     pub fn captured_by_order(&self) -> BTreeMap<&str, Vec<&ChargeRecord>> {
         let mut by_order: BTreeMap<&str, Vec<&ChargeRecord>> = BTreeMap::new();
-        for charge in self.charges.iter().filter(|c| c.status == ChargeStatus::Captured) {
+        for charge in self
+            .charges
+            .iter()
+            .filter(|c| c.status == ChargeStatus::Captured)
+        {
             by_order.entry(&charge.order_id).or_default().push(charge);
         }
         by_order

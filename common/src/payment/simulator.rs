@@ -69,16 +69,33 @@ impl FromStr for LatencyRange {
 #[derive(Debug, Clone, clap::Args)]
 pub struct SimulatorConfig {
     /// Where the provider simulator listens.
-    #[arg(long = "provider-addr", env = "PROVIDER_ADDR", default_value = "127.0.0.1:3001")]
+    #[arg(
+        id = "provider_addr",
+        long = "provider-addr",
+        env = "PROVIDER_ADDR",
+        default_value = "127.0.0.1:3001"
+    )]
     pub addr: SocketAddr,
     /// Share of payment requests that fail transiently with 503 (nothing charged).
-    #[arg(long = "payment-failure-rate", env = "PAYMENT_FAILURE_RATE", default_value_t = 0.3)]
+    #[arg(
+        long = "payment-failure-rate",
+        env = "PAYMENT_FAILURE_RATE",
+        default_value_t = 0.3
+    )]
     pub failure_rate: f64,
     /// Share of payment requests whose card is declined (402, recorded, final).
-    #[arg(long = "payment-decline-rate", env = "PAYMENT_DECLINE_RATE", default_value_t = 0.05)]
+    #[arg(
+        long = "payment-decline-rate",
+        env = "PAYMENT_DECLINE_RATE",
+        default_value_t = 0.05
+    )]
     pub decline_rate: f64,
     /// Provider latency per request: `2s..5s`, `300ms`, `0`.
-    #[arg(long = "payment-latency", env = "PAYMENT_LATENCY", default_value = "2s..5s")]
+    #[arg(
+        long = "payment-latency",
+        env = "PAYMENT_LATENCY",
+        default_value = "2s..5s"
+    )]
     pub latency: LatencyRange,
 }
 
@@ -149,7 +166,11 @@ impl Simulator {
     }
 
     pub fn behaviour(&self) -> Behaviour {
-        *self.inner.behaviour.read().unwrap_or_else(|p| p.into_inner())
+        *self
+            .inner
+            .behaviour
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn ledger(&self) -> Ledger {
@@ -163,11 +184,18 @@ impl Simulator {
         self.inner.charges.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn decide(&self, req: &ChargeRequest, key: Option<&str>, request_id: &str) -> Result<Decision, Problem> {
+    fn decide(
+        &self,
+        req: &ChargeRequest,
+        key: Option<&str>,
+        request_id: &str,
+    ) -> Result<Decision, Problem> {
         let behaviour = self.behaviour();
         let mut charges = self.charges();
         if let Some(key) = key
-            && let Some(existing) = charges.iter().find(|c| c.idempotency_key.as_deref() == Some(key))
+            && let Some(existing) = charges
+                .iter()
+                .find(|c| c.idempotency_key.as_deref() == Some(key))
         {
             if existing.order_id != req.order_id || existing.amount_cents != req.amount_cents {
                 return Err(Problem::new(
@@ -213,7 +241,11 @@ impl Simulator {
     }
 
     /// Serves the provider on `listener` until `shutdown` is cancelled.
-    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
         let app = self.router(HttpLimits::default());
         tracing::info!(addr = %listener.local_addr()?, "payment provider simulator listening");
         axum::serve(listener, app)
@@ -230,11 +262,17 @@ async fn charge(
 ) -> Response {
     sim.inner.requests_received.fetch_add(1, Ordering::Relaxed);
     if req.amount_cents <= 0 || req.order_id.is_empty() {
-        return Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-charge", "Invalid charge")
-            .detail("order_id must be set and amount_cents must be positive")
-            .into_response();
+        return Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-charge",
+            "Invalid charge",
+        )
+        .detail("order_id must be set and amount_cents must be positive")
+        .into_response();
     }
-    let key = headers.get(IDEMPOTENCY_KEY_HEADER).and_then(|v| v.to_str().ok());
+    let key = headers
+        .get(IDEMPOTENCY_KEY_HEADER)
+        .and_then(|v| v.to_str().ok());
     let decision = match sim.decide(&req, key, &request_id) {
         Ok(decision) => decision,
         Err(problem) => return problem.into_response(),
@@ -243,13 +281,19 @@ async fn charge(
     let (outcome, response) = match decision {
         Decision::Transient => (
             "transient_failure",
-            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "provider-unavailable", "Provider temporarily unavailable")
-                .detail("simulated transient failure; nothing was charged")
-                .into_response(),
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "provider-unavailable",
+                "Provider temporarily unavailable",
+            )
+            .detail("simulated transient failure; nothing was charged")
+            .into_response(),
         ),
         Decision::Replay(record) => {
             let mut response = charge_response(record);
-            response.headers_mut().insert("idempotent-replayed", "true".parse().unwrap());
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", "true".parse().unwrap());
             ("replayed", response)
         }
         Decision::Charged(record) => {
@@ -275,15 +319,27 @@ async fn charge(
 fn charge_response(record: ChargeRecord) -> Response {
     match record.status {
         ChargeStatus::Captured => (StatusCode::CREATED, Json(record)).into_response(),
-        ChargeStatus::Declined => Problem::new(StatusCode::PAYMENT_REQUIRED, "card-declined", "Card declined")
-            .with("charge_id", record.charge_id)
-            .with("order_id", record.order_id)
-            .into_response(),
+        ChargeStatus::Declined => Problem::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "card-declined",
+            "Card declined",
+        )
+        .with("charge_id", record.charge_id)
+        .with("order_id", record.order_id)
+        .into_response(),
     }
 }
 
-async fn charges_for_order(State(sim): State<Simulator>, Path(order_id): Path<String>) -> Json<OrderCharges> {
-    let charges = sim.charges().iter().filter(|c| c.order_id == order_id).cloned().collect();
+async fn charges_for_order(
+    State(sim): State<Simulator>,
+    Path(order_id): Path<String>,
+) -> Json<OrderCharges> {
+    let charges = sim
+        .charges()
+        .iter()
+        .filter(|c| c.order_id == order_id)
+        .cloned()
+        .collect();
     Json(OrderCharges { order_id, charges })
 }
 
@@ -300,15 +356,32 @@ async fn put_control(
     ApiJson(patch): ApiJson<BehaviourPatch>,
 ) -> Result<Json<Behaviour>, Problem> {
     let invalid = |detail: String| {
-        Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-control", "Invalid control values").detail(detail)
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-control",
+            "Invalid control values",
+        )
+        .detail(detail)
     };
-    let latency = patch.latency.as_deref().map(str::parse::<LatencyRange>).transpose().map_err(invalid)?;
-    for rate in [patch.failure_rate, patch.decline_rate].into_iter().flatten() {
+    let latency = patch
+        .latency
+        .as_deref()
+        .map(str::parse::<LatencyRange>)
+        .transpose()
+        .map_err(invalid)?;
+    for rate in [patch.failure_rate, patch.decline_rate]
+        .into_iter()
+        .flatten()
+    {
         if !(0.0..=1.0).contains(&rate) {
             return Err(invalid(format!("rates must be within 0..=1 (got {rate})")));
         }
     }
-    let mut behaviour = sim.inner.behaviour.write().unwrap_or_else(|p| p.into_inner());
+    let mut behaviour = sim
+        .inner
+        .behaviour
+        .write()
+        .unwrap_or_else(|p| p.into_inner());
     if let Some(rate) = patch.failure_rate {
         behaviour.failure_rate = rate;
     }
@@ -329,7 +402,10 @@ mod tests {
     #[test]
     fn latency_ranges_parse_from_human_text() {
         let range: LatencyRange = "2s..5s".parse().unwrap();
-        assert_eq!((range.min, range.max), (Duration::from_secs(2), Duration::from_secs(5)));
+        assert_eq!(
+            (range.min, range.max),
+            (Duration::from_secs(2), Duration::from_secs(5))
+        );
         assert_eq!("0".parse::<LatencyRange>().unwrap(), LatencyRange::ZERO);
         let fixed: LatencyRange = "150ms".parse().unwrap();
         assert_eq!(fixed.min, fixed.max);
@@ -349,7 +425,10 @@ mod tests {
     #[test]
     fn the_same_key_is_charged_once() {
         let sim = Simulator::new(&SimulatorConfig::instant());
-        let req = ChargeRequest { order_id: "o1".into(), amount_cents: 100 };
+        let req = ChargeRequest {
+            order_id: "o1".into(),
+            amount_cents: 100,
+        };
         let first = sim.decide(&req, Some("k1"), "r1").ok().unwrap();
         let second = sim.decide(&req, Some("k1"), "r2").ok().unwrap();
         assert!(matches!(first, Decision::Charged(_)));
@@ -360,9 +439,15 @@ mod tests {
     #[test]
     fn without_a_key_every_request_is_a_new_charge() {
         let sim = Simulator::new(&SimulatorConfig::instant());
-        let req = ChargeRequest { order_id: "o1".into(), amount_cents: 100 };
+        let req = ChargeRequest {
+            order_id: "o1".into(),
+            amount_cents: 100,
+        };
         for _ in 0..3 {
-            assert!(matches!(sim.decide(&req, None, "").ok().unwrap(), Decision::Charged(_)));
+            assert!(matches!(
+                sim.decide(&req, None, "").ok().unwrap(),
+                Decision::Charged(_)
+            ));
         }
         assert_eq!(sim.ledger().duplicate_charges().get("o1"), Some(&3));
     }
@@ -370,8 +455,14 @@ mod tests {
     #[test]
     fn a_key_reused_for_another_order_is_refused() {
         let sim = Simulator::new(&SimulatorConfig::instant());
-        let a = ChargeRequest { order_id: "o1".into(), amount_cents: 100 };
-        let b = ChargeRequest { order_id: "o2".into(), amount_cents: 100 };
+        let a = ChargeRequest {
+            order_id: "o1".into(),
+            amount_cents: 100,
+        };
+        let b = ChargeRequest {
+            order_id: "o2".into(),
+            amount_cents: 100,
+        };
         assert!(sim.decide(&a, Some("k"), "").is_ok());
         assert!(sim.decide(&b, Some("k"), "").is_err());
     }

@@ -100,14 +100,20 @@ mod tests {
     #[test]
     fn the_schedule_yields_exactly_max_retries_delays() {
         assert_eq!(POLICY.build().count(), 6);
-        let none = FullJitterBackoff { max_retries: 0, ..POLICY };
+        let none = FullJitterBackoff {
+            max_retries: 0,
+            ..POLICY
+        };
         assert_eq!(none.build().count(), 0);
     }
 
     #[test]
     fn full_jitter_spans_the_whole_interval() {
         let lowest: Vec<_> = POLICY.delays_with(|| 0.0).collect();
-        assert!(lowest.iter().all(|d| d.is_zero()), "jitter 0 means retry at once");
+        assert!(
+            lowest.iter().all(|d| d.is_zero()),
+            "jitter 0 means retry at once"
+        );
         let highest: Vec<_> = POLICY.delays_with(|| 1.0).map(|d| d.as_millis()).collect();
         assert_eq!(highest, [100, 200, 400, 800, 1600, 2000]);
     }

@@ -87,9 +87,15 @@ pub struct BreakerOpen {
 #[derive(Debug)]
 enum State {
     /// `true` = failure, most recent last.
-    Closed { recent: VecDeque<bool> },
-    Open { until: Instant },
-    HalfOpen { probe_in_flight: bool },
+    Closed {
+        recent: VecDeque<bool>,
+    },
+    Open {
+        until: Instant,
+    },
+    HalfOpen {
+        probe_in_flight: bool,
+    },
 }
 
 /// A circuit breaker shared by every caller of one dependency.
@@ -146,7 +152,12 @@ impl CircuitBreaker {
                 if now < *until {
                     return Err(self.open_error(*until - now));
                 }
-                self.transition(&mut state, State::HalfOpen { probe_in_flight: true });
+                self.transition(
+                    &mut state,
+                    State::HalfOpen {
+                        probe_in_flight: true,
+                    },
+                );
                 true
             }
             State::HalfOpen { probe_in_flight } => {
@@ -206,7 +217,12 @@ impl CircuitBreaker {
     fn transition(&self, state: &mut State, next: State) {
         let from = describe(state);
         *state = next;
-        tracing::info!(breaker = self.name, from, to = describe(state), "circuit breaker state change");
+        tracing::info!(
+            breaker = self.name,
+            from,
+            to = describe(state),
+            "circuit breaker state change"
+        );
     }
 
     fn open_error(&self, retry_after: Duration) -> BreakerOpen {
@@ -219,7 +235,9 @@ impl CircuitBreaker {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // The state is always valid between statements, so a panic elsewhere while
         // holding the lock cannot leave it half-updated: recover from poisoning.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -321,7 +339,10 @@ mod tests {
         fail(&b, 4);
         tokio::time::advance(Duration::from_secs(5)).await;
         let probe = b.try_acquire().expect("the first caller is the probe");
-        assert!(b.try_acquire().is_err(), "a second caller must wait for the probe");
+        assert!(
+            b.try_acquire().is_err(),
+            "a second caller must wait for the probe"
+        );
         probe.success();
         assert_eq!(b.state(), BreakerState::Closed);
         succeed(&b, 1);
@@ -334,7 +355,10 @@ mod tests {
         tokio::time::advance(Duration::from_secs(5)).await;
         b.try_acquire().unwrap().failure();
         assert_eq!(b.state(), BreakerState::Open);
-        assert_eq!(b.try_acquire().unwrap_err().retry_after, Duration::from_secs(5));
+        assert_eq!(
+            b.try_acquire().unwrap_err().retry_after,
+            Duration::from_secs(5)
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -369,6 +393,10 @@ mod tests {
         tokio::time::advance(Duration::from_secs(5)).await;
         b.try_acquire().unwrap().success();
         fail(&b, 3);
-        assert_eq!(b.state(), BreakerState::Closed, "the window restarted empty");
+        assert_eq!(
+            b.state(),
+            BreakerState::Closed,
+            "the window restarted empty"
+        );
     }
 }

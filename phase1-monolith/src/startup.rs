@@ -1,0 +1,157 @@
+//! Building and running the application.
+//!
+//! [`Application::build`] does everything that can fail (bind ports, connect and
+//! migrate the database) before anything is served; [`Application::run_until_stopped`]
+//! serves until the given token is cancelled. Tests bind port 0 and cancel the token;
+//! `main` cancels it on SIGTERM/Ctrl-C. Same path, so shutdown is tested.
+
+use crate::config::Settings;
+use crate::reconciler::Reconciler;
+use crate::store::OrderStore;
+use crate::{health, orders};
+use axum::Router;
+use axum::routing::get;
+use common::http::{HttpLimits, with_standard_layers};
+use common::payment::{PaymentClient, Simulator};
+use common::shutdown::CancellationToken;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: OrderStore,
+    pub payment: PaymentClient,
+    /// How long a repeated idempotent request waits for the first one's response.
+    pub replay_wait: Duration,
+}
+
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    /// The in-process provider simulator, unless `--payment-url` points elsewhere.
+    provider: Option<(TcpListener, Simulator)>,
+    reconciler: Reconciler,
+    state: AppState,
+}
+
+/// The router alone, for tests that call it without a socket.
+pub fn router(state: AppState, limits: HttpLimits) -> Router {
+    let api = Router::new()
+        .route("/menu", get(orders::menu))
+        .route("/orders", axum::routing::post(orders::place_order))
+        .route("/orders/{id}", get(orders::get_order))
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .with_state(state);
+    with_standard_layers(api, limits)
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        settings.validate()?;
+        let pool = common::db::connect(&settings.database_url, settings.db_max_connections).await?;
+        MIGRATOR.run(&pool).await?;
+        let store = OrderStore::new(pool);
+
+        let (provider, payment_url) = match &settings.payment_url {
+            Some(url) => (None, url.clone()),
+            None => {
+                let listener = bind(settings.provider.addr, "payment provider simulator").await?;
+                let url = format!("http://{}", listener.local_addr()?);
+                (Some((listener, Simulator::new(&settings.provider))), url)
+            }
+        };
+        let payment = PaymentClient::new(&payment_url, settings.payment.clone());
+        let state = AppState {
+            store: store.clone(),
+            payment: payment.clone(),
+            replay_wait: settings.payment.deadline + Duration::from_secs(2),
+        };
+        let limits = HttpLimits {
+            body_limit: settings.body_limit,
+            request_timeout: settings.request_timeout,
+        };
+        let reconciler = Reconciler::new(
+            store,
+            payment,
+            settings.reconcile_interval,
+            settings.reconcile_after,
+        );
+        Ok(Application {
+            listener: bind(settings.addr, "order API").await?,
+            router: router(state.clone(), limits),
+            provider,
+            reconciler,
+            state,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr().port()
+    }
+
+    pub fn payment_url(&self) -> &str {
+        self.state.payment.base_url()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting connections, lets
+    /// in-flight requests finish, and stops the reconciler and the simulator.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let backend = common::db::Backend::of(&self.state.store_url_hint())?;
+        tracing::info!(
+            addr = %self.addr(),
+            payment_url = self.payment_url(),
+            database = ?backend,
+            "listening"
+        );
+        // The simulator outlives the API's drain: in-flight requests may still call it.
+        let provider_stop = CancellationToken::new();
+        let provider = self
+            .provider
+            .map(|(listener, sim)| tokio::spawn(sim.serve(listener, provider_stop.clone())));
+        let reconciler = tokio::spawn(self.reconciler.run(shutdown.child_token()));
+
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await?;
+        tracing::info!("order API drained");
+        provider_stop.cancel();
+        if let Some(provider) = provider {
+            provider.await??;
+        }
+        reconciler.await?;
+        self.state.store.pool().close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+impl AppState {
+    fn store_url_hint(&self) -> String {
+        match self.store.pool().connect_options().database_url.scheme() {
+            "sqlite" => "sqlite:".into(),
+            _ => "postgres:".into(),
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|err| {
+        anyhow::anyhow!("cannot listen on {addr} for the {what}: {err} (is another instance running? choose another address with the flags in --help)")
+    })
+}
