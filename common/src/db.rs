@@ -83,6 +83,13 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// The current time at the precision timestamps are stored with (microseconds), so
+/// an order returned from memory equals the same order read back from the database.
+pub fn now() -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    Utc::now().trunc_subsecs(6)
+}
+
 /// Timestamps are stored as fixed-width RFC 3339 text in UTC, which sorts correctly
 /// as text in both databases.
 pub fn timestamp(at: DateTime<Utc>) -> String {

@@ -86,7 +86,7 @@ impl OrderStore {
         new: &NewOrder,
         key: Option<(&str, &str)>,
     ) -> anyhow::Result<Inserted> {
-        let now = timestamp(Utc::now());
+        let now = timestamp(common::db::now());
         let mut tx = self.pool.begin().await?;
         // The key is claimed first: the transaction's first statement is a write, so
         // SQLite takes its write lock at once and concurrent writers queue up on the
@@ -197,7 +197,7 @@ impl OrderStore {
         let payment_id = payment_id
             .map(str::to_owned)
             .or_else(|| order.payment_id.clone());
-        let now = Utc::now();
+        let now = common::db::now();
         let updated = sqlx::query(
             "UPDATE orders SET status = $1, cancellation_reason = $2, payment_id = $3, \
              version = version + 1, updated_at = $4 WHERE id = $5 AND version = $6",

@@ -11,7 +11,7 @@
 //! | provider endpoint        | what it does                                            |
 //! |--------------------------|---------------------------------------------------------|
 //! | `POST /payments`         | charge `{order_id, amount_cents}`; honours `Idempotency-Key` |
-//! | `GET /payments/{order}`  | every charge recorded for an order (for reconciliation) |
+//! | `GET /payments/{order}`  | every charge recorded for an order (reconciliation); as flaky as charges |
 //! | `GET /ledger`            | all charges, requests received, duplicate charges        |
 //! | `GET`/`PUT /control`     | read / change failure rate, decline rate and latency live |
 

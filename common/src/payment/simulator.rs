@@ -330,17 +330,24 @@ fn charge_response(record: ChargeRecord) -> Response {
     }
 }
 
-async fn charges_for_order(
-    State(sim): State<Simulator>,
-    Path(order_id): Path<String>,
-) -> Json<OrderCharges> {
+/// Lookups are as flaky as charges: a provider that is down is down for every call
+/// (so a successful lookup never closes a breaker that charges would trip again).
+async fn charges_for_order(State(sim): State<Simulator>, Path(order_id): Path<String>) -> Response {
+    if rand::random::<f64>() < sim.behaviour().failure_rate {
+        return Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "provider-unavailable",
+            "Provider temporarily unavailable",
+        )
+        .into_response();
+    }
     let charges = sim
         .charges()
         .iter()
         .filter(|c| c.order_id == order_id)
         .cloned()
         .collect();
-    Json(OrderCharges { order_id, charges })
+    Json(OrderCharges { order_id, charges }).into_response()
 }
 
 async fn ledger(State(sim): State<Simulator>) -> Json<Ledger> {
