@@ -131,6 +131,21 @@ mod tests {
         assert_eq!(parse_timestamp(&timestamp(early)).unwrap(), early);
     }
 
+    #[tokio::test]
+    async fn an_unreachable_postgres_is_named_with_the_command_that_starts_it() {
+        // Port 9 (discard) is closed on any sane machine: connection refused.
+        let err = connect("postgres://postgres:secret@127.0.0.1:9/none", 1)
+            .await
+            .unwrap_err();
+        let message = format!("{err:#}");
+        assert!(message.contains("PostgreSQL"), "{message}");
+        assert!(message.contains("cargo xtask up"), "{message}");
+        assert!(
+            !message.contains("secret"),
+            "the password leaked: {message}"
+        );
+    }
+
     #[test]
     fn backends_are_recognised_by_scheme() {
         assert_eq!(Backend::of("sqlite://x.db").unwrap(), Backend::Sqlite);

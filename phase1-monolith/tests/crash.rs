@@ -8,52 +8,10 @@
 mod support;
 
 use serde_json::Value;
-use std::process::Stdio;
 use std::time::Duration;
 use support::books::{Told, assert_books_balance, stored_orders, wait_until_settled};
+use support::process::start;
 use support::{Backend, TestDb, fetch_ledger, order_body};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-
-struct Process {
-    child: Child,
-    url: String,
-}
-
-/// Starts the phase-1 binary with `args` and waits for its "listening" log line.
-async fn start<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> Process {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_phase1-monolith"))
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start phase1-monolith");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            let Ok(json) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            if json["message"] == "listening" {
-                return json["addr"].as_str().unwrap().to_owned();
-            }
-            if json["level"] == "ERROR" {
-                panic!("phase1-monolith failed to start: {line}");
-            }
-        }
-        panic!("phase1-monolith exited before listening");
-    })
-    .await
-    .expect("phase1-monolith did not start within 30 s");
-    // Keep draining stdout so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Process {
-        child,
-        url: format!("http://{addr}"),
-    }
-}
 
 async fn kill_9_during_payments_then_restart_reconciles_every_order(backend: Backend) {
     let db = TestDb::create(backend).await;

@@ -14,8 +14,14 @@ fn every_relative_link_in_the_readme_points_at_an_existing_file() {
             continue;
         }
         let path = crate_dir.join(target.split('#').next().unwrap());
-        assert!(path.exists(), "README links to {target}, which does not exist");
+        assert!(
+            path.exists(),
+            "README links to {target}, which does not exist"
+        );
         checked += 1;
     }
-    assert!(checked > 20, "only {checked} links found; did the README lose its concept map?");
+    assert!(
+        checked > 20,
+        "only {checked} links found; did the README lose its concept map?"
+    );
 }

@@ -8,6 +8,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod books;
+pub mod process;
 
 use common::payment::{Ledger, PaymentClientConfig, SimulatorConfig};
 use common::shutdown::CancellationToken;
