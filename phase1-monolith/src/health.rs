@@ -14,16 +14,23 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use common::resilience::BreakerState;
 use serde_json::{Value, json};
+use std::time::Duration;
 
 pub async fn health() -> &'static str {
     "ok"
 }
 
 pub async fn ready(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
-    let database = match app.store.ping().await {
-        Ok(()) => "up",
-        Err(err) => {
+    // A probe must answer quickly even when the database hangs: bound the check.
+    let ping = tokio::time::timeout(Duration::from_secs(2), app.store.ping()).await;
+    let database = match ping {
+        Ok(Ok(())) => "up",
+        Ok(Err(err)) => {
             tracing::warn!(error = %err, "readiness: database unreachable");
+            "down"
+        }
+        Err(_elapsed) => {
+            tracing::warn!("readiness: database did not answer within 2 s");
             "down"
         }
     };

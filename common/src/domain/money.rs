@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// An amount of money in cents (never negative).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct Cents(i64);
 
@@ -81,6 +81,12 @@ impl Quantity {
     }
 }
 
+impl<'de> Deserialize<'de> for Cents {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Cents::new(i64::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
 impl<'de> Deserialize<'de> for Quantity {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = i64::deserialize(d)?;
@@ -97,6 +103,12 @@ mod tests {
     fn negative_amounts_are_rejected() {
         assert_eq!(Cents::new(-1), Err(MoneyError::Negative(-1)));
         assert_eq!(Cents::new(0), Ok(Cents::ZERO));
+    }
+
+    #[test]
+    fn deserialization_cannot_bypass_the_rules() {
+        assert!(serde_json::from_str::<Cents>("-5").is_err());
+        assert_eq!(serde_json::from_str::<Cents>("5").unwrap().get(), 5);
     }
 
     #[test]
