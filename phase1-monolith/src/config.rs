@@ -111,6 +111,22 @@ mod tests {
     }
 
     #[test]
+    fn every_option_is_documented_and_reads_an_environment_variable() {
+        let cli = Cli::command();
+        let provider = cli.find_subcommand("provider").unwrap().clone();
+        for command in [&cli, &provider] {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                assert!(arg.get_env().is_some(), "--{id} has no environment variable");
+                assert!(arg.get_help().is_some(), "--{id} has no help text");
+            }
+        }
+    }
+
+    #[test]
     fn defaults_follow_the_failure_design() {
         let cli = Cli::try_parse_from(["phase1-monolith"]).unwrap();
         let s = cli.settings;
