@@ -68,6 +68,12 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// How long a repeated `Idempotency-Key` request waits for the first one's answer:
+    /// as long as the first one may take to pay, plus a margin.
+    pub fn replay_wait(&self) -> Duration {
+        self.payment.deadline + Duration::from_secs(2)
+    }
+
     /// Settings are checked as a whole once, at startup, with messages that say what to change.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
@@ -78,8 +84,9 @@ impl Settings {
             self.payment.deadline
         );
         anyhow::ensure!(
-            self.request_timeout > self.payment.deadline,
-            "--request-timeout ({:?}) must be longer than --payment-deadline ({:?})",
+            self.request_timeout > self.replay_wait(),
+            "--request-timeout ({:?}) must be longer than --payment-deadline ({:?}) + 2 s: \
+             a repeated Idempotency-Key request may wait that long for the first one's answer",
             self.request_timeout,
             self.payment.deadline
         );
@@ -120,7 +127,10 @@ mod tests {
                 if id == "help" || id == "version" {
                     continue;
                 }
-                assert!(arg.get_env().is_some(), "--{id} has no environment variable");
+                assert!(
+                    arg.get_env().is_some(),
+                    "--{id} has no environment variable"
+                );
                 assert!(arg.get_help().is_some(), "--{id} has no help text");
             }
         }

@@ -9,7 +9,7 @@
 //! |-----------------------------|---------------------------------------------------|
 //! | a captured charge           | `paid` (more than one → logged as a duplicate charge) |
 //! | only a declined charge      | `cancelled` (payment failed)                       |
-//! | nothing                     | the request never took effect: charge again with the same idempotency key |
+//! | nothing                     | the request never took effect: charge again (with the same idempotency key, unless keys are switched off) |
 //!
 //! `settle_after` must be longer than the payment deadline, so the reconciler never
 //! races a request that is still retrying.
@@ -102,7 +102,10 @@ impl Reconciler {
     }
 
     async fn settle(&self, order: Order) -> anyhow::Result<Order> {
-        let charges = match self.payment.lookup(order.id).await {
+        // One id for everything the reconciler does about this order, so its lines and
+        // the provider's can be found together.
+        let request_id = format!("reconcile-{}", order.id);
+        let charges = match self.payment.lookup(order.id, &request_id).await {
             Ok(charges) => charges,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot ask the provider yet; order stays in doubt");
@@ -129,10 +132,7 @@ impl Reconciler {
                 reason: "card declined".into(),
             }
         } else {
-            tracing::info!(
-                "provider has no charge for this order; charging again with the same key"
-            );
-            let request_id = format!("reconcile-{}", order.id);
+            tracing::info!("provider has no charge for this order; charging again");
             self.payment
                 .charge(order.id, order.total_cents, &request_id)
                 .await

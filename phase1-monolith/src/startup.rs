@@ -70,7 +70,7 @@ impl Application {
         let state = AppState {
             store: store.clone(),
             payment: payment.clone(),
-            replay_wait: settings.payment.deadline + Duration::from_secs(2),
+            replay_wait: settings.replay_wait(),
         };
         let limits = HttpLimits {
             body_limit: settings.body_limit,

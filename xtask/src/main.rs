@@ -1,1 +1,77 @@
-fn main() {}
+//! `cargo xtask …` — the project's own automation, written in Rust.
+//!
+//! The [xtask pattern](https://github.com/matklad/cargo-xtask): instead of shell
+//! scripts or a Makefile, a small binary crate in the workspace, run through the
+//! alias in `.cargo/config.toml`. It works wherever `cargo` works, is type-checked
+//! and linted like the rest of the code, and can be read like the rest of the code.
+//!
+//! | command | module |
+//! |---|---|
+//! | `cargo xtask up` / `down` / `status` | [`services`] (the generic flow), [`postgres`] |
+//! | `cargo xtask test [-- ARGS]` | [`test`] |
+//! | `cargo xtask bench [phase1]` | [`bench`], [`loadgen`], [`pgbench`] |
+//!
+//! This file only parses the command line and dispatches.
+
+mod bench;
+mod loadgen;
+mod pgbench;
+mod postgres;
+mod process;
+mod services;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "FerrisEats project automation"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Make local infrastructure available on its standard port: reuse what is
+    /// running, start what is installed, install what is missing (where possible).
+    Up,
+    /// Stop the services that `cargo xtask up` started (never one it found running).
+    Down,
+    /// One line per service: address, up/down, and who started it.
+    Status,
+    /// `up`, then the whole test suite (nextest if installed, plus doctests).
+    Test(test::TestArgs),
+    /// Throughput and latency percentiles, next to pgbench running the same SQL.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Up => services::up(),
+        Command::Down => services::down(),
+        Command::Status => services::status(),
+        Command::Test(args) => test::run(&args),
+        Command::Bench(args) => bench::run(&args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("\nerror: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -11,7 +11,7 @@
 //!    `application/problem+json` one (keeping headers such as `Allow`).
 //! 5. `CatchPanic` (500), `Timeout` (503), `RequestBodyLimit` (413).
 
-use super::problem::{self, Problem};
+use super::problem::Problem;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts};
 use axum::http::request::Parts;
@@ -100,11 +100,13 @@ async fn not_found() -> Problem {
 async fn problem_for_bare_errors(response: axum::response::Response) -> axum::response::Response {
     let status = response.status();
     let is_error = status.is_client_error() || status.is_server_error();
-    let is_problem = response
+    // Bodies made by layers (tower-http's 413, a timeout, a router 405) are empty or
+    // plain text; JSON bodies come from handlers and are left alone.
+    let is_bare = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|ct| ct.as_bytes() == problem::CONTENT_TYPE.as_bytes());
-    if !is_error || is_problem {
+        .is_none_or(|ct| ct.as_bytes().starts_with(b"text/plain"));
+    if !is_error || !is_bare {
         return response;
     }
     let (parts, _empty_body) = response.into_parts();

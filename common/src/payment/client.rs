@@ -142,6 +142,10 @@ enum AttemptError {
     Server(StatusCode),
     #[error("provider rejected the request ({0}): {1}")]
     Rejected(StatusCode, String),
+    /// A success status whose body we cannot read: the customer may well have been
+    /// charged, so this is *unknown*, never a failure.
+    #[error("provider answered {0} with an unreadable body: {1}")]
+    Unreadable(StatusCode, String),
 }
 
 impl AttemptError {
@@ -292,9 +296,8 @@ impl PaymentClient {
         permit.success();
         match status {
             StatusCode::OK | StatusCode::CREATED => {
-                let record: ChargeRecord = serde_json::from_str(&body).map_err(|e| {
-                    AttemptError::Rejected(status, format!("unreadable charge: {e}"))
-                })?;
+                let record: ChargeRecord = serde_json::from_str(&body)
+                    .map_err(|e| AttemptError::Unreadable(status, e.to_string()))?;
                 Ok(PaymentOutcome::Captured {
                     charge_id: record.charge_id,
                 })
@@ -314,12 +317,17 @@ impl PaymentClient {
 
     /// Every charge the provider recorded for `order` (reconciliation's question:
     /// "did this customer pay?"). Goes through the breaker like any other call.
-    pub async fn lookup(&self, order: OrderId) -> Result<Vec<ChargeRecord>, LookupError> {
+    pub async fn lookup(
+        &self,
+        order: OrderId,
+        request_id: &str,
+    ) -> Result<Vec<ChargeRecord>, LookupError> {
         let permit = self.breaker.try_acquire()?;
         let result = async {
             self.http
                 .get(format!("{}/payments/{order}", self.base_url))
                 .timeout(self.config.attempt_timeout)
+                .header(REQUEST_ID_HEADER.as_str(), request_id)
                 .send()
                 .await?
                 .error_for_status()?

@@ -23,7 +23,10 @@
 //!
 //! A call is represented by a [`Permit`]. Dropping a permit without reporting an
 //! outcome (the caller's future was cancelled by a deadline) counts as a failure, so
-//! a lost probe can never wedge the breaker in HalfOpen.
+//! a lost probe can never wedge the breaker in HalfOpen. Every state change starts a
+//! new *generation*, and a permit reports into the generation it was granted in: a
+//! slow call that started before the breaker tripped (or before it recovered) cannot
+//! distort the verdict about the dependency as it is now.
 //!
 //! Time comes from `tokio::time::Instant`, so tests can pause and advance the clock.
 
@@ -104,7 +107,14 @@ pub struct CircuitBreaker {
     name: &'static str,
     config: BreakerConfig,
     // A std Mutex: the critical sections are a few instructions and never await.
-    state: Mutex<State>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: State,
+    /// Incremented on every state change; permits remember the one they were granted in.
+    generation: u64,
 }
 
 /// Permission to make one call. Report the outcome with [`Permit::success`] or
@@ -113,7 +123,7 @@ pub struct CircuitBreaker {
 #[derive(Debug)]
 pub struct Permit {
     breaker: Arc<CircuitBreaker>,
-    probe: bool,
+    generation: u64,
     reported: bool,
 }
 
@@ -122,8 +132,11 @@ impl CircuitBreaker {
         Arc::new(CircuitBreaker {
             name,
             config,
-            state: Mutex::new(State::Closed {
-                recent: VecDeque::with_capacity(config.window),
+            inner: Mutex::new(Inner {
+                state: State::Closed {
+                    recent: VecDeque::with_capacity(config.window),
+                },
+                generation: 0,
             }),
         })
     }
@@ -135,7 +148,7 @@ impl CircuitBreaker {
     /// The current state. An open breaker whose cooldown has passed reports
     /// `HalfOpen`: the next caller will be the probe.
     pub fn state(&self) -> BreakerState {
-        match &*self.lock() {
+        match &self.lock().state {
             State::Closed { .. } => BreakerState::Closed,
             State::Open { until } if Instant::now() < *until => BreakerState::Open,
             State::Open { .. } | State::HalfOpen { .. } => BreakerState::HalfOpen,
@@ -144,41 +157,45 @@ impl CircuitBreaker {
 
     /// Asks to make a call.
     pub fn try_acquire(self: &Arc<Self>) -> Result<Permit, BreakerOpen> {
-        let mut state = self.lock();
-        let probe = match &mut *state {
-            State::Closed { .. } => false,
+        let mut inner = self.lock();
+        match &mut inner.state {
+            State::Closed { .. } => {}
             State::Open { until } => {
                 let now = Instant::now();
                 if now < *until {
                     return Err(self.open_error(*until - now));
                 }
+                // Cooldown over: this caller becomes the probe.
                 self.transition(
-                    &mut state,
+                    &mut inner,
                     State::HalfOpen {
                         probe_in_flight: true,
                     },
                 );
-                true
             }
             State::HalfOpen { probe_in_flight } => {
                 if *probe_in_flight {
                     return Err(self.open_error(Duration::ZERO));
                 }
                 *probe_in_flight = true;
-                true
             }
-        };
+        }
         Ok(Permit {
             breaker: Arc::clone(self),
-            probe,
+            generation: inner.generation,
             reported: false,
         })
     }
 
-    fn record(&self, probe: bool, failed: bool) {
-        let mut state = self.lock();
-        match &mut *state {
-            State::Closed { recent } if !probe => {
+    fn record(&self, generation: u64, failed: bool) {
+        let mut inner = self.lock();
+        if generation != inner.generation {
+            // Granted before the last state change (e.g. a slow call that started
+            // before the breaker tripped): says nothing about the dependency *now*.
+            return;
+        }
+        match &mut inner.state {
+            State::Closed { recent } => {
                 recent.push_back(failed);
                 if recent.len() > self.config.window {
                     recent.pop_front();
@@ -193,10 +210,11 @@ impl CircuitBreaker {
                         "failure rate over threshold; opening circuit"
                     );
                     let until = Instant::now() + self.config.cooldown;
-                    self.transition(&mut state, State::Open { until });
+                    self.transition(&mut inner, State::Open { until });
                 }
             }
-            State::HalfOpen { .. } if probe => {
+            // The only permit of a half-open generation is the probe's.
+            State::HalfOpen { .. } => {
                 let next = if failed {
                     State::Open {
                         until: Instant::now() + self.config.cooldown,
@@ -206,21 +224,22 @@ impl CircuitBreaker {
                         recent: VecDeque::with_capacity(self.config.window),
                     }
                 };
-                self.transition(&mut state, next);
+                self.transition(&mut inner, next);
             }
-            // A call that started before the state changed reports late: its outcome
-            // says nothing about the dependency *now*, so it is ignored.
-            _ => {}
+            // No permit is ever granted into an open generation.
+            State::Open { .. } => {}
         }
     }
 
-    fn transition(&self, state: &mut State, next: State) {
-        let from = describe(state);
-        *state = next;
+    fn transition(&self, inner: &mut Inner, next: State) {
+        let from = describe(&inner.state);
+        inner.state = next;
+        inner.generation += 1;
+        let to = describe(&inner.state);
         tracing::info!(
             breaker = self.name,
             from,
-            to = describe(state),
+            to,
             "circuit breaker state change"
         );
     }
@@ -232,10 +251,10 @@ impl CircuitBreaker {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // The state is always valid between statements, so a panic elsewhere while
         // holding the lock cannot leave it half-updated: recover from poisoning.
-        self.state
+        self.inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -252,19 +271,19 @@ fn describe(state: &State) -> &'static str {
 impl Permit {
     pub fn success(mut self) {
         self.reported = true;
-        self.breaker.record(self.probe, false);
+        self.breaker.record(self.generation, false);
     }
 
     pub fn failure(mut self) {
         self.reported = true;
-        self.breaker.record(self.probe, true);
+        self.breaker.record(self.generation, true);
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
         if !self.reported {
-            self.breaker.record(self.probe, true);
+            self.breaker.record(self.generation, true);
         }
     }
 }
@@ -384,6 +403,20 @@ mod tests {
         assert_eq!(b.state(), BreakerState::HalfOpen);
         probe.failure();
         assert_eq!(b.state(), BreakerState::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reports_from_before_a_full_open_close_cycle_are_ignored() {
+        let b = breaker();
+        let ancient: Vec<_> = (0..3).map(|_| b.try_acquire().unwrap()).collect();
+        fail(&b, 4);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        b.try_acquire().unwrap().success(); // closed again, empty window
+        fail(&b, 1);
+        for permit in ancient {
+            permit.failure(); // would make 4 failures of 4 if counted
+        }
+        assert_eq!(b.state(), BreakerState::Closed);
     }
 
     #[tokio::test(start_paused = true)]

@@ -4,8 +4,8 @@
 //!   loop itself comes from the `backon` crate; this module only supplies the delays.
 //! - [`breaker`]: *whether* to call at all — a circuit breaker's state machine.
 //!
-//! Timeouts need no module: `tokio::time::timeout` around one attempt is the
-//! per-attempt timeout, and around the whole retry loop it is the overall deadline
+//! Timeouts need no module: the HTTP client's per-request timeout bounds one attempt,
+//! and `tokio::time::timeout` around the whole retry loop is the overall deadline
 //! (see `payment::client`).
 
 pub mod backoff;

@@ -1,7 +1,9 @@
 //! The happy path, declines, and the order of operations.
 
 use crate::support::{Backend, order_body, spawn_app, spawn_app_with};
-use common::payment::ChargeStatus;
+use common::domain::{CustomerId, NewOrder, OrderEvent, OrderStatus};
+use common::payment::{ChargeStatus, PaymentOutcome};
+use phase1_monolith::store::{ApplyError, Inserted, OrderStore};
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::time::Duration;
@@ -151,7 +153,51 @@ async fn responses_carry_the_callers_request_id(backend: Backend) {
     app.stop().await;
 }
 
+/// The request handler and the reconciler may both try to settle one order. The
+/// `version` column lets exactly one of them win; the loser adopts the winner's result.
+async fn of_two_concurrent_settlements_exactly_one_wins(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let store = OrderStore::new(app.db.clone());
+    let menu = store.menu().await.unwrap();
+    let items = [common::domain::LineItem {
+        sku: common::domain::Sku::parse("cola").unwrap(),
+        qty: common::domain::Quantity::new(1).unwrap(),
+    }];
+    let new_order = NewOrder::price(CustomerId::parse("ivan").unwrap(), &items, &menu).unwrap();
+    let Inserted::Created(snapshot) = store.insert(&new_order, None).await.unwrap() else {
+        unreachable!()
+    };
+
+    let winner = store
+        .apply(&snapshot, OrderEvent::PaymentSucceeded, Some("ch_winner"))
+        .await
+        .unwrap();
+    assert_eq!(winner.status, OrderStatus::Paid);
+    match store
+        .apply(&snapshot, OrderEvent::PaymentFailed, None)
+        .await
+    {
+        Err(ApplyError::Stale(current)) => assert_eq!(current.status, OrderStatus::Paid),
+        other => panic!("the second settlement must lose, got {other:?}"),
+    }
+    let declined = PaymentOutcome::Declined {
+        charge_id: None,
+        reason: "late".into(),
+    };
+    let settled = phase1_monolith::workflow::settle(&store, snapshot, &declined)
+        .await
+        .unwrap();
+    assert_eq!(
+        settled.status,
+        OrderStatus::Paid,
+        "the loser adopts the winner's result"
+    );
+    assert_eq!(settled.payment_id.as_deref(), Some("ch_winner"));
+    app.stop().await;
+}
+
 crate::on_both_backends!(
+    of_two_concurrent_settlements_exactly_one_wins,
     the_menu_lists_what_can_be_ordered,
     an_order_is_priced_paid_and_readable,
     a_declined_card_cancels_the_order_without_retrying,
@@ -159,3 +205,46 @@ crate::on_both_backends!(
     health_is_liveness_and_ready_reports_dependencies,
     responses_carry_the_callers_request_id,
 );
+
+/// Readiness needs the database and nothing else: drop the database under a running
+/// app and `/ready` answers 503 while `/health` stays 200. (PostgreSQL only: an open
+/// SQLite file cannot be taken away from a running process.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_fails_when_the_database_is_gone_but_health_does_not() {
+    let app = spawn_app(Backend::Postgres).await;
+    assert_eq!(app.get("/ready").await.status(), StatusCode::OK);
+    let name: String = {
+        use sqlx::Row;
+        sqlx::query("SELECT current_database()::text AS name")
+            .fetch_one(&app.db)
+            .await
+            .unwrap()
+            .get("name")
+    };
+    let admin = common::db::connect(
+        &std::env::var("TEST_DATABASE_URL")
+            .unwrap_or_else(|_| crate::support::DEFAULT_PG_URL.into()),
+        1,
+    )
+    .await
+    .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {name} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    admin.close().await;
+
+    let ready = app.get("/ready").await;
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["database"], "down");
+    assert_eq!(ready["status"], "not_ready");
+    assert_eq!(
+        app.get("/health").await.status(),
+        StatusCode::OK,
+        "liveness does not depend on the database"
+    );
+    app.stop().await;
+}

@@ -17,7 +17,7 @@ fn timeouts_shorter_than_latency(s: &mut phase1_monolith::config::Settings, idem
     s.reconcile_after = Duration::from_millis(3500);
 }
 
-async fn retries_without_idempotency_keys_charge_the_customer_twice(backend: Backend) {
+async fn retries_without_idempotency_keys_charge_the_customer_once_per_attempt(backend: Backend) {
     let app = spawn_app_with(backend, |s| timeouts_shorter_than_latency(s, false)).await;
     let response = app
         .post_order(&order_body("alice", &[("pizza-diavola", 1)]))
@@ -161,7 +161,7 @@ async fn the_breaker_opens_under_a_dead_provider_fails_fast_and_recovers(backend
 }
 
 crate::on_both_backends!(
-    retries_without_idempotency_keys_charge_the_customer_twice,
+    retries_without_idempotency_keys_charge_the_customer_once_per_attempt,
     with_idempotency_keys_a_timeout_shorter_than_the_latency_charges_once,
     only_retryable_failures_are_retried_and_in_doubt_orders_are_settled_later,
     the_breaker_opens_under_a_dead_provider_fails_fast_and_recovers,

@@ -1,0 +1,429 @@
+//! `cargo xtask bench [phase1]`: throughput and latency of the real service, next to
+//! the limit of the machine.
+//!
+//! Speed is measured here and only here — never in timed unit tests, which flake on
+//! a busy laptop and prove nothing on a fast one. A benchmark run:
+//!
+//! 1. builds the release binary (a debug build measures the compiler, not the design);
+//! 2. starts the payment provider as its own process, with no injected latency or
+//!    failures: the point is the cost of the order path itself;
+//! 3. for each database (SQLite file, PostgreSQL database `ferriseats_bench` created
+//!    fresh) starts the service, waits for `/ready`, drives `POST /orders` with the
+//!    closed-loop [`loadgen`], and stops the service;
+//! 4. runs [`pgbench`] with the same SQL at the same concurrency against the same
+//!    PostgreSQL — the ceiling the database allows on this machine;
+//! 5. prints a table and writes `target/bench/phase1.json`.
+//!
+//! Everything is local (127.0.0.1 only) and bounded in time. Child processes are
+//! spawned with `kill_on_drop`, so an error on any path leaves no server behind
+//! (Ctrl-C reaches them anyway: the terminal signals the whole process group). Logs of every process stay in `target/bench/phase1/` for a post-mortem.
+
+use crate::loadgen::{self, Load};
+use crate::{pgbench, postgres, process};
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::time::Instant;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Which benchmark to run (all of them when omitted).
+    phase: Option<Phase>,
+    /// Requests (or pgbench clients) in flight at any time.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    concurrency: u16,
+    /// How long to measure, e.g. 10s, 500ms, 1m.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Traffic sent before measuring (connections, caches), then discarded.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    warmup: Duration,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Phase {
+    /// POST /orders of the phase-1 monolith on SQLite and PostgreSQL, beside pgbench.
+    Phase1,
+}
+
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let phases = match args.phase {
+        Some(phase) => vec![phase],
+        None => Phase::value_variants().to_vec(),
+    };
+    for phase in phases {
+        match phase {
+            Phase::Phase1 => phase1(args)?,
+        }
+    }
+    Ok(())
+}
+
+/// The phase-1 service's order body; each worker is its own customer.
+fn order_body(worker: usize) -> String {
+    format!(
+        r#"{{"customer_id":"bench-{worker}","items":[{{"sku":"pizza-margherita","qty":1}},{{"sku":"cola","qty":2}}]}}"#
+    )
+}
+
+const BENCH_DATABASE: &str = "ferriseats_bench";
+
+fn phase1(args: &BenchArgs) -> anyhow::Result<()> {
+    // Fail before the long build if the database is missing.
+    let admin_url = postgres::test_database_url();
+    postgres::check_url(&admin_url).context(
+        "PostgreSQL is needed for this benchmark: start it with `cargo xtask up` \
+         (or point TEST_DATABASE_URL at a server)",
+    )?;
+    let have_pgbench = process::on_path("pgbench");
+
+    let mut build = std::process::Command::new(process::cargo());
+    build
+        .args(["build", "--release", "-p", "phase1-monolith"])
+        .current_dir(process::workspace_root());
+    process::run(&mut build, Duration::from_secs(60 * 60))?;
+    let bin = process::target_dir().join("release/phase1-monolith");
+
+    let dir = process::target_dir().join("bench/phase1");
+    match std::fs::remove_dir_all(&dir) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            return Err(err).context(format!("clearing {}", dir.display()));
+        }
+        _ => {}
+    }
+    std::fs::create_dir_all(&dir)?;
+
+    // A fresh database, so every run starts from the same (empty) tables.
+    let bench_url = postgres::with_database(&admin_url, BENCH_DATABASE);
+    postgres::execute(
+        &admin_url,
+        &format!("DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)"),
+    )?;
+    postgres::execute(&admin_url, &format!("CREATE DATABASE {BENCH_DATABASE}"))?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let rows = runtime.block_on(phase1_rows(args, &bin, &dir, &bench_url, have_pgbench))?;
+
+    let results = Results {
+        benchmark: "phase1: POST /orders",
+        concurrency: args.concurrency,
+        duration_s: args.duration.as_secs_f64(),
+        warmup_s: args.warmup.as_secs_f64(),
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        rows,
+    };
+    print_table(&results);
+    if !have_pgbench {
+        println!("(pgbench is not installed, so there is no database baseline row)");
+    }
+    let json = process::target_dir().join("bench/phase1.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&results)? + "\n")?;
+    println!(
+        "\nwritten to {} (logs in {})",
+        json.display(),
+        dir.display()
+    );
+    Ok(())
+}
+
+async fn phase1_rows(
+    args: &BenchArgs,
+    bin: &Path,
+    dir: &Path,
+    bench_url: &str,
+    have_pgbench: bool,
+) -> anyhow::Result<Vec<Row>> {
+    let concurrency = usize::from(args.concurrency);
+    let provider_addr = free_local_addr()?;
+    let mut provider = Server::start(
+        "payment provider",
+        bin,
+        &[
+            "provider",
+            "--provider-addr",
+            &provider_addr.to_string(),
+            "--payment-failure-rate",
+            "0",
+            "--payment-decline-rate",
+            "0",
+            "--payment-latency",
+            "0",
+        ],
+        provider_addr,
+        &dir.join("provider.log"),
+    )?;
+    provider
+        .wait_for("/health", Duration::from_secs(30))
+        .await?;
+
+    let mut rows = Vec::new();
+    let sqlite_url = format!("sqlite://{}", dir.join("bench.db").display());
+    for (name, database_url) in [("sqlite", sqlite_url.as_str()), ("postgres", bench_url)] {
+        let addr = free_local_addr()?;
+        let mut server = Server::start(
+            name,
+            bin,
+            &[
+                "--addr",
+                &addr.to_string(),
+                "--database-url",
+                database_url,
+                "--payment-url",
+                &format!("http://{provider_addr}"),
+            ],
+            addr,
+            &dir.join(format!("{name}.log")),
+        )?;
+        server.wait_for("/ready", Duration::from_secs(60)).await?;
+        println!(
+            "{name}: POST /orders with {concurrency} in flight: {:?} warm-up, {:?} measured…",
+            args.warmup, args.duration
+        );
+        let load = Load {
+            url: format!("http://{addr}/orders"),
+            concurrency,
+            warmup: args.warmup,
+            duration: args.duration,
+            body: order_body,
+        };
+        let limit = args.warmup + args.duration + Duration::from_secs(30);
+        let report = tokio::time::timeout(limit, loadgen::closed_loop(&load))
+            .await
+            .with_context(|| format!("{name}: the load run did not end within {limit:?}"))??;
+        server.stop().await;
+        if let Some(error) = &report.first_error {
+            eprintln!("{name}: {} errors; the first: {error}", report.errors);
+        }
+        rows.push(Row::new(
+            name,
+            report.ok as f64 / report.elapsed.as_secs_f64(),
+            &report.latency_us,
+            report.errors,
+        ));
+    }
+    provider.stop().await;
+
+    // After the PostgreSQL run: the service's migrations created the schema.
+    if have_pgbench {
+        println!(
+            "pgbench: the same SQL with {concurrency} clients, {:?}…",
+            args.duration
+        );
+        let report = pgbench::run(
+            bench_url,
+            pgbench::PHASE1_ORDER,
+            concurrency,
+            args.duration,
+            dir,
+        )
+        .await?;
+        rows.push(Row::new(
+            "pgbench (same SQL, same concurrency)",
+            report.tps,
+            &report.latency_us,
+            report.failed,
+        ));
+    }
+    Ok(rows)
+}
+
+/// A port nobody listens on right now. (Another program could take it before the
+/// server binds it; on a workstation that is rare enough, and it fails loudly.)
+fn free_local_addr() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    Ok(listener.local_addr()?)
+}
+
+/// A child process serving HTTP on 127.0.0.1, killed when dropped.
+#[derive(Debug)]
+struct Server {
+    name: String,
+    child: tokio::process::Child,
+    addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(
+        name: &str,
+        bin: &Path,
+        args: &[&str],
+        addr: SocketAddr,
+        log: &Path,
+    ) -> anyhow::Result<Server> {
+        let file =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        println!(
+            "$ RUST_LOG=warn {} {} > {}",
+            bin.display(),
+            args.join(" "),
+            log.display()
+        );
+        let child = tokio::process::Command::new(bin)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("could not start {}", bin.display()))?;
+        Ok(Server {
+            name: name.to_owned(),
+            child,
+            addr,
+            log: log.to_owned(),
+        })
+    }
+
+    /// Polls `GET path` until it answers 200, the process exits, or `limit` passes.
+    async fn wait_for(&mut self, path: &str, limit: Duration) -> anyhow::Result<()> {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(2))
+            .build()?;
+        let url = format!("http://{}{path}", self.addr);
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "{} exited ({status}) before GET {url} answered 200; end of {}:\n{}",
+                    self.name,
+                    self.log.display(),
+                    process::tail(&self.log, 20)
+                );
+            }
+            if let Ok(response) = client.get(&url).send().await
+                && response.status() == reqwest::StatusCode::OK
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{}: GET {url} did not answer 200 within {limit:?}; end of {}:\n{}",
+                    self.name,
+                    self.log.display(),
+                    process::tail(&self.log, 20)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Results {
+    benchmark: &'static str,
+    concurrency: u16,
+    duration_s: f64,
+    warmup_s: f64,
+    cores: usize,
+    rows: Vec<Row>,
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    name: String,
+    /// Successful requests (or transactions) per second.
+    per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    errors: u64,
+}
+
+impl Row {
+    fn new(name: &str, per_second: f64, latency_us: &Histogram<u64>, errors: u64) -> Row {
+        let ms = |us: u64| us as f64 / 1000.0;
+        Row {
+            name: name.to_owned(),
+            per_second,
+            p50_ms: ms(latency_us.value_at_quantile(0.50)),
+            p99_ms: ms(latency_us.value_at_quantile(0.99)),
+            max_ms: ms(latency_us.max()),
+            errors,
+        }
+    }
+}
+
+fn print_table(results: &Results) {
+    println!(
+        "\n{}: closed loop, concurrency {}, {:.1} s measured after {:.1} s warm-up, \
+         {} cores (shared by load generator, servers and database)\n",
+        results.benchmark, results.concurrency, results.duration_s, results.warmup_s, results.cores
+    );
+    println!(
+        "{:<38} {:>10} {:>9} {:>9} {:>9} {:>7}",
+        "", "req|tx/s", "p50 ms", "p99 ms", "max ms", "errors"
+    );
+    for row in &results.rows {
+        println!(
+            "{:<38} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>7}",
+            row.name, row.per_second, row.p50_ms, row.p99_ms, row.max_ms, row.errors
+        );
+    }
+}
+
+/// `10s`, `500ms`, `1.5s`, `2m`, or a plain number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 10s, 500ms or 2m"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" | "min" => value * 60.0,
+        other => return Err(format!("unknown unit `{other}` (use ms, s or m)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|err| format!("`{text}`: {err}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_like_the_cli_promises() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5h").is_err());
+    }
+
+    #[test]
+    fn the_order_body_is_valid_json() {
+        let body: serde_json::Value = serde_json::from_str(&order_body(7)).unwrap();
+        assert_eq!(body["customer_id"], "bench-7");
+        assert_eq!(body["items"][1]["qty"], 2);
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        #[derive(Debug, clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        Cli::command().debug_assert();
+    }
+}

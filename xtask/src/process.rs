@@ -1,0 +1,284 @@
+//! Running other programs from xtask: echoed, bounded in time, and as root when needed.
+//!
+//! Three rules keep a tool like this predictable:
+//! * **Say what you run.** Every command that changes something is printed first, so
+//!   the user can repeat it by hand or see where it got stuck.
+//! * **Never wait forever.** Every child has a deadline; a hung `apt-get` or a server
+//!   that never answers becomes an error message, not a frozen terminal.
+//! * **Do not hand a pipe to a daemon.** A command such as `pg_ctlcluster start`
+//!   leaves a server running in the background. If that server inherited our stdout
+//!   pipe, whoever reads the pipe (a CI runner, `read_to_end`) would wait for it to
+//!   exit — i.e. forever. Such commands write to a log file instead ([`run_logged`]).
+
+use anyhow::{Context, bail};
+use std::ffi::OsString;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The workspace root: the parent of xtask's manifest dir, which `cargo run` tells
+/// us (and which is also known at compile time, for a binary run directly).
+pub fn workspace_root() -> PathBuf {
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest_dir
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// Where cargo puts build output (respects `CARGO_TARGET_DIR`).
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => workspace_root().join(dir),
+        None => workspace_root().join("target"),
+    }
+}
+
+/// The cargo that runs us (`cargo run` sets `$CARGO`), so a toolchain chosen with
+/// `cargo +nightly xtask …` is used for the inner commands too.
+pub fn cargo() -> OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+/// Is `program` an executable file somewhere on `$PATH`?
+pub fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+/// A command as a user would type it (for messages).
+pub fn display(cmd: &Command) -> String {
+    let program = cmd.get_program();
+    // `$CARGO` is a long toolchain path; the user knows it as `cargo`.
+    let program = if std::env::var_os("CARGO").is_some_and(|cargo| cargo == program) {
+        "cargo".into()
+    } else {
+        program.to_string_lossy()
+    };
+    let mut words = vec![program.into_owned()];
+    for arg in cmd.get_args() {
+        let arg = arg.to_string_lossy();
+        if arg.is_empty() || arg.contains([' ', '"', '\'', '\\', '$', '`']) {
+            if arg.contains(['"', '\\', '$', '`']) {
+                words.push(format!("'{}'", arg.replace('\'', r"'\''")));
+            } else {
+                // Reads better for SQL such as ALTER USER … PASSWORD 'x'.
+                words.push(format!("\"{arg}\""));
+            }
+        } else {
+            words.push(arg.into_owned());
+        }
+    }
+    words.join(" ")
+}
+
+/// Runs `cmd` quietly and returns what it printed. Fails only if it could not be
+/// started or ran longer than `limit`; the exit status is the caller's to judge.
+pub fn output(cmd: &mut Command, limit: Duration) -> anyhow::Result<Output> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not start `{}`", display(cmd)))?;
+    // Read both pipes on threads (a child blocks once a pipe buffer is full), and
+    // give up on them shortly after the child exited in case a grandchild kept them.
+    let collect = |pipe: Option<Box<dyn Read + Send>>| {
+        let (tx, rx) = mpsc::channel();
+        if let Some(mut pipe) = pipe {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let _ = pipe.read_to_end(&mut buf);
+                let _ = tx.send(buf);
+            });
+        }
+        rx
+    };
+    let stdout = collect(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = collect(child.stderr.take().map(|p| Box::new(p) as _));
+    let status =
+        wait_with_deadline(&mut child, limit).with_context(|| format!("`{}`", display(cmd)))?;
+    let grace = Duration::from_secs(2);
+    Ok(Output {
+        status,
+        stdout: stdout.recv_timeout(grace).unwrap_or_default(),
+        stderr: stderr.recv_timeout(grace).unwrap_or_default(),
+    })
+}
+
+/// Runs `cmd` quietly; `true` if it exited successfully within `limit`.
+pub fn succeeds(cmd: &mut Command, limit: Duration) -> bool {
+    output(cmd, limit).is_ok_and(|out| out.status.success())
+}
+
+/// Prints `cmd`, runs it with the terminal attached (for long, chatty commands such
+/// as `cargo build` or `apt-get install`), and fails on a non-zero exit.
+pub fn run(cmd: &mut Command, limit: Duration) -> anyhow::Result<()> {
+    let shown = display(cmd);
+    println!("$ {shown}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .spawn()
+        .with_context(|| format!("could not start `{shown}`"))?;
+    let status = wait_with_deadline(&mut child, limit).with_context(|| format!("`{shown}`"))?;
+    if !status.success() {
+        bail!("`{shown}` failed ({status})");
+    }
+    Ok(())
+}
+
+/// Prints `cmd` and runs it with stdout and stderr going to `log` (see the module
+/// docs: for commands that leave a daemon behind). On failure the error includes
+/// the end of the log.
+pub fn run_logged(cmd: &mut Command, log: &Path, limit: Duration) -> anyhow::Result<()> {
+    let shown = display(cmd);
+    println!("$ {shown}");
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .spawn()
+        .with_context(|| format!("could not start `{shown}`"))?;
+    let status = wait_with_deadline(&mut child, limit).with_context(|| format!("`{shown}`"))?;
+    if !status.success() {
+        bail!(
+            "`{shown}` failed ({status}); end of {}:\n{}",
+            log.display(),
+            tail(log, 15)
+        );
+    }
+    Ok(())
+}
+
+fn wait_with_deadline(child: &mut Child, limit: Duration) -> anyhow::Result<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("timed out after {limit:?} and was killed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The last `lines` lines of a (log) file, for error messages.
+pub fn tail(path: &Path, lines: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            let tail = all[all.len().saturating_sub(lines)..].join("\n");
+            if tail.is_empty() {
+                "(empty)".to_owned()
+            } else {
+                tail
+            }
+        }
+        Err(err) => format!("(cannot read {}: {err})", path.display()),
+    }
+}
+
+/// How we can run commands that need root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Privilege {
+    /// We are root.
+    Root,
+    /// `sudo -n` works (passwordless sudo): prefix commands with it.
+    Sudo,
+    /// Neither: the user has to run such commands.
+    User,
+}
+
+pub fn privilege() -> Privilege {
+    let uid = output(Command::new("id").arg("-u"), Duration::from_secs(5))
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned());
+    if uid.is_ok_and(|uid| uid == "0") {
+        Privilege::Root
+    } else if on_path("sudo")
+        && succeeds(
+            Command::new("sudo").args(["-n", "true"]),
+            Duration::from_secs(5),
+        )
+    {
+        Privilege::Sudo
+    } else {
+        Privilege::User
+    }
+}
+
+/// `program args…` run as root: directly, or through `sudo -n`. As an ordinary user
+/// the command is run as is and fails with its own message.
+pub fn as_root(privilege: Privilege, program: &str) -> Command {
+    match privilege {
+        Privilege::Sudo => {
+            let mut cmd = Command::new("sudo");
+            cmd.args(["-n", program]);
+            cmd
+        }
+        Privilege::Root | Privilege::User => Command::new(program),
+    }
+}
+
+/// `argv` run as the system user `user` (e.g. `postgres`, who may log in to the
+/// database over the Unix socket without a password).
+pub fn as_user(privilege: Privilege, user: &str, argv: &[&str]) -> Command {
+    let mut cmd = match privilege {
+        Privilege::Root if on_path("runuser") => {
+            let mut cmd = Command::new("runuser");
+            cmd.args(["-u", user, "--"]).args(argv);
+            cmd
+        }
+        Privilege::Root => {
+            // `su` takes one shell command line: quote every word.
+            let line = display(Command::new(argv[0]).args(&argv[1..]));
+            let mut cmd = Command::new("su");
+            cmd.args([user, "-s", "/bin/sh", "-c", &line]);
+            cmd
+        }
+        Privilege::Sudo => {
+            let mut cmd = Command::new("sudo");
+            cmd.args(["-n", "-u", user]).args(argv);
+            cmd
+        }
+        Privilege::User => {
+            let mut cmd = Command::new(argv[0]);
+            cmd.args(&argv[1..]);
+            cmd
+        }
+    };
+    // The user may not be allowed into our working directory (psql warns about it).
+    cmd.current_dir(std::env::temp_dir());
+    cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_shown_as_a_shell_would_read_them() {
+        let mut cmd = Command::new("psql");
+        cmd.args([
+            "-c",
+            "ALTER USER postgres PASSWORD 'postgres'",
+            "it's",
+            "$HOME",
+            "",
+        ]);
+        assert_eq!(
+            display(&cmd),
+            r#"psql -c "ALTER USER postgres PASSWORD 'postgres'" "it's" '$HOME' """#
+        );
+    }
+}

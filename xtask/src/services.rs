@@ -1,0 +1,323 @@
+//! `cargo xtask up | down | status`: local infrastructure as a *list of services*.
+//!
+//! Every service (PostgreSQL now; Redis on 6379 and the Kafka-protocol broker
+//! `tansu` on 9092 in later phases) is described by the same handful of answers —
+//! see [`Service`] — and brought up by one flow, [`up`]:
+//!
+//! 1. the user points us elsewhere (an environment variable)? only check that;
+//! 2. something already answers on the standard port? **reuse** it;
+//! 3. installed but stopped? **start** it;
+//! 4. missing, and we may install software? **install**, then start;
+//! 5. otherwise print **exactly what the user must do**.
+//!
+//! `up` writes down (in `.ferriseats/started.json`, git-ignored) what *it* started
+//! and the command that stops it, so `down` stops only those: a server you were
+//! already running is never touched.
+//!
+//! Adding a service is one module (like [`crate::postgres`]) and one entry in
+//! [`SERVICES`]; the flow does not change.
+
+use crate::postgres;
+use crate::process::{self, Privilege};
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// What xtask needs to know to manage one piece of infrastructure.
+#[derive(Debug)]
+pub struct Service {
+    pub name: &'static str,
+    /// Standard port on 127.0.0.1.
+    pub port: u16,
+    /// When this environment variable is set the user runs the service somewhere
+    /// else: `up` only checks that it answers there (with [`Service::check_url`]).
+    pub env_override: &'static str,
+    /// Does the service answer on 127.0.0.1:`port`? Cheap, no side effects.
+    pub is_up: fn() -> bool,
+    /// Start it if it is installed. `Ok(Some(stop))`: it is running now and `stop`
+    /// is the command line that stops it again; `Ok(None)`: it is not installed.
+    pub start: fn(Privilege) -> anyhow::Result<Option<Vec<String>>>,
+    /// Install it, or fail saying why we cannot.
+    pub install: fn(Privilege) -> anyhow::Result<()>,
+    /// Once it is up, make it usable by the tests and prove it by logging in.
+    /// `Some(privilege)` when this run of `up` started it (so it may also change
+    /// its set-up, e.g. set a password); `None` for a server we only reuse.
+    pub prepare: fn(Option<Privilege>) -> anyhow::Result<()>,
+    /// Can we log in / talk to it at this URL?
+    pub check_url: fn(&str) -> anyhow::Result<()>,
+    /// What the user must do when we cannot bring it up ourselves.
+    pub manual: fn() -> String,
+}
+
+/// All the infrastructure, in start order.
+pub const SERVICES: &[Service] = &[postgres::SERVICE];
+
+/// How long a service that was just started may take to answer.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long to wait for a server that is listening but not ready yet (still starting).
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub fn up() -> anyhow::Result<()> {
+    let mut state = State::load()?;
+    let mut failed = Vec::new();
+    let mut cached = None;
+    for service in SERVICES {
+        // Asking about sudo can take a moment: only do it when something must change.
+        let mut privilege = || *cached.get_or_insert_with(process::privilege);
+        if let Err(err) = up_one(service, &mut state, &mut privilege) {
+            eprintln!("{}: {err:#}", service.name);
+            failed.push(service.name);
+        }
+    }
+    if !failed.is_empty() {
+        bail!("not available: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+fn up_one(
+    service: &Service,
+    state: &mut State,
+    privilege: &mut dyn FnMut() -> Privilege,
+) -> anyhow::Result<()> {
+    let name = service.name;
+    let addr = address(service);
+
+    // 1. The user's own server, wherever it is.
+    if let Ok(url) = std::env::var(service.env_override) {
+        let shown = redact(&url);
+        println!(
+            "{name}: {}={shown} is set: checking only that",
+            service.env_override
+        );
+        (service.check_url)(&url).with_context(|| {
+            format!(
+                "{} points at a server that does not work (unset it to use the local one \
+                 that `cargo xtask up` manages)",
+                service.env_override
+            )
+        })?;
+        println!("{name}: ok at {shown}");
+        return Ok(());
+    }
+
+    // 2. Something already answers: reuse it (a server that is still starting gets
+    //    a few seconds; a port taken by something else is an error, not a reuse).
+    if port_open(service.port) && !wait_until(service.is_up, SETTLE_TIMEOUT) {
+        bail!(
+            "{addr} accepts connections but does not answer as {name}: \
+             another program is using the port. Stop it, or set {} to use another server.",
+            service.env_override
+        );
+    }
+    if (service.is_up)() {
+        let origin = if state.started_by_xtask(name) {
+            " (started earlier by xtask)"
+        } else {
+            ""
+        };
+        println!("{name}: reusing the server on {addr}{origin}");
+        return (service.prepare)(None);
+    }
+    // We may have started it in an earlier run and someone stopped it since.
+    state.forget(name)?;
+
+    // 3. Installed: start it. 4. Missing: install, then start.
+    let privilege = privilege();
+    let started = (service.start)(privilege).and_then(|stop| match stop {
+        Some(stop) => Ok(stop),
+        None => {
+            println!("{name}: not installed; trying to install it");
+            (service.install)(privilege)?;
+            (service.start)(privilege)?
+                .with_context(|| format!("{name} was installed but cannot be found"))
+        }
+    });
+    // 5. We cannot: say exactly what to do.
+    let stop = started.map_err(|err| anyhow::anyhow!("{err:#}\n\n{}", (service.manual)()))?;
+    state.record(Started {
+        name: name.to_owned(),
+        address: addr.to_string(),
+        stop,
+    })?;
+    if !wait_until(service.is_up, START_TIMEOUT) {
+        bail!(
+            "started, but it does not answer on {addr} after {START_TIMEOUT:?}\n{}",
+            (service.manual)()
+        );
+    }
+    println!("{name}: started on {addr} (`cargo xtask down` stops it)");
+    (service.prepare)(Some(privilege))
+}
+
+pub fn down() -> anyhow::Result<()> {
+    let mut state = State::load()?;
+    if state.started.is_empty() {
+        println!("nothing to stop: xtask has not started any service");
+        return Ok(());
+    }
+    let mut failed = Vec::new();
+    for started in state.started.clone() {
+        let is_up = SERVICES
+            .iter()
+            .find(|s| s.name == started.name)
+            .is_none_or(|s| (s.is_up)());
+        if !is_up {
+            println!("{}: already stopped", started.name);
+        } else {
+            let log = log_path(&started.name, "stop");
+            let mut cmd = std::process::Command::new(&started.stop[0]);
+            cmd.args(&started.stop[1..]);
+            match process::run_logged(&mut cmd, &log, Duration::from_secs(120)) {
+                Ok(()) => println!("{}: stopped", started.name),
+                Err(err) => {
+                    eprintln!("{}: {err:#}", started.name);
+                    failed.push(started.name.clone());
+                    continue;
+                }
+            }
+        }
+        state.forget(&started.name)?;
+    }
+    if !failed.is_empty() {
+        bail!("could not stop: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+pub fn status() -> anyhow::Result<()> {
+    let state = State::load()?;
+    for service in SERVICES {
+        let up = (service.is_up)();
+        let origin = match (up, state.started_by_xtask(service.name)) {
+            (true, true) => "started by xtask",
+            (true, false) => "external",
+            (false, _) => "-",
+        };
+        println!(
+            "{:<12} {:<16} {:<5} {origin}",
+            service.name,
+            address(service).to_string(),
+            if up { "up" } else { "down" },
+        );
+        if let Ok(url) = std::env::var(service.env_override) {
+            let check = match (service.check_url)(&url) {
+                Ok(()) => "up".to_owned(),
+                Err(err) => format!("down ({err:#})"),
+            };
+            println!(
+                "{:<12} {}={} {check}",
+                "",
+                service.env_override,
+                redact(&url)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A URL fit for printing: the password replaced by `***`.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _password)) => {
+                    format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
+                }
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn address(service: &Service) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, service.port))
+}
+
+/// Does anything accept TCP connections on 127.0.0.1:`port`?
+pub fn port_open(port: u16) -> bool {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
+}
+
+fn wait_until(check: fn() -> bool, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// What `up` started, kept in `.ferriseats/started.json` so `down` can undo it later.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    started: Vec<Started>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Started {
+    name: String,
+    address: String,
+    /// The command line that stops it (recorded when it was started, e.g. with the
+    /// exact cluster version, so `down` needs no service-specific knowledge).
+    stop: Vec<String>,
+}
+
+impl State {
+    fn dir() -> PathBuf {
+        process::workspace_root().join(".ferriseats")
+    }
+
+    fn path() -> PathBuf {
+        Self::dir().join("started.json")
+    }
+
+    fn load() -> anyhow::Result<State> {
+        let path = Self::path();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .with_context(|| format!("{} is damaged; delete it", path.display())),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+            Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    fn save(&self) -> anyhow::Result<()> {
+        std::fs::create_dir_all(Self::dir())?;
+        let path = Self::path();
+        std::fs::write(&path, serde_json::to_string_pretty(self)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
+    fn started_by_xtask(&self, name: &str) -> bool {
+        self.started.iter().any(|s| s.name == name)
+    }
+
+    fn record(&mut self, started: Started) -> anyhow::Result<()> {
+        self.started.retain(|s| s.name != started.name);
+        self.started.push(started);
+        self.save()
+    }
+
+    fn forget(&mut self, name: &str) -> anyhow::Result<()> {
+        if self.started_by_xtask(name) {
+            self.started.retain(|s| s.name != name);
+            self.save()?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a service's start command logs (see [`process::run_logged`]).
+pub fn log_path(name: &str, what: &str) -> PathBuf {
+    State::dir().join("logs").join(format!("{name}-{what}.log"))
+}

@@ -1,0 +1,80 @@
+//! `cargo xtask test [-- ARGS]`: the whole test suite, against real infrastructure.
+//!
+//! Integration tests need PostgreSQL, and they must fail (not skip) when it is
+//! missing. So this first runs `cargo xtask up`, then the tests with
+//! `TEST_DATABASE_URL` exported, so every test process agrees on the server.
+//!
+//! The runner is cargo-nextest when installed (one process per test: faster on
+//! many cores, and a test that hangs or crashes cannot take the others with it).
+//! nextest does not run doctests, so `cargo test --doc` runs after it. Without
+//! nextest, plain `cargo test` covers both. This is also what CI runs (`.ci/run`).
+
+use crate::postgres;
+use crate::process;
+use anyhow::bail;
+use clap::Args;
+use std::process::Command;
+use std::time::Duration;
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Passed on to the test runner (`cargo nextest run` or `cargo test`), e.g.
+    /// `cargo xtask test -- idempotency` (a name filter) or, with nextest,
+    /// `cargo xtask test -- -E 'package(common)'`.
+    #[arg(last = true)]
+    args: Vec<String>,
+}
+
+/// No single test step may run longer than this (tests have their own timeouts;
+/// this only turns a hung build or runner into an error).
+const STEP_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+pub fn run(args: &TestArgs) -> anyhow::Result<()> {
+    crate::services::up()?;
+    let database_url = postgres::test_database_url();
+    println!(
+        "\ntests use {}={}",
+        postgres::ENV_URL,
+        crate::services::redact(&database_url)
+    );
+
+    let nextest = process::succeeds(
+        Command::new(process::cargo()).args(["nextest", "--version"]),
+        Duration::from_secs(30),
+    );
+    let mut steps: Vec<Vec<String>> = Vec::new();
+    let words = |s: &str| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    if nextest {
+        steps.push(
+            [
+                words("nextest run --workspace --no-fail-fast"),
+                args.args.clone(),
+            ]
+            .concat(),
+        );
+        // nextest skips doctests.
+        steps.push(words("test --workspace --doc"));
+    } else {
+        println!("(cargo-nextest is not installed: using cargo test)");
+        steps.push([words("test --workspace --no-fail-fast"), args.args.clone()].concat());
+    }
+
+    let mut failed = Vec::new();
+    for step in &steps {
+        let mut cmd = Command::new(process::cargo());
+        cmd.args(step)
+            .env(postgres::ENV_URL, &database_url)
+            .current_dir(process::workspace_root());
+        println!();
+        // Keep going after a failure, like --no-fail-fast: report everything at once.
+        if let Err(err) = process::run(&mut cmd, STEP_TIMEOUT) {
+            eprintln!("{err:#}");
+            failed.push(format!("cargo {}", step.join(" ")));
+        }
+    }
+    if !failed.is_empty() {
+        bail!("tests failed: {}", failed.join("; "));
+    }
+    println!("\nall tests passed");
+    Ok(())
+}
