@@ -6,7 +6,7 @@
 //!
 //! The runner is cargo-nextest when installed (one process per test: faster on
 //! many cores, and a test that hangs or crashes cannot take the others with it).
-//! nextest does not run doctests, so `cargo test --doc` runs after it. Without
+//! nextest does not run doctests, so `cargo test --doc` runs before it. Without
 //! nextest, plain `cargo test` covers both. This is also what CI runs (`.ci/run`).
 
 use crate::postgres;
@@ -45,6 +45,9 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     let mut steps: Vec<Vec<String>> = Vec::new();
     let words = |s: &str| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
     if nextest {
+        // nextest skips doctests, so they run first; nextest's summary line
+        // ("N tests run: N passed") is then the last word of the run, where CI reads it.
+        steps.push(words("test --workspace --doc"));
         steps.push(
             [
                 words("nextest run --workspace --no-fail-fast"),
@@ -52,8 +55,6 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
             ]
             .concat(),
         );
-        // nextest skips doctests.
-        steps.push(words("test --workspace --doc"));
     } else {
         println!("(cargo-nextest is not installed: using cargo test)");
         steps.push([words("test --workspace --no-fail-fast"), args.args.clone()].concat());
@@ -75,6 +76,5 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     if !failed.is_empty() {
         bail!("tests failed: {}", failed.join("; "));
     }
-    println!("\nall tests passed");
     Ok(())
 }
