@@ -13,6 +13,7 @@
 //! | [`db`]          | one connection function for SQLite and PostgreSQL                    |
 //! | [`telemetry`]   | JSON logs where every line carries the request id                    |
 //! | [`shutdown`]    | Ctrl-C / SIGTERM as a `CancellationToken`                            |
+//! | `testing`       | (feature `testing`) a fresh database per test                        |
 //!
 //! Heavy dependencies of later phases (Kafka, OpenTelemetry) will be behind cargo
 //! features, so phase 1 builds without them.
@@ -24,3 +25,5 @@ pub mod payment;
 pub mod resilience;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -221,13 +221,9 @@ async fn ready_fails_when_the_database_is_gone_but_health_does_not() {
             .unwrap()
             .get("name")
     };
-    let admin = common::db::connect(
-        &std::env::var("TEST_DATABASE_URL")
-            .unwrap_or_else(|_| crate::support::DEFAULT_PG_URL.into()),
-        1,
-    )
-    .await
-    .unwrap();
+    let admin = common::db::connect(&common::testing::postgres_admin_url(), 1)
+        .await
+        .unwrap();
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE {name} WITH (FORCE)"
     )))

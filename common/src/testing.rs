@@ -1,0 +1,109 @@
+//! Test harness shared by the phases' integration tests (feature `testing`).
+//!
+//! [`TestDb`] gives each test a database of its own — a temporary SQLite file, or a
+//! new PostgreSQL database on the server named by `TEST_DATABASE_URL` — so tests run
+//! in parallel without seeing each other's rows. When PostgreSQL is unreachable the
+//! test fails with a message naming it and `cargo xtask up`; it never skips.
+
+pub const DEFAULT_PG_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/postgres";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL server tests use: `TEST_DATABASE_URL`, or the local default.
+pub fn postgres_admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned())
+}
+
+/// A database that exists for one test only.
+#[derive(Debug)]
+pub struct TestDb {
+    pub url: String,
+    pub backend: Backend,
+    /// PostgreSQL: (admin url, database name) to drop afterwards.
+    pg: Option<(String, String)>,
+}
+
+impl TestDb {
+    pub async fn create(backend: Backend) -> TestDb {
+        let name = format!("ferriseats_test_{}", uuid::Uuid::now_v7().simple());
+        match backend {
+            Backend::Sqlite => {
+                let path = std::env::temp_dir().join(format!("{name}.db"));
+                TestDb {
+                    url: format!("sqlite://{}", path.display()),
+                    backend,
+                    pg: None,
+                }
+            }
+            Backend::Postgres => {
+                let admin = std::env::var("TEST_DATABASE_URL")
+                    .unwrap_or_else(|_| DEFAULT_PG_URL.to_owned());
+                let pool = crate::db::connect(&admin, 1).await.unwrap_or_else(|err| {
+                    panic!(
+                        "PostgreSQL is required for this test and is not reachable at {}: {err:#}\n\
+                         Start it with `cargo xtask up` (or point TEST_DATABASE_URL at a server).",
+                        crate::db::redact(&admin)
+                    )
+                });
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&pool)
+                    .await
+                    .expect("CREATE DATABASE on the test server");
+                pool.close().await;
+                let url = with_database(&admin, &name);
+                TestDb {
+                    url,
+                    backend,
+                    pg: Some((admin, name)),
+                }
+            }
+        }
+    }
+
+    pub async fn drop_database(self) {
+        match self.pg {
+            Some((admin, name)) => {
+                if let Ok(pool) = crate::db::connect(&admin, 1).await {
+                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
+                    pool.close().await;
+                }
+            }
+            None => {
+                let path = self.url.trim_start_matches("sqlite://");
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{path}{suffix}"));
+                }
+            }
+        }
+    }
+}
+
+/// `postgres://u:p@h:5432/postgres?x=y` → same server, database `name`.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let server = match base.rfind('/') {
+        Some(slash) if slash > base.find("://").map_or(0, |i| i + 2) => &base[..slash],
+        _ => base,
+    };
+    format!("{server}/{name}{query}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_database_name_is_replaced() {
+        assert_eq!(
+            super::with_database("postgres://u:p@h:5432/postgres?sslmode=disable", "x"),
+            "postgres://u:p@h:5432/x?sslmode=disable"
+        );
+        assert_eq!(super::with_database("postgres://h", "x"), "postgres://h/x");
+    }
+}
