@@ -377,7 +377,7 @@ fn print_table(results: &Results) {
 }
 
 /// `10s`, `500ms`, `1.5s`, `2m`, or a plain number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))

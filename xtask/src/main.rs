@@ -7,17 +7,21 @@
 //!
 //! | command | module |
 //! |---|---|
-//! | `cargo xtask up` / `down` / `status` | [`services`] (the generic flow), [`postgres`] |
+//! | `cargo xtask up` / `down` / `status` | [`services`] (the generic flow), [`postgres`], [`redis`], [`kafka`] ([`kafka_probe`]) |
+//! | `cargo xtask broker restart [--down-for 5s]` | [`kafka`] |
 //! | `cargo xtask test [-- ARGS]` | [`test`] |
 //! | `cargo xtask bench [phase1]` | [`bench`], [`loadgen`], [`pgbench`] |
 //!
 //! This file only parses the command line and dispatches.
 
 mod bench;
+mod kafka;
+mod kafka_probe;
 mod loadgen;
 mod pgbench;
 mod postgres;
 mod process;
+mod redis;
 mod services;
 mod test;
 
@@ -43,6 +47,9 @@ enum Command {
     Down,
     /// One line per service: address, up/down, and who started it.
     Status,
+    /// The Kafka-protocol broker that `up` started: `restart` crashes it (SIGKILL)
+    /// and starts it again on the same storage, for chaos scenarios.
+    Broker(kafka::BrokerArgs),
     /// `up`, then the whole test suite (nextest if installed, plus doctests).
     Test(test::TestArgs),
     /// Throughput and latency percentiles, next to pgbench running the same SQL.
@@ -55,6 +62,7 @@ fn main() -> std::process::ExitCode {
         Command::Up => services::up(),
         Command::Down => services::down(),
         Command::Status => services::status(),
+        Command::Broker(args) => kafka::run(&args),
         Command::Test(args) => test::run(&args),
         Command::Bench(args) => bench::run(&args),
     };

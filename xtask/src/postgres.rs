@@ -13,7 +13,7 @@
 //! distributions) [`manual`] says what to run.
 
 use crate::process::{self, Privilege};
-use crate::services::{self, Service};
+use crate::services::{self, Service, Stop};
 use anyhow::bail;
 use std::path::Path;
 use std::process::Command;
@@ -29,12 +29,14 @@ pub const SERVICE: Service = Service {
     name: "postgresql",
     port: PORT,
     env_override: ENV_URL,
+    default_url: DEFAULT_URL,
     is_up,
     start,
     install,
     prepare,
     check_url,
     manual,
+    details: || None,
 };
 
 /// The server URL tests use: `TEST_DATABASE_URL`, or [`DEFAULT_URL`].
@@ -129,14 +131,16 @@ fn pg_ctlcluster(privilege: Privilege, cluster: (&str, &str), action: &str) -> C
     cmd
 }
 
-fn argv(cmd: &Command) -> Vec<String> {
-    std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(|s| s.to_string_lossy().into_owned())
-        .collect()
+fn stop_command(cmd: &Command) -> Stop {
+    Stop::Command(
+        std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect(),
+    )
 }
 
-fn start(privilege: Privilege) -> anyhow::Result<Option<Vec<String>>> {
+fn start(privilege: Privilege) -> anyhow::Result<Option<Stop>> {
     let versions = installed_versions();
     if versions.is_empty() {
         return Ok(None);
@@ -166,7 +170,7 @@ fn start(privilege: Privilege) -> anyhow::Result<Option<Vec<String>>> {
         let mut create = process::as_root(privilege, "pg_createcluster");
         create.args([version, "main", "--port", "5432", "--start"]);
         process::run_logged(&mut create, &log, Duration::from_secs(120))?;
-        return Ok(Some(argv(&pg_ctlcluster(
+        return Ok(Some(stop_command(&pg_ctlcluster(
             privilege,
             (version, "main"),
             "stop",
@@ -177,7 +181,7 @@ fn start(privilege: Privilege) -> anyhow::Result<Option<Vec<String>>> {
         // Only reached when `up` found nothing answering on 5432 — unless we just
         // installed the package, whose set-up script may have started the cluster.
         if is_up() {
-            return Ok(Some(argv(&pg_ctlcluster(privilege, id, "stop"))));
+            return Ok(Some(stop_command(&pg_ctlcluster(privilege, id, "stop"))));
         }
         bail!(
             "cluster {}/{} is running but does not answer on 127.0.0.1:{PORT}; \
@@ -191,30 +195,11 @@ fn start(privilege: Privilege) -> anyhow::Result<Option<Vec<String>>> {
         &log,
         Duration::from_secs(120),
     )?;
-    Ok(Some(argv(&pg_ctlcluster(privilege, id, "stop"))))
+    Ok(Some(stop_command(&pg_ctlcluster(privilege, id, "stop"))))
 }
 
 fn install(privilege: Privilege) -> anyhow::Result<()> {
-    if !process::on_path("apt-get") {
-        bail!("cannot install PostgreSQL here: this is not a Debian/Ubuntu system (no apt-get)");
-    }
-    if privilege == Privilege::User {
-        bail!("installing PostgreSQL needs root (or passwordless sudo)");
-    }
-    let apt_get = |args: &[&str]| {
-        // `env` passes the variable through sudo, which otherwise resets the environment.
-        let mut cmd = process::as_root(privilege, "env");
-        cmd.args(["DEBIAN_FRONTEND=noninteractive", "apt-get"])
-            .args(args);
-        process::run(&mut cmd, Duration::from_secs(20 * 60))
-    };
-    let install = ["install", "-y", "--no-install-recommends", "postgresql"];
-    if apt_get(&install).is_err() {
-        // Typically a fresh image whose package lists were never downloaded.
-        apt_get(&["update"])?;
-        apt_get(&install)?;
-    }
-    Ok(())
+    process::apt_install(privilege, "postgresql")
 }
 
 /// Make the tests' login work, then prove it.

@@ -9,6 +9,12 @@
 //!   leaves a server running in the background. If that server inherited our stdout
 //!   pipe, whoever reads the pipe (a CI runner, `read_to_end`) would wait for it to
 //!   exit — i.e. forever. Such commands write to a log file instead ([`run_logged`]).
+//!
+//! A server that has no daemon mode of its own (the broker `tansu`) is started with
+//! [`spawn_detached`]: its own session, stdin closed, output to a log file. It then
+//! outlives xtask, and `down` finds it again by the pid that was written down; the
+//! pid is checked against the program's name first ([`running`]) so that a pid the
+//! system has since reused for something else is never signalled.
 
 use anyhow::{Context, bail};
 use std::ffi::OsString;
@@ -187,6 +193,156 @@ pub fn tail(path: &Path, lines: usize) -> String {
         }
         Err(err) => format!("(cannot read {}: {err})", path.display()),
     }
+}
+
+/// Starts `cmd` in the background, detached from us: in its own session (via
+/// `setsid` where it exists, else its own process group), so neither Ctrl-C in
+/// this terminal nor closing it reaches the server; stdin closed; stdout and stderr
+/// appended to `log`. The caller owns the returned child until xtask exits, after
+/// which the server is re-parented and keeps running.
+pub fn spawn_detached(cmd: &Command, log: &Path) -> anyhow::Result<Child> {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+
+    let shown = display(cmd);
+    println!("$ {shown} >> {} 2>&1 &", log.display());
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    writeln!(file, "--- xtask: {shown}")?;
+    // `setsid PROGRAM` execs PROGRAM in place (we are not a group leader), so the
+    // pid we get back is the server's own.
+    let mut detached = if on_path("setsid") {
+        let mut wrapper = Command::new("setsid");
+        wrapper.arg(cmd.get_program()).args(cmd.get_args());
+        wrapper
+    } else {
+        let mut own = Command::new(cmd.get_program());
+        own.args(cmd.get_args()).process_group(0);
+        own
+    };
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => detached.env(key, value),
+            None => detached.env_remove(key),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        detached.current_dir(dir);
+    }
+    detached
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .spawn()
+        .with_context(|| format!("could not start `{shown}`"))
+}
+
+/// Is process `pid` alive and running `program`? A zombie (exited, not yet reaped
+/// by its parent) counts as gone; so does a pid now used by another program.
+pub fn running(pid: u32, program: &str) -> bool {
+    let Ok(out) = output(
+        Command::new("ps").args(["-o", "stat=", "-o", "comm=", "-p", &pid.to_string()]),
+        Duration::from_secs(5),
+    ) else {
+        return false;
+    };
+    let line = String::from_utf8_lossy(&out.stdout);
+    let mut cols = line.split_whitespace();
+    match (cols.next(), cols.next()) {
+        // `comm` is cut at 15 characters on Linux and may be a path on macOS.
+        (Some(stat), Some(comm)) => {
+            !stat.starts_with('Z') && program.starts_with(comm.rsplit('/').next().unwrap_or(comm))
+        }
+        _ => false,
+    }
+}
+
+/// Sends `signal` (`TERM`, `KILL`, …) to `pid` with the `kill` program.
+pub fn signal(pid: u32, signal: &str) -> anyhow::Result<()> {
+    let mut cmd = Command::new("kill");
+    cmd.args(["-s", signal, &pid.to_string()]);
+    let out = output(&mut cmd, Duration::from_secs(5))?;
+    if !out.status.success() {
+        bail!(
+            "`{}` failed: {}",
+            display(&cmd),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Waits until `pid` no longer runs `program`; `false` if it still does after `limit`.
+pub fn wait_gone(pid: u32, program: &str, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while running(pid, program) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    true
+}
+
+/// Stops process `pid` if it still runs `program`: SIGTERM, and SIGKILL if it has
+/// not exited after `grace`. `Ok(false)` when it was not running (any more).
+pub fn terminate(pid: u32, program: &str, grace: Duration) -> anyhow::Result<bool> {
+    if !running(pid, program) {
+        return Ok(false);
+    }
+    println!("$ kill -s TERM {pid}");
+    signal(pid, "TERM")?;
+    if wait_gone(pid, program, grace) {
+        return Ok(true);
+    }
+    println!("{program} (pid {pid}) ignored SIGTERM for {grace:?}");
+    kill(pid, program)?;
+    Ok(true)
+}
+
+/// SIGKILL to `pid` if it still runs `program`, and wait until it is gone (a crash,
+/// as the chaos scenarios want it: no shutdown code runs). `Ok(false)` when it was
+/// not running.
+pub fn kill(pid: u32, program: &str) -> anyhow::Result<bool> {
+    if !running(pid, program) {
+        return Ok(false);
+    }
+    println!("$ kill -s KILL {pid}");
+    signal(pid, "KILL")?;
+    if !wait_gone(pid, program, Duration::from_secs(10)) {
+        bail!("{program} (pid {pid}) is still running 10 s after SIGKILL");
+    }
+    Ok(true)
+}
+
+/// `apt-get install -y PACKAGE` as root (running `apt-get update` first if the
+/// install fails: typically a fresh image whose package lists were never fetched).
+pub fn apt_install(privilege: Privilege, package: &str) -> anyhow::Result<()> {
+    if !on_path("apt-get") {
+        bail!("cannot install {package} here: this is not a Debian/Ubuntu system (no apt-get)");
+    }
+    if privilege == Privilege::User {
+        bail!("installing {package} needs root (or passwordless sudo)");
+    }
+    let apt_get = |args: &[&str]| {
+        // `env` passes the variable through sudo, which otherwise resets the environment.
+        let mut cmd = as_root(privilege, "env");
+        cmd.args(["DEBIAN_FRONTEND=noninteractive", "apt-get"])
+            .args(args);
+        run(&mut cmd, Duration::from_secs(20 * 60))
+    };
+    let install = ["install", "-y", "--no-install-recommends", package];
+    if apt_get(&install).is_err() {
+        apt_get(&["update"])?;
+        apt_get(&install)?;
+    }
+    Ok(())
 }
 
 /// How we can run commands that need root.

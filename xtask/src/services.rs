@@ -1,24 +1,26 @@
 //! `cargo xtask up | down | status`: local infrastructure as a *list of services*.
 //!
-//! Every service (PostgreSQL now; Redis on 6379 and the Kafka-protocol broker
-//! `tansu` on 9092 in later phases) is described by the same handful of answers —
-//! see [`Service`] — and brought up by one flow, [`up`]:
+//! Every service — PostgreSQL on 5432 ([`crate::postgres`]), Redis on 6379
+//! ([`crate::redis`]) and the Kafka-protocol broker on 9092 ([`crate::kafka`]) — is
+//! described by the same handful of answers (see [`Service`]) and brought up by one
+//! flow, [`up`]:
 //!
-//! 1. the user points us elsewhere (an environment variable)? only check that;
+//! 1. the user points us elsewhere (an environment variable set to something other
+//!    than the default)? only check that;
 //! 2. something already answers on the standard port? **reuse** it;
 //! 3. installed but stopped? **start** it;
 //! 4. missing, and we may install software? **install**, then start;
 //! 5. otherwise print **exactly what the user must do**.
 //!
 //! `up` writes down (in `.ferriseats/started.json`, git-ignored) what *it* started
-//! and the command that stops it, so `down` stops only those: a server you were
-//! already running is never touched.
+//! and how to stop it ([`Stop`]: a command, or a pid to signal), so `down` stops only
+//! those: a server you were already running is never touched.
 //!
 //! Adding a service is one module (like [`crate::postgres`]) and one entry in
 //! [`SERVICES`]; the flow does not change.
 
-use crate::postgres;
 use crate::process::{self, Privilege};
+use crate::{kafka, postgres, redis};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -31,14 +33,17 @@ pub struct Service {
     pub name: &'static str,
     /// Standard port on 127.0.0.1.
     pub port: u16,
-    /// When this environment variable is set the user runs the service somewhere
-    /// else: `up` only checks that it answers there (with [`Service::check_url`]).
+    /// When this environment variable is set (to anything but `default_url`) the
+    /// user runs the service somewhere else: `up` only checks that it answers there
+    /// (with [`Service::check_url`]).
     pub env_override: &'static str,
+    /// What `env_override` means when it is not set: the local server on `port`.
+    pub default_url: &'static str,
     /// Does the service answer on 127.0.0.1:`port`? Cheap, no side effects.
     pub is_up: fn() -> bool,
     /// Start it if it is installed. `Ok(Some(stop))`: it is running now and `stop`
-    /// is the command line that stops it again; `Ok(None)`: it is not installed.
-    pub start: fn(Privilege) -> anyhow::Result<Option<Vec<String>>>,
+    /// says how to stop it again; `Ok(None)`: it is not installed.
+    pub start: fn(Privilege) -> anyhow::Result<Option<Stop>>,
     /// Install it, or fail saying why we cannot.
     pub install: fn(Privilege) -> anyhow::Result<()>,
     /// Once it is up, make it usable by the tests and prove it by logging in.
@@ -49,10 +54,33 @@ pub struct Service {
     pub check_url: fn(&str) -> anyhow::Result<()>,
     /// What the user must do when we cannot bring it up ourselves.
     pub manual: fn() -> String,
+    /// Extra words for `status` about a server xtask started (e.g. where it keeps
+    /// its data).
+    pub details: fn() -> Option<String>,
+}
+
+/// How to stop a server that `up` started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    /// A command line that stops it (recorded when it was started, e.g. with the
+    /// exact cluster version, so `down` needs no service-specific knowledge).
+    Command(Vec<String>),
+    /// A server without a stop command of its own: SIGTERM to this pid (SIGKILL if
+    /// it lingers), provided the pid still runs `program`.
+    Process { pid: u32, program: String },
 }
 
 /// All the infrastructure, in start order.
-pub const SERVICES: &[Service] = &[postgres::SERVICE];
+pub const SERVICES: &[Service] = &[postgres::SERVICE, redis::SERVICE, kafka::SERVICE];
+
+/// The value of `service.env_override` if it points somewhere else than the local
+/// default (set to the default, it changes nothing: e.g. exported for the tests).
+pub fn override_url(service: &Service) -> Option<String> {
+    std::env::var(service.env_override)
+        .ok()
+        .filter(|url| !url.is_empty() && url != service.default_url)
+}
 
 /// How long a service that was just started may take to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -86,7 +114,7 @@ fn up_one(
     let addr = address(service);
 
     // 1. The user's own server, wherever it is.
-    if let Ok(url) = std::env::var(service.env_override) {
+    if let Some(url) = override_url(service) {
         let shown = redact(&url);
         println!(
             "{name}: {}={shown} is set: checking only that",
@@ -142,6 +170,8 @@ fn up_one(
         address: addr.to_string(),
         stop,
     })?;
+    // Start functions that wait for their server themselves return once it answers;
+    // for the others this is where we wait.
     if !wait_until(service.is_up, START_TIMEOUT) {
         bail!(
             "started, but it does not answer on {addr} after {START_TIMEOUT:?}\n{}",
@@ -159,24 +189,28 @@ pub fn down() -> anyhow::Result<()> {
         return Ok(());
     }
     let mut failed = Vec::new();
-    for started in state.started.clone() {
-        let is_up = SERVICES
-            .iter()
-            .find(|s| s.name == started.name)
-            .is_none_or(|s| (s.is_up)());
-        if !is_up {
-            println!("{}: already stopped", started.name);
-        } else {
-            let log = log_path(&started.name, "stop");
-            let mut cmd = std::process::Command::new(&started.stop[0]);
-            cmd.args(&started.stop[1..]);
-            match process::run_logged(&mut cmd, &log, Duration::from_secs(120)) {
-                Ok(()) => println!("{}: stopped", started.name),
-                Err(err) => {
-                    eprintln!("{}: {err:#}", started.name);
-                    failed.push(started.name.clone());
-                    continue;
-                }
+    // Reverse start order: the broker goes before the databases its clients use.
+    for started in state.started.clone().into_iter().rev() {
+        let outcome = match &started.stop {
+            // A pid is checked by `terminate` itself (and a server that still runs
+            // but no longer answers must be stopped all the same).
+            Stop::Process { .. } => stop(&started),
+            // A stop command needs a server to talk to.
+            Stop::Command(_) => {
+                let is_up = SERVICES
+                    .iter()
+                    .find(|s| s.name == started.name)
+                    .is_none_or(|s| (s.is_up)());
+                if is_up { stop(&started) } else { Ok(false) }
+            }
+        };
+        match outcome {
+            Ok(true) => println!("{}: stopped", started.name),
+            Ok(false) => println!("{}: already stopped", started.name),
+            Err(err) => {
+                eprintln!("{}: {err:#}", started.name);
+                failed.push(started.name.clone());
+                continue;
             }
         }
         state.forget(&started.name)?;
@@ -187,14 +221,44 @@ pub fn down() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Stops one server `up` started; `Ok(false)` if it turned out not to be running.
+fn stop(started: &Started) -> anyhow::Result<bool> {
+    match &started.stop {
+        Stop::Command(argv) => {
+            let log = log_path(&started.name, "stop");
+            let mut cmd = std::process::Command::new(&argv[0]);
+            cmd.args(&argv[1..]);
+            process::run_logged(&mut cmd, &log, Duration::from_secs(120))?;
+            Ok(true)
+        }
+        Stop::Process { pid, program } => process::terminate(*pid, program, STOP_GRACE)
+            .with_context(|| {
+                format!("stopping {program} (pid {pid}); stop it by hand with `kill -9 {pid}`")
+            }),
+    }
+}
+
+/// How long a server may take to exit after SIGTERM before it gets SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
 pub fn status() -> anyhow::Result<()> {
     let state = State::load()?;
     for service in SERVICES {
         let up = (service.is_up)();
-        let origin = match (up, state.started_by_xtask(service.name)) {
-            (true, true) => "started by xtask",
-            (true, false) => "external",
-            (false, _) => "-",
+        let started = state.find(service.name);
+        let origin = match (up, started) {
+            (true, Some(started)) => {
+                let mut words = "started by xtask".to_owned();
+                if let Stop::Process { pid, .. } = &started.stop {
+                    words += &format!(", pid {pid}");
+                }
+                if let Some(details) = (service.details)() {
+                    words += &format!(", {details}");
+                }
+                words
+            }
+            (true, None) => "external".to_owned(),
+            (false, _) => "-".to_owned(),
         };
         println!(
             "{:<12} {:<16} {:<5} {origin}",
@@ -202,7 +266,7 @@ pub fn status() -> anyhow::Result<()> {
             address(service).to_string(),
             if up { "up" } else { "down" },
         );
-        if let Ok(url) = std::env::var(service.env_override) {
+        if let Some(url) = override_url(service) {
             let check = match (service.check_url)(&url) {
                 Ok(()) => "up".to_owned(),
                 Err(err) => format!("down ({err:#})"),
@@ -259,21 +323,20 @@ fn wait_until(check: fn() -> bool, limit: Duration) -> bool {
 
 /// What `up` started, kept in `.ferriseats/started.json` so `down` can undo it later.
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct State {
+pub struct State {
     started: Vec<Started>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Started {
-    name: String,
-    address: String,
-    /// The command line that stops it (recorded when it was started, e.g. with the
-    /// exact cluster version, so `down` needs no service-specific knowledge).
-    stop: Vec<String>,
+pub struct Started {
+    pub name: String,
+    pub address: String,
+    pub stop: Stop,
 }
 
 impl State {
-    fn dir() -> PathBuf {
+    /// `.ferriseats/` in the workspace root: xtask's state, logs and server data.
+    pub fn dir() -> PathBuf {
         process::workspace_root().join(".ferriseats")
     }
 
@@ -281,7 +344,7 @@ impl State {
         Self::dir().join("started.json")
     }
 
-    fn load() -> anyhow::Result<State> {
+    pub fn load() -> anyhow::Result<State> {
         let path = Self::path();
         match std::fs::read_to_string(&path) {
             Ok(text) => serde_json::from_str(&text)
@@ -299,16 +362,22 @@ impl State {
     }
 
     fn started_by_xtask(&self, name: &str) -> bool {
-        self.started.iter().any(|s| s.name == name)
+        self.find(name).is_some()
     }
 
-    fn record(&mut self, started: Started) -> anyhow::Result<()> {
+    /// What `up` recorded about the server `name`, if it started it.
+    pub fn find(&self, name: &str) -> Option<&Started> {
+        self.started.iter().find(|s| s.name == name)
+    }
+
+    /// Writes down (replacing any earlier entry) that xtask started this server.
+    pub fn record(&mut self, started: Started) -> anyhow::Result<()> {
         self.started.retain(|s| s.name != started.name);
         self.started.push(started);
         self.save()
     }
 
-    fn forget(&mut self, name: &str) -> anyhow::Result<()> {
+    pub fn forget(&mut self, name: &str) -> anyhow::Result<()> {
         if self.started_by_xtask(name) {
             self.started.retain(|s| s.name != name);
             self.save()?;
@@ -320,4 +389,51 @@ impl State {
 /// Where a service's start command logs (see [`process::run_logged`]).
 pub fn log_path(name: &str, what: &str) -> PathBuf {
     State::dir().join("logs").join(format!("{name}-{what}.log"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_compose_file_names_the_same_defaults() {
+        // Docker users start phase2-events/compose.yaml instead of `up`; its header
+        // promises the same defaults (tests/compose.rs checks the rest of the file).
+        let path = process::workspace_root().join("phase2-events/compose.yaml");
+        let compose = std::fs::read_to_string(&path).unwrap();
+        for service in SERVICES {
+            assert!(
+                compose.contains(service.default_url) && compose.contains(service.env_override),
+                "{} does not mention {}={}",
+                path.display(),
+                service.env_override,
+                service.default_url
+            );
+            assert!(
+                compose.contains(&format!("\"{0}:{0}\"", service.port)),
+                "{} does not publish port {}",
+                path.display(),
+                service.port
+            );
+        }
+    }
+
+    #[test]
+    fn stop_entries_of_either_kind_round_trip() {
+        // Older state files hold a plain command line; both forms must read back.
+        let text = r#"{"started":[
+            {"name":"postgresql","address":"127.0.0.1:5432","stop":["pg_ctlcluster","16","main","stop"]},
+            {"name":"kafka","address":"127.0.0.1:9092","stop":{"pid":42,"program":"tansu"}}]}"#;
+        let state: State = serde_json::from_str(text).unwrap();
+        assert!(matches!(&state.started[0].stop, Stop::Command(argv) if argv.len() == 4));
+        assert_eq!(
+            state.started[1].stop,
+            Stop::Process {
+                pid: 42,
+                program: "tansu".to_owned()
+            }
+        );
+        let again: State = serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+        assert_eq!(again.started[1].stop, state.started[1].stop);
+    }
 }

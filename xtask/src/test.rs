@@ -1,16 +1,16 @@
 //! `cargo xtask test [-- ARGS]`: the whole test suite, against real infrastructure.
 //!
-//! Integration tests need PostgreSQL, and they must fail (not skip) when it is
-//! missing. So this first runs `cargo xtask up`, then the tests with
-//! `TEST_DATABASE_URL` exported, so every test process agrees on the server.
+//! Integration tests need PostgreSQL, Redis and a Kafka-protocol broker, and they
+//! must fail (not skip) when one is missing. So this first runs `cargo xtask up`,
+//! then the tests with `TEST_DATABASE_URL`, `REDIS_URL` and `KAFKA_BROKERS`
+//! exported, so every test process agrees on the servers.
 //!
 //! The runner is cargo-nextest when installed (one process per test: faster on
 //! many cores, and a test that hangs or crashes cannot take the others with it).
 //! nextest does not run doctests, so `cargo test --doc` runs before it. Without
 //! nextest, plain `cargo test` covers both. This is also what CI runs (`.ci/run`).
 
-use crate::postgres;
-use crate::process;
+use crate::{kafka, postgres, process, redis};
 use anyhow::bail;
 use clap::Args;
 use std::process::Command;
@@ -31,12 +31,15 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
 pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     crate::services::up()?;
-    let database_url = postgres::test_database_url();
-    println!(
-        "\ntests use {}={}",
-        postgres::ENV_URL,
-        crate::services::redact(&database_url)
-    );
+    let env = [
+        (postgres::ENV_URL, postgres::test_database_url()),
+        (redis::ENV_URL, redis::test_url()),
+        (kafka::ENV_BROKERS, kafka::test_brokers()),
+    ];
+    println!();
+    for (name, value) in &env {
+        println!("tests use {name}={}", crate::services::redact(value));
+    }
 
     let nextest = process::succeeds(
         Command::new(process::cargo()).args(["nextest", "--version"]),
@@ -64,7 +67,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     for step in &steps {
         let mut cmd = Command::new(process::cargo());
         cmd.args(step)
-            .env(postgres::ENV_URL, &database_url)
+            .envs(env.iter().map(|(name, value)| (name, value)))
             .current_dir(process::workspace_root());
         println!();
         // Keep going after a failure, like --no-fail-fast: report everything at once.

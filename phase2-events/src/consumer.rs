@@ -1,0 +1,343 @@
+//! An at-least-once, idempotent Kafka consumer with retry and dead-letter topics.
+//!
+//! For each message, in partition order:
+//!
+//! 1. Read the envelope. Unreadable → **dead-letter topic** (`<topic>.dlq`), reason in
+//!    the headers. A poison message must not block the partition forever.
+//! 2. In one database transaction: record `(consumer, event_id)` in
+//!    `processed_events` (`ON CONFLICT DO NOTHING`) **and** apply the handler's
+//!    effect. Already recorded → a redelivery: skip it. This is what makes
+//!    at-least-once delivery *effectively once*.
+//! 3. Handler failed transiently (a database hiccup, a provider timeout) → publish a
+//!    copy to the **retry topic** (`<topic>.retry`) with `retry_attempt` and
+//!    `retry_not_before` headers; the retry consumer waits until then and tries again.
+//!    After [`MAX_RETRIES`] it goes to the dead-letter topic. Failed permanently →
+//!    dead-letter topic at once.
+//! 4. Only then **store the offset** (`enable.auto.offset.store=false`): the offset is
+//!    committed (automatically, and synchronously on revoke and on shutdown) only for
+//!    messages whose effect is committed or that were handed to a retry/DLQ topic.
+//!    Committing before processing is how data is lost quietly.
+//!
+//! Dead letters carry: `dlq_reason`, `dlq_source_topic`, `dlq_source_partition`,
+//! `dlq_source_offset`, `dlq_consumer`, plus the original headers.
+
+use crate::events::Envelope;
+use anyhow::Context;
+use common::shutdown::CancellationToken;
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sqlx::{Any, AnyPool, Transaction};
+use std::future::Future;
+use std::time::Duration;
+
+/// Attempts through the retry topic before a message is dead-lettered.
+pub const MAX_RETRIES: u32 = 3;
+
+/// Why a handler could not apply an event.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// May succeed later: retry through the retry topic.
+    #[error("transient: {0:#}")]
+    Transient(anyhow::Error),
+    /// Will never succeed (invalid content, impossible state): dead-letter it.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+/// What a service does with one event, inside the consumer's transaction.
+pub trait Handler: Send + Sync + 'static {
+    fn handle<'a>(
+        &'a self,
+        tx: &'a mut Transaction<'static, Any>,
+        event: &'a Envelope,
+    ) -> impl Future<Output = Result<(), HandleError>> + Send + 'a;
+}
+
+/// Names derived from a topic.
+pub fn retry_topic(topic: &str) -> String {
+    format!("{topic}.retry")
+}
+pub fn dlq_topic(topic: &str) -> String {
+    format!("{topic}.dlq")
+}
+
+/// Logs rebalances and commits stored offsets synchronously before partitions are
+/// taken away, so the next owner starts exactly after what we finished.
+#[derive(Debug)]
+pub struct CommitOnRevoke {
+    name: String,
+}
+
+impl ClientContext for CommitOnRevoke {}
+
+impl ConsumerContext for CommitOnRevoke {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(partitions) => {
+                tracing::info!(consumer = %self.name, partitions = ?partitions.to_topic_map(), "partitions revoked; committing");
+                if let Err(err) = consumer.commit_consumer_state(CommitMode::Sync) {
+                    // "No offset stored" is normal when nothing was processed yet.
+                    tracing::debug!(consumer = %self.name, error = %err, "commit on revoke");
+                }
+            }
+            Rebalance::Assign(partitions) => {
+                tracing::info!(consumer = %self.name, partitions = ?partitions.to_topic_map(), "partitions assigned")
+            }
+            Rebalance::Error(err) => {
+                tracing::warn!(consumer = %self.name, error = %err, "rebalance error")
+            }
+        }
+    }
+}
+
+/// One consumer: a group reading `topics` (and their retry topics).
+pub struct EventConsumer<H> {
+    /// Consumer group, and the `consumer` column of `processed_events`.
+    pub name: String,
+    pub brokers: String,
+    pub topics: Vec<String>,
+    pub pool: AnyPool,
+    pub producer: FutureProducer,
+    pub handler: H,
+}
+
+impl<H> std::fmt::Debug for EventConsumer<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventConsumer")
+            .field("name", &self.name)
+            .field("topics", &self.topics)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Verdict {
+    Applied,
+    Duplicate,
+    Retry(String),
+    DeadLetter(String),
+}
+
+impl<H: Handler> EventConsumer<H> {
+    fn kafka_consumer(&self) -> anyhow::Result<StreamConsumer<CommitOnRevoke>> {
+        let consumer: StreamConsumer<CommitOnRevoke> = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", &self.name)
+            // A new group starts from the beginning: "latest" would silently skip
+            // every event published before the group first connected.
+            .set("auto.offset.reset", "earliest")
+            // Commit automatically — but only offsets we stored after finishing.
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.commit.interval.ms", "1000")
+            .create_with_context(CommitOnRevoke {
+                name: self.name.clone(),
+            })
+            .with_context(|| format!("creating consumer {}", self.name))?;
+        let mut subscriptions: Vec<String> = self.topics.clone();
+        subscriptions.extend(self.topics.iter().map(|t| retry_topic(t)));
+        let refs: Vec<&str> = subscriptions.iter().map(String::as_str).collect();
+        consumer.subscribe(&refs)?;
+        Ok(consumer)
+    }
+
+    /// Consumes until `shutdown`; commits what was finished before returning.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let consumer = self.kafka_consumer()?;
+        tracing::info!(consumer = %self.name, topics = ?self.topics, "consuming");
+        loop {
+            let message = tokio::select! {
+                () = shutdown.cancelled() => break,
+                message = consumer.recv() => message,
+            };
+            let message = match message {
+                Ok(message) => message,
+                Err(err) => {
+                    tracing::warn!(consumer = %self.name, error = %err, "receive error; continuing");
+                    continue;
+                }
+            };
+            self.wait_until_due(&message, &shutdown).await;
+            if shutdown.is_cancelled() {
+                break; // not processed, not stored: the next owner gets it
+            }
+            self.process(&message).await?;
+            consumer.store_offset_from_message(&message)?;
+        }
+        if let Err(err) = consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(consumer = %self.name, error = %err, "final commit");
+        }
+        tracing::info!(consumer = %self.name, "consumer stopped; offsets committed");
+        Ok(())
+    }
+
+    /// Retry-topic messages are not handled before their `retry_not_before` time.
+    async fn wait_until_due(&self, message: &BorrowedMessage<'_>, shutdown: &CancellationToken) {
+        let Some(not_before) =
+            header(message, "retry_not_before").and_then(|v| v.parse::<i64>().ok())
+        else {
+            return;
+        };
+        let wait_ms = not_before - chrono::Utc::now().timestamp_millis();
+        if wait_ms > 0 {
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = tokio::time::sleep(Duration::from_millis(wait_ms as u64)) => {}
+            }
+        }
+    }
+
+    /// Handles one message to completion: applied, skipped, retried or dead-lettered.
+    async fn process(&self, message: &BorrowedMessage<'_>) -> anyhow::Result<()> {
+        let verdict = match message.payload().map(serde_json::from_slice::<Envelope>) {
+            None => Verdict::DeadLetter("empty message".into()),
+            Some(Err(err)) => Verdict::DeadLetter(format!("unreadable envelope: {err}")),
+            Some(Ok(event)) => self.apply(&event).await?,
+        };
+        let attempt: u32 = header(message, "retry_attempt")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        match verdict {
+            Verdict::Applied => {}
+            Verdict::Duplicate => {
+                tracing::info!(consumer = %self.name, offset = message.offset(), "duplicate event skipped")
+            }
+            Verdict::Retry(reason) if attempt < MAX_RETRIES => {
+                let delay = Duration::from_millis(500 * 4u64.pow(attempt)); // 0.5 s, 2 s, 8 s
+                let not_before = chrono::Utc::now().timestamp_millis() + delay.as_millis() as i64;
+                tracing::warn!(consumer = %self.name, reason, attempt = attempt + 1, "handler failed; retrying via the retry topic");
+                let headers = copy_headers(message)
+                    .insert(Header {
+                        key: "retry_attempt",
+                        value: Some(&(attempt + 1).to_string()),
+                    })
+                    .insert(Header {
+                        key: "retry_not_before",
+                        value: Some(&not_before.to_string()),
+                    })
+                    .insert(Header {
+                        key: "retry_reason",
+                        value: Some(&reason),
+                    });
+                self.forward(&retry_topic(original_topic(message)), message, headers)
+                    .await?;
+            }
+            Verdict::Retry(reason) | Verdict::DeadLetter(reason) => {
+                tracing::error!(consumer = %self.name, reason, topic = message.topic(), offset = message.offset(), "dead-lettering message");
+                let headers = copy_headers(message)
+                    .insert(Header {
+                        key: "dlq_reason",
+                        value: Some(&reason),
+                    })
+                    .insert(Header {
+                        key: "dlq_source_topic",
+                        value: Some(message.topic()),
+                    })
+                    .insert(Header {
+                        key: "dlq_source_partition",
+                        value: Some(&message.partition().to_string()),
+                    })
+                    .insert(Header {
+                        key: "dlq_source_offset",
+                        value: Some(&message.offset().to_string()),
+                    })
+                    .insert(Header {
+                        key: "dlq_consumer",
+                        value: Some(&self.name),
+                    });
+                self.forward(&dlq_topic(original_topic(message)), message, headers)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply(&self, event: &Envelope) -> anyhow::Result<Verdict> {
+        let mut tx = self.pool.begin().await.context("consumer: begin")?;
+        let claimed = sqlx::query(
+            "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (consumer, event_id) DO NOTHING",
+        )
+        .bind(&self.name)
+        .bind(event.event_id.to_string())
+        .bind(common::db::timestamp(common::db::now()))
+        .execute(&mut *tx)
+        .await
+        .context("consumer: recording the event")?;
+        if claimed.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(Verdict::Duplicate);
+        }
+        match self.handler.handle(&mut tx, event).await {
+            Ok(()) => {
+                tx.commit().await.context("consumer: commit")?;
+                Ok(Verdict::Applied)
+            }
+            Err(HandleError::Transient(err)) => {
+                tx.rollback().await?;
+                Ok(Verdict::Retry(format!("{err:#}")))
+            }
+            Err(HandleError::Permanent(reason)) => {
+                tx.rollback().await?;
+                Ok(Verdict::DeadLetter(reason))
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        topic: &str,
+        message: &BorrowedMessage<'_>,
+        headers: OwnedHeaders,
+    ) -> anyhow::Result<()> {
+        let mut record = FutureRecord::to(topic).headers(headers);
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        if let Some(payload) = message.payload() {
+            record = record.payload(payload);
+        }
+        self.producer
+            .send(record, Duration::from_secs(60))
+            .await
+            .map_err(|(err, _)| anyhow::anyhow!("forwarding to {topic}: {err}"))?;
+        Ok(())
+    }
+}
+
+fn header<'m>(message: &'m BorrowedMessage<'_>, name: &str) -> Option<&'m str> {
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .filter(|h| h.key == name)
+        .last()
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// The topic a message belongs to, for a message read from a retry topic.
+fn original_topic<'m>(message: &'m BorrowedMessage<'_>) -> &'m str {
+    message
+        .topic()
+        .strip_suffix(".retry")
+        .unwrap_or(message.topic())
+}
+
+/// The message's headers, minus earlier retry bookkeeping (replaced, not piled up).
+fn copy_headers(message: &BorrowedMessage<'_>) -> OwnedHeaders {
+    let mut copy = OwnedHeaders::new();
+    if let Some(headers) = message.headers() {
+        for h in headers.iter().filter(|h| !h.key.starts_with("retry_")) {
+            copy = copy.insert(Header {
+                key: h.key,
+                value: h.value,
+            });
+        }
+    }
+    copy
+}

@@ -1,0 +1,56 @@
+//! The transactional outbox: publish an event if and only if the state change it
+//! announces was committed.
+//!
+//! The tempting code — commit the order, then `producer.send(event)` — is a *dual
+//! write*: a crash between the two loses the event forever (the order exists, nobody
+//! hears of it), and a failed send after the commit has nowhere to go. Instead,
+//! [`enqueue`] inserts the event into the `outbox` table **in the same transaction**
+//! as the state change. The [`relay`](crate::relay) publishes outbox rows afterwards,
+//! at least once.
+
+use crate::events::Envelope;
+use anyhow::Context;
+use sqlx::migrate::Migrator;
+use sqlx::{Any, AnyPool, Transaction};
+
+/// Migrations every phase-2 service database gets (outbox, processed events).
+pub async fn migrate_shared(pool: &AnyPool) -> anyhow::Result<()> {
+    let mut migrator: Migrator = sqlx::migrate!("./migrations/shared");
+    // Each service database also has its own migrations, applied by its own migrator.
+    migrator.set_ignore_missing(true);
+    migrator
+        .run(pool)
+        .await
+        .context("applying the shared outbox migrations")
+}
+
+/// Adds `event` to the outbox inside the caller's transaction.
+pub async fn enqueue(
+    tx: &mut Transaction<'_, Any>,
+    topic: &str,
+    event: &Envelope,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO outbox (topic, message_key, event_id, event_type, envelope, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(topic)
+    .bind(event.order_id.to_string())
+    .bind(event.event_id.to_string())
+    .bind(&event.event_type)
+    .bind(serde_json::to_string(event)?)
+    .bind(common::db::timestamp(common::db::now()))
+    .execute(&mut **tx)
+    .await
+    .with_context(|| format!("adding {} to the outbox", event.event_type))?;
+    Ok(())
+}
+
+/// How many events wait to be published (for tests, `/ready` and, later, metrics).
+pub async fn backlog(pool: &AnyPool) -> anyhow::Result<i64> {
+    use sqlx::Row;
+    let row = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE published_at IS NULL")
+        .fetch_one(pool)
+        .await?;
+    Ok(row.try_get("n")?)
+}

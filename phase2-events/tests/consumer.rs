@@ -1,0 +1,355 @@
+//! The at-least-once, idempotent consumer against real PostgreSQL and a real
+//! Kafka-protocol broker (`cargo xtask up`).
+
+use common::domain::OrderId;
+use common::shutdown::CancellationToken;
+use common::testing::{Backend, TestDb};
+use phase2_events::consumer::{EventConsumer, HandleError, Handler, dlq_topic, retry_topic};
+use phase2_events::events::Envelope;
+use phase2_events::{kafka, outbox};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::json;
+use sqlx::{Any, AnyPool, Row, Transaction};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Records each event's effect; fails transiently once for events marked `flaky`,
+/// and permanently for events marked `impossible`.
+#[derive(Default)]
+struct RecordingHandler {
+    /// Which consumer instance this is (recorded with each effect).
+    instance: String,
+    failed_once: Mutex<Vec<String>>,
+}
+
+impl Handler for RecordingHandler {
+    async fn handle(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        event: &Envelope,
+    ) -> Result<(), HandleError> {
+        {
+            if event.payload["impossible"] == true {
+                return Err(HandleError::Permanent(
+                    "this event can never be applied".into(),
+                ));
+            }
+            if event.payload["flaky"] == true {
+                let mut failed = self.failed_once.lock().unwrap();
+                if !failed.contains(&event.event_id.to_string()) {
+                    failed.push(event.event_id.to_string());
+                    return Err(HandleError::Transient(anyhow::anyhow!("simulated timeout")));
+                }
+            }
+            sqlx::query("INSERT INTO effects (event_id, order_id, instance) VALUES ($1, $2, $3)")
+                .bind(event.event_id.to_string())
+                .bind(event.order_id.to_string())
+                .bind(&self.instance)
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| HandleError::Transient(e.into()))?;
+            Ok(())
+        }
+    }
+}
+
+struct Setup {
+    db: TestDb,
+    pool: AnyPool,
+    topic: String,
+    brokers: String,
+    producer: FutureProducer,
+}
+
+async fn setup() -> Setup {
+    let db = TestDb::create(Backend::Postgres).await;
+    let pool = common::db::connect(&db.url, 5).await.unwrap();
+    outbox::migrate_shared(&pool).await.unwrap();
+    sqlx::query("CREATE TABLE effects (event_id TEXT PRIMARY KEY, order_id TEXT NOT NULL, instance TEXT NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let brokers = kafka::brokers();
+    let topic = format!("test-consumer-{}", uuid::Uuid::now_v7().simple());
+    kafka::ensure_topics(&brokers, &[&topic, &retry_topic(&topic), &dlq_topic(&topic)], 3)
+        .await
+        .unwrap_or_else(|err| panic!("the Kafka-protocol broker at {brokers} is required: {err:#}\nStart it with `cargo xtask up`."));
+    let producer = kafka::producer(&brokers).unwrap();
+    Setup {
+        db,
+        pool,
+        topic,
+        brokers,
+        producer,
+    }
+}
+
+impl Setup {
+    async fn send(&self, key: &str, payload: &[u8]) {
+        self.producer
+            .send(
+                FutureRecord::to(&self.topic).key(key).payload(payload),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+
+    async fn send_event(&self, event: &Envelope) {
+        self.send(
+            &event.order_id.to_string(),
+            &serde_json::to_vec(event).unwrap(),
+        )
+        .await;
+    }
+
+    fn start_consumer(
+        &self,
+        stop: &CancellationToken,
+    ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+        let group = format!("test-group-{}", uuid::Uuid::now_v7().simple());
+        self.start_instance(&group, "a", stop)
+    }
+
+    /// One instance of consumer group `group`.
+    fn start_instance(
+        &self,
+        group: &str,
+        instance: &str,
+        stop: &CancellationToken,
+    ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+        let consumer = EventConsumer {
+            name: group.to_owned(),
+            brokers: self.brokers.clone(),
+            topics: vec![self.topic.clone()],
+            pool: self.pool.clone(),
+            producer: self.producer.clone(),
+            handler: RecordingHandler {
+                instance: instance.to_owned(),
+                ..Default::default()
+            },
+        };
+        tokio::spawn(consumer.run(stop.clone()))
+    }
+
+    async fn effects(&self) -> BTreeMap<String, String> {
+        sqlx::query("SELECT event_id, order_id FROM effects")
+            .fetch_all(&self.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get("event_id"), r.get("order_id")))
+            .collect()
+    }
+
+    async fn wait_for_effects(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while self.effects().await.len() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {} of {n} effects applied",
+                self.effects().await.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Everything on the dead-letter topic: (headers, payload).
+    async fn dead_letters(&self, expected: usize) -> Vec<(BTreeMap<String, String>, Vec<u8>)> {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set(
+                "group.id",
+                format!("dlq-reader-{}", uuid::Uuid::now_v7().simple()),
+            )
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[&dlq_topic(&self.topic)]).unwrap();
+        let mut letters = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while letters.len() < expected && tokio::time::Instant::now() < deadline {
+            if let Ok(Ok(m)) =
+                tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await
+            {
+                let headers = m
+                    .headers()
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_owned(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                letters.push((headers, m.payload().unwrap_or_default().to_vec()));
+            }
+        }
+        letters
+    }
+
+    async fn teardown(
+        self,
+        stop: CancellationToken,
+        task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) {
+        stop.cancel();
+        task.await.unwrap().unwrap();
+        self.pool.close().await;
+        self.db.drop_database().await;
+    }
+}
+
+fn event(order: OrderId, payload: serde_json::Value) -> Envelope {
+    Envelope::new("TestEvent", order, "corr", payload)
+}
+
+/// Scenario 5: a poison message among good ones goes to the dead-letter topic with
+/// the reason and its origin; the good ones around it are all applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_is_dead_lettered_and_the_good_ones_are_applied() {
+    let setup = setup().await;
+    let order = OrderId::new();
+    for i in 0..5 {
+        setup.send_event(&event(order, json!({ "i": i }))).await;
+    }
+    setup.send(&order.to_string(), b"{not json").await;
+    setup
+        .send_event(&event(order, json!({ "impossible": true })))
+        .await;
+    for i in 5..10 {
+        setup.send_event(&event(order, json!({ "i": i }))).await;
+    }
+    let stop = CancellationToken::new();
+    let task = setup.start_consumer(&stop);
+
+    setup.wait_for_effects(10).await;
+    let letters = setup.dead_letters(2).await;
+    assert_eq!(letters.len(), 2, "both poison messages are in the DLQ");
+    let (unreadable, _) = letters
+        .iter()
+        .find(|(_, p)| p == b"{not json")
+        .expect("the unreadable one");
+    assert!(
+        unreadable["dlq_reason"].starts_with("unreadable envelope"),
+        "{unreadable:?}"
+    );
+    assert_eq!(unreadable["dlq_source_topic"], setup.topic);
+    assert!(unreadable["dlq_source_offset"].parse::<i64>().is_ok());
+    assert!(unreadable["dlq_source_partition"].parse::<i32>().is_ok());
+    assert!(
+        letters
+            .iter()
+            .any(|(h, _)| h["dlq_reason"].contains("can never be applied"))
+    );
+    assert_eq!(setup.effects().await.len(), 10);
+    setup.teardown(stop, task).await;
+}
+
+/// Scenario 2: every event delivered twice; every effect applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_delivered_twice_is_applied_once() {
+    let setup = setup().await;
+    let events: Vec<Envelope> = (0..20)
+        .map(|i| event(OrderId::new(), json!({ "i": i })))
+        .collect();
+    for e in &events {
+        setup.send_event(e).await;
+        setup.send_event(e).await; // a duplicating producer
+    }
+    let stop = CancellationToken::new();
+    let task = setup.start_consumer(&stop);
+    setup.wait_for_effects(20).await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // let the duplicates arrive too
+    let effects = setup.effects().await;
+    assert_eq!(effects.len(), 20);
+    for e in &events {
+        assert_eq!(effects[&e.event_id.to_string()], e.order_id.to_string());
+    }
+    let processed: i64 = sqlx::query("SELECT COUNT(*) AS n FROM processed_events")
+        .fetch_one(&setup.pool)
+        .await
+        .unwrap()
+        .get("n");
+    assert_eq!(processed, 20, "one record per event, not per delivery");
+    setup.teardown(stop, task).await;
+}
+
+/// A transient failure goes through the retry topic and succeeds later; nothing is
+/// dead-lettered and nothing is applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_failure_is_retried_through_the_retry_topic() {
+    let setup = setup().await;
+    let flaky = event(OrderId::new(), json!({ "flaky": true }));
+    setup.send_event(&flaky).await;
+    setup
+        .send_event(&event(OrderId::new(), json!({ "i": 1 })))
+        .await;
+    let stop = CancellationToken::new();
+    let task = setup.start_consumer(&stop);
+    setup.wait_for_effects(2).await;
+    assert!(
+        setup
+            .effects()
+            .await
+            .contains_key(&flaky.event_id.to_string())
+    );
+    setup.teardown(stop, task).await;
+}
+
+/// Scenario 6: a second instance joins the group during traffic. The partitions are
+/// rebalanced between the two (offsets committed on revoke); no event is lost and none
+/// is applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_joining_during_traffic_loses_nothing_and_applies_nothing_twice() {
+    let setup = setup().await;
+    let group = format!("test-group-{}", uuid::Uuid::now_v7().simple());
+    let stop = CancellationToken::new();
+    let first = setup.start_instance(&group, "a", &stop);
+    let total = 300;
+    let orders: Vec<OrderId> = (0..30).map(|_| OrderId::new()).collect();
+    for i in 0..total {
+        setup
+            .send_event(&event(orders[i % orders.len()], json!({ "i": i })))
+            .await;
+        if i == total / 3 {
+            // Let the first instance get going, then a second one joins mid-stream.
+            setup.wait_for_effects(50).await;
+        }
+    }
+    let second = setup.start_instance(&group, "b", &stop);
+    for i in total..total + 300 {
+        setup
+            .send_event(&event(orders[i % orders.len()], json!({ "i": i })))
+            .await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    setup.wait_for_effects(2 * total).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let effects = setup.effects().await;
+    assert_eq!(effects.len(), 2 * total, "every event applied exactly once");
+    let by_instance: BTreeMap<String, i64> =
+        sqlx::query("SELECT instance, COUNT(*) AS n FROM effects GROUP BY instance")
+            .fetch_all(&setup.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get("instance"), r.get("n")))
+            .collect();
+    assert!(
+        by_instance.get("b").copied().unwrap_or(0) > 0,
+        "after the rebalance the second instance owns some partitions: {by_instance:?}"
+    );
+    stop.cancel();
+    first.await.unwrap().unwrap();
+    setup.teardown(stop, second).await;
+}

@@ -1,0 +1,232 @@
+//! The outbox relay against real PostgreSQL and a real Kafka-protocol broker
+//! (`cargo xtask up` starts both).
+
+use common::domain::OrderId;
+use common::shutdown::CancellationToken;
+use common::testing::{Backend, TestDb};
+use phase2_events::events::Envelope;
+use phase2_events::relay::Relay;
+use phase2_events::{kafka, outbox};
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use serde_json::json;
+use sqlx::AnyPool;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+struct Setup {
+    db: TestDb,
+    pool: AnyPool,
+    topic: String,
+    brokers: String,
+}
+
+async fn setup() -> Setup {
+    let db = TestDb::create(Backend::Postgres).await;
+    let pool = common::db::connect(&db.url, 5).await.unwrap();
+    outbox::migrate_shared(&pool).await.unwrap();
+    let brokers = kafka::brokers();
+    let topic = format!("test-relay-{}", uuid::Uuid::now_v7().simple());
+    kafka::ensure_topics(&brokers, &[&topic], 3).await.unwrap_or_else(|err| {
+        panic!("the Kafka-protocol broker at {brokers} is required: {err:#}\nStart it with `cargo xtask up`.")
+    });
+    Setup {
+        db,
+        pool,
+        topic,
+        brokers,
+    }
+}
+
+/// Enqueues `n` events for `orders` distinct orders, one transaction each; returns
+/// the event ids in the order they were enqueued.
+async fn enqueue_events(setup: &Setup, n: usize, orders: usize) -> Vec<String> {
+    let order_ids: Vec<OrderId> = (0..orders).map(|_| OrderId::new()).collect();
+    let mut ids = Vec::new();
+    for seq in 0..n {
+        let event = Envelope::new(
+            "TestEvent",
+            order_ids[seq % orders],
+            "corr",
+            json!({ "seq": seq }),
+        );
+        let mut tx = setup.pool.begin().await.unwrap();
+        outbox::enqueue(&mut tx, &setup.topic, &event)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        ids.push(event.event_id.to_string());
+    }
+    ids
+}
+
+/// Reads `topic` from the beginning with a new consumer group until `distinct`
+/// different events arrived, then a little longer to catch duplicates.
+async fn consume(setup: &Setup, distinct: usize) -> Vec<Envelope> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &setup.brokers)
+        .set(
+            "group.id",
+            format!("test-{}", uuid::Uuid::now_v7().simple()),
+        )
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&setup.topic]).unwrap();
+    let mut received = Vec::new();
+    let mut seen = BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut settle_until = None;
+    loop {
+        let now = tokio::time::Instant::now();
+        if now > deadline || settle_until.is_some_and(|until| now > until) {
+            break;
+        }
+        if let Ok(Ok(message)) =
+            tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await
+        {
+            let envelope: Envelope = serde_json::from_slice(message.payload().unwrap()).unwrap();
+            assert_eq!(
+                message.key().unwrap(),
+                envelope.order_id.to_string().as_bytes(),
+                "keyed by order id"
+            );
+            seen.insert(envelope.event_id);
+            received.push(envelope);
+            if seen.len() == distinct && settle_until.is_none() {
+                settle_until = Some(tokio::time::Instant::now() + Duration::from_secs(2));
+            }
+        }
+    }
+    received
+}
+
+fn assert_per_order_sequence_is_increasing(received: &[Envelope]) {
+    let mut first_seen = BTreeSet::new();
+    let mut last_seq: BTreeMap<OrderId, u64> = BTreeMap::new();
+    for event in received {
+        if !first_seen.insert(event.event_id) {
+            continue; // a duplicate: consumers skip it by event_id
+        }
+        let seq = event.payload["seq"].as_u64().unwrap();
+        if let Some(previous) = last_seq.insert(event.order_id, seq) {
+            assert!(
+                seq > previous,
+                "order {} saw seq {seq} after {previous}",
+                event.order_id
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_publishes_every_outbox_row_in_order_per_order_and_marks_it() {
+    let setup = setup().await;
+    let ids = enqueue_events(&setup, 60, 6).await;
+    let relay = Relay::new(
+        setup.pool.clone(),
+        &setup.db.url,
+        kafka::producer(&setup.brokers).unwrap(),
+    )
+    .with_poll_interval(Duration::from_millis(200));
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(relay.run(stop.clone()));
+
+    let received = consume(&setup, ids.len()).await;
+    let distinct: BTreeSet<String> = received.iter().map(|e| e.event_id.to_string()).collect();
+    assert_eq!(
+        distinct,
+        ids.iter().cloned().collect(),
+        "every committed event was published"
+    );
+    assert_eq!(
+        received.len(),
+        ids.len(),
+        "and exactly once while nothing failed"
+    );
+    assert_per_order_sequence_is_increasing(&received);
+    assert_eq!(outbox::backlog(&setup.pool).await.unwrap(), 0);
+
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    setup.pool.close().await;
+    setup.db.drop_database().await;
+}
+
+/// Scenario 7: the relay crashes between publishing and marking. After a restart the
+/// rows are published again — duplicates, which consumers absorb — and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_crash_between_publish_and_mark_duplicates_but_loses_nothing() {
+    let setup = setup().await;
+    let ids = enqueue_events(&setup, 40, 4).await;
+    let producer = kafka::producer(&setup.brokers).unwrap();
+
+    let crashing = Relay::new(setup.pool.clone(), &setup.db.url, producer.clone());
+    crashing
+        .faults()
+        .crash_before_marking
+        .store(true, Ordering::SeqCst);
+    let crash = crashing.run(CancellationToken::new()).await.unwrap_err();
+    assert!(crash.to_string().contains("injected fault"), "{crash}");
+    assert_eq!(
+        outbox::backlog(&setup.pool).await.unwrap(),
+        40,
+        "published, but not marked"
+    );
+
+    let restarted = Relay::new(setup.pool.clone(), &setup.db.url, producer)
+        .with_poll_interval(Duration::from_millis(200));
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(restarted.run(stop.clone()));
+
+    let received = consume(&setup, ids.len()).await;
+    let distinct: BTreeSet<String> = received.iter().map(|e| e.event_id.to_string()).collect();
+    assert_eq!(distinct, ids.iter().cloned().collect(), "no event lost");
+    assert_eq!(
+        received.len(),
+        2 * ids.len(),
+        "every event arrived twice: at least once, not exactly once"
+    );
+    assert_per_order_sequence_is_increasing(&received);
+    assert_eq!(outbox::backlog(&setup.pool).await.unwrap(), 0);
+
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    setup.pool.close().await;
+    setup.db.drop_database().await;
+}
+
+/// Several relays may run for availability; only the leader publishes, so nothing is
+/// sent twice and per-order order holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_at_once_publish_each_event_once() {
+    let setup = setup().await;
+    let stop = CancellationToken::new();
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let relay = Relay::new(
+            setup.pool.clone(),
+            &setup.db.url,
+            kafka::producer(&setup.brokers).unwrap(),
+        )
+        .with_poll_interval(Duration::from_millis(100));
+        tasks.push(tokio::spawn(relay.run(stop.clone())));
+    }
+    let ids = enqueue_events(&setup, 50, 5).await;
+    let received = consume(&setup, ids.len()).await;
+    assert_eq!(
+        received.len(),
+        ids.len(),
+        "no event published by both relays"
+    );
+    assert_per_order_sequence_is_increasing(&received);
+    stop.cancel();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    setup.pool.close().await;
+    setup.db.drop_database().await;
+}
