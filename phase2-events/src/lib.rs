@@ -11,8 +11,10 @@
 //! | [`outbox`]   | the transactional outbox: no dual write                            |
 //! | [`relay`]    | outbox → Kafka, at least once, one leader, marked by id            |
 //! | [`consumer`] | at-least-once, idempotent consumer; retry and dead-letter topics   |
+//! | [`dlq`]      | list and replay dead letters                                       |
 
 pub mod consumer;
+pub mod dlq;
 pub mod events;
 pub mod kafka;
 pub mod outbox;

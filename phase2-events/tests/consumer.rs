@@ -24,6 +24,8 @@ struct RecordingHandler {
     /// Which consumer instance this is (recorded with each effect).
     instance: String,
     failed_once: Mutex<Vec<String>>,
+    /// While set, events marked `needs_fix` fail permanently (a bug not fixed yet).
+    bug_present: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Handler for RecordingHandler {
@@ -36,6 +38,13 @@ impl Handler for RecordingHandler {
             if event.payload["impossible"] == true {
                 return Err(HandleError::Permanent(
                     "this event can never be applied".into(),
+                ));
+            }
+            if event.payload["needs_fix"] == true
+                && self.bug_present.load(std::sync::atomic::Ordering::SeqCst)
+            {
+                return Err(HandleError::Permanent(
+                    "bug: cannot handle needs_fix yet".into(),
                 ));
             }
             if event.payload["flaky"] == true {
@@ -123,16 +132,26 @@ impl Setup {
         instance: &str,
         stop: &CancellationToken,
     ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+        let handler = RecordingHandler {
+            instance: instance.to_owned(),
+            ..Default::default()
+        };
+        self.start_with(group, handler, stop)
+    }
+
+    fn start_with(
+        &self,
+        group: &str,
+        handler: RecordingHandler,
+        stop: &CancellationToken,
+    ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
         let consumer = EventConsumer {
             name: group.to_owned(),
             brokers: self.brokers.clone(),
             topics: vec![self.topic.clone()],
             pool: self.pool.clone(),
             producer: self.producer.clone(),
-            handler: RecordingHandler {
-                instance: instance.to_owned(),
-                ..Default::default()
-            },
+            handler,
         };
         tokio::spawn(consumer.run(stop.clone()))
     }
@@ -379,4 +398,69 @@ async fn a_second_instance_joining_during_traffic_loses_nothing_and_applies_noth
     stop.cancel();
     first.await.unwrap().unwrap();
     setup.teardown(stop, second).await;
+}
+
+/// `phase2-events dlq list | replay`: a dead letter is inspected, the bug is fixed, and
+/// the letter is re-driven to its topic and applied. Replaying again replays nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_is_listed_then_replayed_once_after_the_fix() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let setup = setup().await;
+    let bug = std::sync::Arc::new(AtomicBool::new(true));
+    let handler = RecordingHandler {
+        instance: "a".into(),
+        bug_present: bug.clone(),
+        ..Default::default()
+    };
+    let stop = CancellationToken::new();
+    let task = setup.start_with(
+        &format!("test-group-{}", uuid::Uuid::now_v7().simple()),
+        handler,
+        &stop,
+    );
+    let stuck = event(OrderId::new(), json!({ "needs_fix": true }));
+    setup.send_event(&stuck).await;
+    setup
+        .send_event(&event(OrderId::new(), json!({ "i": 1 })))
+        .await;
+    setup.wait_for_effects(1).await;
+
+    let dlq = dlq_topic(&setup.topic);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let letters = loop {
+        let letters = phase2_events::dlq::list(&setup.brokers, &dlq).unwrap();
+        if !letters.is_empty() || tokio::time::Instant::now() > deadline {
+            break letters;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        letters[0].headers["dlq_reason"],
+        "bug: cannot handle needs_fix yet"
+    );
+    let letter: Envelope = serde_json::from_str(&letters[0].value).unwrap();
+    assert_eq!(
+        letter.event_id, stuck.event_id,
+        "the original message, unchanged"
+    );
+    assert_eq!(letters[0].headers["dlq_source_topic"], setup.topic);
+
+    bug.store(false, Ordering::SeqCst); // the fix is deployed
+    let replayed = phase2_events::dlq::replay(&setup.brokers, &dlq, &setup.producer)
+        .await
+        .unwrap();
+    assert_eq!(replayed, 1);
+    setup.wait_for_effects(2).await;
+    assert!(
+        setup
+            .effects()
+            .await
+            .contains_key(&stuck.event_id.to_string())
+    );
+    let again = phase2_events::dlq::replay(&setup.brokers, &dlq, &setup.producer)
+        .await
+        .unwrap();
+    assert_eq!(again, 0, "a dead letter is replayed once");
+    setup.teardown(stop, task).await;
 }
