@@ -104,6 +104,36 @@ async fn consume(setup: &Setup, distinct: usize) -> Vec<Envelope> {
     received
 }
 
+/// No loss: every enqueued event is on the topic, and the outbox is drained.
+async fn assert_every_event_published(setup: &Setup, received: &[Envelope], ids: &[String]) {
+    let distinct: BTreeSet<String> = received.iter().map(|e| e.event_id.to_string()).collect();
+    assert_eq!(
+        distinct,
+        ids.iter().cloned().collect(),
+        "every committed event was published"
+    );
+    assert_per_order_sequence_is_increasing(received);
+    assert_eq!(
+        outbox::backlog(&setup.pool).await.unwrap(),
+        0,
+        "every row marked published"
+    );
+}
+
+/// Stops the relays and removes the test database.
+async fn teardown(
+    setup: Setup,
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+) {
+    stop.cancel();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    setup.pool.close().await;
+    setup.db.drop_database().await;
+}
+
 fn assert_per_order_sequence_is_increasing(received: &[Envelope]) {
     let mut first_seen = BTreeSet::new();
     let mut last_seq: BTreeMap<OrderId, u64> = BTreeMap::new();
@@ -136,24 +166,13 @@ async fn the_relay_publishes_every_outbox_row_in_order_per_order_and_marks_it() 
     let task = tokio::spawn(relay.run(stop.clone()));
 
     let received = consume(&setup, ids.len()).await;
-    let distinct: BTreeSet<String> = received.iter().map(|e| e.event_id.to_string()).collect();
-    assert_eq!(
-        distinct,
-        ids.iter().cloned().collect(),
-        "every committed event was published"
-    );
+    assert_every_event_published(&setup, &received, &ids).await;
     assert_eq!(
         received.len(),
         ids.len(),
         "and exactly once while nothing failed"
     );
-    assert_per_order_sequence_is_increasing(&received);
-    assert_eq!(outbox::backlog(&setup.pool).await.unwrap(), 0);
-
-    stop.cancel();
-    task.await.unwrap().unwrap();
-    setup.pool.close().await;
-    setup.db.drop_database().await;
+    teardown(setup, stop, vec![task]).await;
 }
 
 /// Scenario 7: the relay crashes between publishing and marking. After a restart the
@@ -183,20 +202,13 @@ async fn a_relay_crash_between_publish_and_mark_duplicates_but_loses_nothing() {
     let task = tokio::spawn(restarted.run(stop.clone()));
 
     let received = consume(&setup, ids.len()).await;
-    let distinct: BTreeSet<String> = received.iter().map(|e| e.event_id.to_string()).collect();
-    assert_eq!(distinct, ids.iter().cloned().collect(), "no event lost");
+    assert_every_event_published(&setup, &received, &ids).await;
     assert_eq!(
         received.len(),
         2 * ids.len(),
         "every event arrived twice: at least once, not exactly once"
     );
-    assert_per_order_sequence_is_increasing(&received);
-    assert_eq!(outbox::backlog(&setup.pool).await.unwrap(), 0);
-
-    stop.cancel();
-    task.await.unwrap().unwrap();
-    setup.pool.close().await;
-    setup.db.drop_database().await;
+    teardown(setup, stop, vec![task]).await;
 }
 
 /// Several relays may run for availability; only the leader publishes, so nothing is
@@ -223,10 +235,5 @@ async fn two_relays_at_once_publish_each_event_once() {
         "no event published by both relays"
     );
     assert_per_order_sequence_is_increasing(&received);
-    stop.cancel();
-    for task in tasks {
-        task.await.unwrap().unwrap();
-    }
-    setup.pool.close().await;
-    setup.db.drop_database().await;
+    teardown(setup, stop, tasks).await;
 }

@@ -282,21 +282,8 @@ pub fn status() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A URL fit for printing: the password replaced by `***`.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _password)) => {
-                    format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
-                }
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
+/// A URL fit for printing: the password replaced by `***` (shared with the services).
+pub use common::db::redact;
 
 fn address(service: &Service) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, service.port))
