@@ -17,7 +17,7 @@ use common::domain::{
     OrderEvent, OrderId, OrderLine, OrderStatus, Quantity, Sku,
 };
 use sqlx::any::AnyRow;
-use sqlx::{AnyPool, Row};
+use sqlx::{Any, AnyPool, Row, Transaction};
 use std::collections::HashMap;
 
 #[derive(Debug, Clone)]
@@ -86,15 +86,30 @@ impl OrderStore {
         new: &NewOrder,
         key: Option<(&str, &str)>,
     ) -> anyhow::Result<Inserted> {
-        let now = timestamp(common::db::now());
         let mut tx = self.pool.begin().await?;
+        let inserted = Self::insert_in(&mut tx, new, key).await?;
+        match inserted {
+            Inserted::Created(_) => tx.commit().await.context("committing new order")?,
+            Inserted::KeyAlreadyUsed => tx.rollback().await?,
+        }
+        Ok(inserted)
+    }
+
+    /// [`insert`](Self::insert) inside the caller's transaction, so that more can be
+    /// written atomically with the order (phase 2 adds its `OrderPlaced` event to the
+    /// outbox). On `KeyAlreadyUsed` nothing was written; the caller rolls back.
+    pub async fn insert_in(
+        tx: &mut Transaction<'_, Any>,
+        new: &NewOrder,
+        key: Option<(&str, &str)>,
+    ) -> anyhow::Result<Inserted> {
+        let now = timestamp(common::db::now());
         // The key is claimed first: the transaction's first statement is a write, so
         // SQLite takes its write lock at once and concurrent writers queue up on the
         // busy timeout instead of failing a lock upgrade.
         if let Some((key, fingerprint)) = key
-            && !idempotency::claim(&mut tx, key, fingerprint, new.id, &now).await?
+            && !idempotency::claim(tx, key, fingerprint, new.id, &now).await?
         {
-            tx.rollback().await?;
             return Ok(Inserted::KeyAlreadyUsed);
         }
         sqlx::query(
@@ -108,7 +123,7 @@ impl OrderStore {
         .bind(new.total_cents.get())
         .bind(key.map(|(k, _)| k))
         .bind(&now)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .context("inserting order")?;
         for (line_no, line) in new.lines.iter().enumerate() {
@@ -122,11 +137,10 @@ impl OrderStore {
             .bind(&line.name)
             .bind(i64::from(line.qty.get()))
             .bind(line.unit_price_cents.get())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .context("inserting order line")?;
         }
-        tx.commit().await.context("committing new order")?;
         let created_at = parse_timestamp(&now)?;
         Ok(Inserted::Created(Order {
             id: new.id,
