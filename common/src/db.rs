@@ -67,6 +67,28 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<AnyPool>
     })
 }
 
+/// The PostgreSQL server of a local set-up (`cargo xtask up`, the compose file), and
+/// what tests and benchmarks use unless `TEST_DATABASE_URL` says otherwise.
+pub const LOCAL_POSTGRES_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/postgres";
+
+/// `url` with its database name replaced by `database` (query parameters kept):
+/// `postgres://u:p@h:5432/postgres?x=y` → `postgres://u:p@h:5432/DATABASE?x=y`.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let server = match base[authority_start..].find('/') {
+        Some(slash) => &base[..authority_start + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{server}/{database}?{query}"),
+        None => format!("{server}/{database}"),
+    }
+}
+
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`, for error messages.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -117,6 +139,19 @@ mod tests {
             "postgres://app@db/orders"
         );
         assert_eq!(redact("sqlite://orders.db"), "sqlite://orders.db");
+    }
+
+    #[test]
+    fn with_database_replaces_only_the_database() {
+        assert_eq!(
+            with_database(LOCAL_POSTGRES_URL, "bench"),
+            "postgres://postgres:postgres@127.0.0.1:5432/bench"
+        );
+        assert_eq!(
+            with_database("postgres://u:p@h:1/db?sslmode=disable", "x"),
+            "postgres://u:p@h:1/x?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
     }
 
     #[test]

@@ -5,8 +5,6 @@
 //! in parallel without seeing each other's rows. When PostgreSQL is unreachable the
 //! test fails with a message naming it and `cargo xtask up`; it never skips.
 
-pub const DEFAULT_PG_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/postgres";
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -15,7 +13,7 @@ pub enum Backend {
 
 /// The PostgreSQL server tests use: `TEST_DATABASE_URL`, or the local default.
 pub fn postgres_admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned())
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| crate::db::LOCAL_POSTGRES_URL.to_owned())
 }
 
 /// A database that exists for one test only.
@@ -40,8 +38,7 @@ impl TestDb {
                 }
             }
             Backend::Postgres => {
-                let admin = std::env::var("TEST_DATABASE_URL")
-                    .unwrap_or_else(|_| DEFAULT_PG_URL.to_owned());
+                let admin = postgres_admin_url();
                 let pool = crate::db::connect(&admin, 1).await.unwrap_or_else(|err| {
                     panic!(
                         "PostgreSQL is required for this test and is not reachable at {}: {err:#}\n\
@@ -54,7 +51,7 @@ impl TestDb {
                     .await
                     .expect("CREATE DATABASE on the test server");
                 pool.close().await;
-                let url = with_database(&admin, &name);
+                let url = crate::db::with_database(&admin, &name);
                 TestDb {
                     url,
                     backend,
@@ -80,30 +77,5 @@ impl TestDb {
                 }
             }
         }
-    }
-}
-
-/// `postgres://u:p@h:5432/postgres?x=y` → same server, database `name`.
-pub fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, format!("?{query}")),
-        None => (url, String::new()),
-    };
-    let server = match base.rfind('/') {
-        Some(slash) if slash > base.find("://").map_or(0, |i| i + 2) => &base[..slash],
-        _ => base,
-    };
-    format!("{server}/{name}{query}")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_database_name_is_replaced() {
-        assert_eq!(
-            super::with_database("postgres://u:p@h:5432/postgres?sslmode=disable", "x"),
-            "postgres://u:p@h:5432/x?sslmode=disable"
-        );
-        assert_eq!(super::with_database("postgres://h", "x"), "postgres://h/x");
     }
 }

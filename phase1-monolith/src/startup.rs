@@ -37,6 +37,8 @@ pub struct Application {
     provider: Option<(TcpListener, Simulator)>,
     reconciler: Reconciler,
     state: AppState,
+    /// SQLite or PostgreSQL, for the startup log line.
+    backend: common::db::Backend,
 }
 
 /// The router alone, for tests that call it without a socket.
@@ -54,6 +56,7 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         settings.validate()?;
+        let backend = common::db::Backend::of(&settings.database_url)?;
         let pool = common::db::connect(&settings.database_url, settings.db_max_connections).await?;
         MIGRATOR.run(&pool).await?;
         let store = OrderStore::new(pool);
@@ -88,6 +91,7 @@ impl Application {
             provider,
             reconciler,
             state,
+            backend,
         })
     }
 
@@ -112,11 +116,10 @@ impl Application {
     /// Serves until `shutdown` is cancelled, then stops accepting connections, lets
     /// in-flight requests finish, and stops the reconciler and the simulator.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let backend = common::db::Backend::of(&self.state.store_url_hint())?;
         tracing::info!(
             addr = %self.addr(),
             payment_url = self.payment_url(),
-            database = ?backend,
+            database = ?self.backend,
             "listening"
         );
         // The simulator outlives the API's drain: in-flight requests may still call it.
@@ -138,15 +141,6 @@ impl Application {
         self.state.store.pool().close().await;
         tracing::info!("stopped");
         Ok(())
-    }
-}
-
-impl AppState {
-    fn store_url_hint(&self) -> String {
-        match self.store.pool().connect_options().database_url.scheme() {
-            "sqlite" => "sqlite:".into(),
-            _ => "postgres:".into(),
-        }
     }
 }
 

@@ -75,7 +75,7 @@ const BENCH_DATABASE: &str = "ferriseats_bench";
 
 fn phase1(args: &BenchArgs) -> anyhow::Result<()> {
     // Fail before the long build if the database is missing.
-    let admin_url = postgres::test_database_url();
+    let admin_url = crate::services::url(&postgres::SERVICE);
     postgres::check_url(&admin_url).context(
         "PostgreSQL is needed for this benchmark: start it with `cargo xtask up` \
          (or point TEST_DATABASE_URL at a server)",
@@ -99,7 +99,7 @@ fn phase1(args: &BenchArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
 
     // A fresh database, so every run starts from the same (empty) tables.
-    let bench_url = postgres::with_database(&admin_url, BENCH_DATABASE);
+    let bench_url = common::db::with_database(&admin_url, BENCH_DATABASE);
     postgres::execute(
         &admin_url,
         &format!("DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)"),

@@ -64,14 +64,6 @@ pub const SERVICE: Service = Service {
     },
 };
 
-/// The bootstrap servers tests use: `KAFKA_BROKERS`, or [`DEFAULT_BROKERS`].
-pub fn test_brokers() -> String {
-    std::env::var(ENV_BROKERS)
-        .ok()
-        .filter(|brokers| !brokers.is_empty())
-        .unwrap_or_else(|| DEFAULT_BROKERS.to_owned())
-}
-
 /// Where the broker xtask starts keeps its log of messages (one SQLite file).
 fn storage_dir() -> PathBuf {
     State::dir().join("tansu")

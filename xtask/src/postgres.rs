@@ -20,7 +20,7 @@ use std::process::Command;
 use std::time::Duration;
 
 /// The server the tests use when `TEST_DATABASE_URL` is not set.
-pub const DEFAULT_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/postgres";
+pub const DEFAULT_URL: &str = common::db::LOCAL_POSTGRES_URL;
 /// Points the tests (and `cargo xtask bench`) at another server.
 pub const ENV_URL: &str = "TEST_DATABASE_URL";
 const PORT: u16 = 5432;
@@ -38,28 +38,6 @@ pub const SERVICE: Service = Service {
     manual,
     details: || None,
 };
-
-/// The server URL tests use: `TEST_DATABASE_URL`, or [`DEFAULT_URL`].
-pub fn test_database_url() -> String {
-    std::env::var(ENV_URL).unwrap_or_else(|_| DEFAULT_URL.to_owned())
-}
-
-/// `url` with its database name replaced by `database` (query parameters kept).
-pub fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let server = match base[authority_start..].find('/') {
-        Some(slash) => &base[..authority_start + slash],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{server}/{database}?{query}"),
-        None => format!("{server}/{database}"),
-    }
-}
 
 /// Up means: the port accepts TCP *and* `pg_isready` says the server accepts
 /// connections (a port can be open while PostgreSQL is still recovering, or be
@@ -313,19 +291,6 @@ fn manual() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn with_database_replaces_only_the_database() {
-        assert_eq!(
-            with_database(DEFAULT_URL, "bench"),
-            "postgres://postgres:postgres@127.0.0.1:5432/bench"
-        );
-        assert_eq!(
-            with_database("postgres://u:p@h:1/db?sslmode=disable", "x"),
-            "postgres://u:p@h:1/x?sslmode=disable"
-        );
-        assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
-    }
 
     #[test]
     fn redacted_urls_hide_the_password() {

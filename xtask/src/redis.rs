@@ -47,14 +47,6 @@ pub const SERVICE: Service = Service {
     details,
 };
 
-/// The Redis URL tests use: `REDIS_URL`, or [`DEFAULT_URL`].
-pub fn test_url() -> String {
-    std::env::var(ENV_URL)
-        .ok()
-        .filter(|url| !url.is_empty())
-        .unwrap_or_else(|| DEFAULT_URL.to_owned())
-}
-
 /// Where the server xtask starts keeps its pid file and log (no data: see the
 /// module docs).
 fn dir() -> PathBuf {

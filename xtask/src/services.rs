@@ -82,6 +82,12 @@ pub fn override_url(service: &Service) -> Option<String> {
         .filter(|url| !url.is_empty() && url != service.default_url)
 }
 
+/// Where clients of `service` (tests, benchmarks) connect: the override, or the
+/// local default.
+pub fn url(service: &Service) -> String {
+    override_url(service).unwrap_or_else(|| service.default_url.to_owned())
+}
+
 /// How long a service that was just started may take to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long to wait for a server that is listening but not ready yet (still starting).

@@ -10,7 +10,7 @@
 //! nextest does not run doctests, so `cargo test --doc` runs before it. Without
 //! nextest, plain `cargo test` covers both. This is also what CI runs (`.ci/run`).
 
-use crate::{kafka, postgres, process, redis};
+use crate::process;
 use anyhow::bail;
 use clap::Args;
 use std::process::Command;
@@ -31,11 +31,10 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
 pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     crate::services::up()?;
-    let env = [
-        (postgres::ENV_URL, postgres::test_database_url()),
-        (redis::ENV_URL, redis::test_url()),
-        (kafka::ENV_BROKERS, kafka::test_brokers()),
-    ];
+    let env: Vec<(&str, String)> = crate::services::SERVICES
+        .iter()
+        .map(|service| (service.env_override, crate::services::url(service)))
+        .collect();
     println!();
     for (name, value) in &env {
         println!("tests use {name}={}", crate::services::redact(value));

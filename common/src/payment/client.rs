@@ -18,7 +18,7 @@
 //!   reconciliation asks the provider.
 //! * **Circuit breaker** — when most recent calls failed, fail fast without a request.
 
-use super::{ChargeRecord, ChargeRequest, IDEMPOTENCY_KEY_HEADER, Ledger, OrderCharges};
+use super::{ChargeRecord, ChargeRequest, IDEMPOTENCY_KEY_HEADER, OrderCharges};
 use crate::domain::{Cents, OrderId};
 use crate::http::REQUEST_ID_HEADER;
 use crate::resilience::{BreakerConfig, BreakerOpen, CircuitBreaker, FullJitterBackoff};
@@ -345,16 +345,5 @@ impl PaymentClient {
                 Err(err.into())
             }
         }
-    }
-
-    /// The provider's whole ledger (for checks and tools, not for the order flow).
-    pub async fn ledger(&self) -> Result<Ledger, reqwest::Error> {
-        self.http
-            .get(format!("{}/ledger", self.base_url))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await
     }
 }
