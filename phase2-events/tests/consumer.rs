@@ -1,21 +1,24 @@
 //! The at-least-once, idempotent consumer against real PostgreSQL and a real
 //! Kafka-protocol broker (`cargo xtask up`).
 
+#[path = "support/mod.rs"]
+mod support;
+
 use common::domain::OrderId;
 use common::shutdown::CancellationToken;
-use common::testing::{Backend, TestDb};
 use phase2_events::consumer::{EventConsumer, HandleError, Handler, dlq_topic, retry_topic};
 use phase2_events::events::Envelope;
-use phase2_events::{kafka, outbox};
+
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use serde_json::json;
-use sqlx::{Any, AnyPool, Row, Transaction};
+use sqlx::{Any, Row, Transaction};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
+use support::Setup;
 
 /// Records each event's effect; fails transiently once for events marked `flaky`,
 /// and permanently for events marked `impossible`.
@@ -66,35 +69,13 @@ impl Handler for RecordingHandler {
     }
 }
 
-struct Setup {
-    db: TestDb,
-    pool: AnyPool,
-    topic: String,
-    brokers: String,
-    producer: FutureProducer,
-}
-
 async fn setup() -> Setup {
-    let db = TestDb::create(Backend::Postgres).await;
-    let pool = common::db::connect(&db.url, 5).await.unwrap();
-    outbox::migrate_shared(&pool).await.unwrap();
+    let setup = support::setup("test-consumer", &[retry_topic, dlq_topic]).await;
     sqlx::query("CREATE TABLE effects (event_id TEXT PRIMARY KEY, order_id TEXT NOT NULL, instance TEXT NOT NULL)")
-        .execute(&pool)
+        .execute(&setup.pool)
         .await
         .unwrap();
-    let brokers = kafka::brokers();
-    let topic = format!("test-consumer-{}", uuid::Uuid::now_v7().simple());
-    kafka::ensure_topics(&brokers, &[&topic, &retry_topic(&topic), &dlq_topic(&topic)], 3)
-        .await
-        .unwrap_or_else(|err| panic!("the Kafka-protocol broker at {brokers} is required: {err:#}\nStart it with `cargo xtask up`."));
-    let producer = kafka::producer(&brokers).unwrap();
-    Setup {
-        db,
-        pool,
-        topic,
-        brokers,
-        producer,
-    }
+    setup
 }
 
 impl Setup {
@@ -232,8 +213,7 @@ impl Setup {
     ) {
         stop.cancel();
         task.await.unwrap().unwrap();
-        self.pool.close().await;
-        self.db.drop_database().await;
+        self.close().await;
     }
 }
 

@@ -1,9 +1,11 @@
 //! The outbox relay against real PostgreSQL and a real Kafka-protocol broker
 //! (`cargo xtask up` starts both).
 
+#[path = "support/mod.rs"]
+mod support;
+
 use common::domain::OrderId;
 use common::shutdown::CancellationToken;
-use common::testing::{Backend, TestDb};
 use phase2_events::events::Envelope;
 use phase2_events::relay::Relay;
 use phase2_events::{kafka, outbox};
@@ -11,34 +13,10 @@ use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use serde_json::json;
-use sqlx::AnyPool;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-struct Setup {
-    db: TestDb,
-    pool: AnyPool,
-    topic: String,
-    brokers: String,
-}
-
-async fn setup() -> Setup {
-    let db = TestDb::create(Backend::Postgres).await;
-    let pool = common::db::connect(&db.url, 5).await.unwrap();
-    outbox::migrate_shared(&pool).await.unwrap();
-    let brokers = kafka::brokers();
-    let topic = format!("test-relay-{}", uuid::Uuid::now_v7().simple());
-    kafka::ensure_topics(&brokers, &[&topic], 3).await.unwrap_or_else(|err| {
-        panic!("the Kafka-protocol broker at {brokers} is required: {err:#}\nStart it with `cargo xtask up`.")
-    });
-    Setup {
-        db,
-        pool,
-        topic,
-        brokers,
-    }
-}
+use support::Setup;
 
 /// Enqueues `n` events for `orders` distinct orders, one transaction each; returns
 /// the event ids in the order they were enqueued.
@@ -130,8 +108,7 @@ async fn teardown(
     for task in tasks {
         task.await.unwrap().unwrap();
     }
-    setup.pool.close().await;
-    setup.db.drop_database().await;
+    setup.close().await;
 }
 
 fn assert_per_order_sequence_is_increasing(received: &[Envelope]) {
@@ -154,7 +131,7 @@ fn assert_per_order_sequence_is_increasing(received: &[Envelope]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_publishes_every_outbox_row_in_order_per_order_and_marks_it() {
-    let setup = setup().await;
+    let setup = support::setup("test-relay", &[]).await;
     let ids = enqueue_events(&setup, 60, 6).await;
     let relay = Relay::new(
         setup.pool.clone(),
@@ -179,7 +156,7 @@ async fn the_relay_publishes_every_outbox_row_in_order_per_order_and_marks_it() 
 /// rows are published again — duplicates, which consumers absorb — and nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_crash_between_publish_and_mark_duplicates_but_loses_nothing() {
-    let setup = setup().await;
+    let setup = support::setup("test-relay", &[]).await;
     let ids = enqueue_events(&setup, 40, 4).await;
     let producer = kafka::producer(&setup.brokers).unwrap();
 
@@ -215,7 +192,7 @@ async fn a_relay_crash_between_publish_and_mark_duplicates_but_loses_nothing() {
 /// sent twice and per-order order holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_relays_at_once_publish_each_event_once() {
-    let setup = setup().await;
+    let setup = support::setup("test-relay", &[]).await;
     let stop = CancellationToken::new();
     let mut tasks = Vec::new();
     for _ in 0..2 {
