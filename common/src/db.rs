@@ -89,6 +89,43 @@ pub fn with_database(url: &str, database: &str) -> String {
     }
 }
 
+/// Creates the PostgreSQL database named in `url` if it does not exist yet (connecting
+/// to the server's `postgres` database to do so). Phase 2 gives every service its own
+/// database; this lets `cargo run` start on an empty server.
+pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
+    let name = url
+        .split('?')
+        .next()
+        .and_then(|base| base.rsplit_once('/'))
+        .map(|(_, name)| name)
+        .filter(|name| !name.is_empty())
+        .with_context(|| format!("no database name in {}", redact(url)))?;
+    anyhow::ensure!(
+        name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+        "database name {name:?} must be letters, digits and underscores"
+    );
+    let admin = connect(&with_database(url, "postgres"), 1).await?;
+    let exists = sqlx::query("SELECT 1 AS one FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_optional(&admin)
+        .await?
+        .is_some();
+    if !exists {
+        let created = sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await;
+        // Two services starting at once may both try; the loser sees "already exists".
+        if let Err(err) = created
+            && !err.to_string().contains("already exists")
+        {
+            return Err(err).with_context(|| format!("creating database {name}"));
+        }
+        tracing::info!(database = name, "created database");
+    }
+    admin.close().await;
+    Ok(())
+}
+
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`, for error messages.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

@@ -13,6 +13,7 @@
 //! | [`db`]          | one connection function for SQLite and PostgreSQL                    |
 //! | [`telemetry`]   | JSON logs where every line carries the request id                    |
 //! | [`shutdown`]    | Ctrl-C / SIGTERM as a `CancellationToken`                            |
+//! | [`fault_proxy`] | a TCP proxy that injects latency and partitions (chaos tests)        |
 //! | `testing`       | (feature `testing`) a fresh database per test                        |
 //!
 //! Heavy dependencies of later phases (Kafka, OpenTelemetry) will be behind cargo
@@ -20,6 +21,7 @@
 
 pub mod db;
 pub mod domain;
+pub mod fault_proxy;
 pub mod http;
 pub mod payment;
 pub mod resilience;

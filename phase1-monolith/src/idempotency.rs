@@ -103,9 +103,10 @@ pub async fn load(pool: &AnyPool, key: &str) -> anyhow::Result<Option<Saved>> {
     }))
 }
 
-/// Saves the first response for `key`. Only the first save wins.
-pub async fn save_response(
-    pool: &AnyPool,
+/// Saves the first response for `key`. Only the first save wins. Takes the pool, or
+/// a transaction (phase 2 saves the response in the order's own transaction).
+pub async fn save_response<'e>(
+    executor: impl sqlx::Executor<'e, Database = Any>,
     key: &str,
     status: StatusCode,
     body: &str,
@@ -117,7 +118,7 @@ pub async fn save_response(
     .bind(i64::from(status.as_u16()))
     .bind(body)
     .bind(key)
-    .execute(pool)
+    .execute(executor)
     .await
     .context("saving idempotent response")?;
     Ok(())

@@ -12,7 +12,7 @@
 
 use crate::idempotency::{self, IdempotencyKey};
 use crate::startup::AppState;
-use crate::store::Inserted;
+use crate::store::{Inserted, OrderStore};
 use crate::workflow;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -78,14 +78,14 @@ impl From<Problem> for OrderError {
     }
 }
 
-pub async fn menu(State(app): State<AppState>) -> Result<Json<Vec<MenuItem>>, OrderError> {
-    let mut items: Vec<_> = app.store.menu().await?.into_values().collect();
+pub async fn menu(State(store): State<OrderStore>) -> Result<Json<Vec<MenuItem>>, OrderError> {
+    let mut items: Vec<_> = store.menu().await?.into_values().collect();
     items.sort_by(|a, b| a.sku.cmp(&b.sku));
     Ok(Json(items))
 }
 
 pub async fn get_order(
-    State(app): State<AppState>,
+    State(store): State<OrderStore>,
     Path(id): Path<String>,
 ) -> Result<Json<Order>, OrderError> {
     let not_found = || {
@@ -93,7 +93,7 @@ pub async fn get_order(
             .detail(format!("no order with id {id}"))
     };
     let order_id: OrderId = id.parse().map_err(|_| not_found())?;
-    let order = app.store.get(order_id).await?.ok_or_else(not_found)?;
+    let order = store.get(order_id).await?.ok_or_else(not_found)?;
     Ok(Json(order))
 }
 
@@ -141,8 +141,9 @@ async fn pay(app: &AppState, order: Order, request_id: &str) -> anyhow::Result<O
     workflow::settle(&app.store, order, &outcome).await
 }
 
-/// The response for an order: 201 once settled, 202 while in doubt.
-fn respond(order: &Order) -> (StatusCode, JsonText) {
+/// The response for an order: 201 once settled, 202 while in doubt (phase 2: always,
+/// because the order is settled later by events).
+pub fn respond(order: &Order) -> (StatusCode, JsonText) {
     let status = if order.status == OrderStatus::Placed {
         StatusCode::ACCEPTED
     } else {
@@ -157,9 +158,10 @@ fn respond(order: &Order) -> (StatusCode, JsonText) {
     )
 }
 
-/// A pre-serialized JSON body (so exactly these bytes can be saved and replayed).
+/// A pre-serialized JSON body (so exactly these bytes can be saved and replayed), with
+/// `Location: /orders/{id}`.
 #[derive(Debug)]
-struct JsonText(String, OrderId);
+pub struct JsonText(pub String, pub OrderId);
 
 impl IntoResponse for JsonText {
     fn into_response(self) -> Response {
@@ -188,22 +190,7 @@ async fn replay(
         let saved = idempotency::load(app.store.pool(), key.as_str())
             .await?
             .ok_or_else(|| anyhow::anyhow!("idempotency key vanished"))?;
-        if saved.fingerprint != fingerprint {
-            return Err(Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency-key-reused",
-                "Idempotency-Key reused with a different request",
-            )
-            .detail("this key was first used for a different order; use a new key for a new order")
-            .into());
-        }
-        if let Some((status, body)) = saved.response {
-            tracing::info!(order_id = %saved.order_id, idempotency_key = key.as_str(), "replaying saved response");
-            let status = StatusCode::from_u16(status).map_err(anyhow::Error::from)?;
-            let mut response = (status, JsonText(body, saved.order_id)).into_response();
-            response
-                .headers_mut()
-                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        if let Some(response) = replay_saved(&saved, key, fingerprint)? {
             return Ok(response);
         }
         let age = (chrono::Utc::now() - saved.created_at)
@@ -214,6 +201,34 @@ async fn replay(
         }
         tokio::time::sleep(poll).await;
     }
+}
+
+/// The saved first response for `key`, if the first request has finished. The same
+/// key with a different request body is a client bug: 422.
+pub fn replay_saved(
+    saved: &idempotency::Saved,
+    key: &IdempotencyKey,
+    fingerprint: &str,
+) -> Result<Option<Response>, OrderError> {
+    if saved.fingerprint != fingerprint {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            "Idempotency-Key reused with a different request",
+        )
+        .detail("this key was first used for a different order; use a new key for a new order")
+        .into());
+    }
+    let Some((status, body)) = &saved.response else {
+        return Ok(None);
+    };
+    tracing::info!(order_id = %saved.order_id, idempotency_key = key.as_str(), "replaying saved response");
+    let status = StatusCode::from_u16(*status).map_err(anyhow::Error::from)?;
+    let mut response = (status, JsonText(body.clone(), saved.order_id)).into_response();
+    response
+        .headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    Ok(Some(response))
 }
 
 /// The first request never saved a response (it is very slow, or its process died).

@@ -41,6 +41,14 @@ pub struct Application {
     backend: common::db::Backend,
 }
 
+/// Handlers that need only the store take `State<OrderStore>`, so phase 2 can mount
+/// them on its own state.
+impl axum::extract::FromRef<AppState> for OrderStore {
+    fn from_ref(state: &AppState) -> OrderStore {
+        state.store.clone()
+    }
+}
+
 /// The router alone, for tests that call it without a socket.
 pub fn router(state: AppState, limits: HttpLimits) -> Router {
     let api = Router::new()

@@ -17,7 +17,7 @@ use common::domain::{
     OrderEvent, OrderId, OrderLine, OrderStatus, Quantity, Sku,
 };
 use sqlx::any::AnyRow;
-use sqlx::{Any, AnyPool, Row, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, Row, Transaction};
 use std::collections::HashMap;
 
 #[derive(Debug, Clone)]
@@ -158,14 +158,20 @@ impl OrderStore {
     }
 
     pub async fn get(&self, id: OrderId) -> anyhow::Result<Option<Order>> {
+        let mut conn = self.pool.acquire().await?;
+        Self::get_in(&mut conn, id).await
+    }
+
+    /// [`get`](Self::get) on the caller's connection or transaction.
+    pub async fn get_in(conn: &mut AnyConnection, id: OrderId) -> anyhow::Result<Option<Order>> {
         let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id.to_string())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *conn)
             .await
             .context("reading order")?;
         match row {
-            Some(row) => Ok(Some(self.with_items(order_from_row(&row)?).await?)),
+            Some(row) => Ok(Some(with_items(conn, order_from_row(&row)?).await?)),
             None => Ok(None),
         }
     }
@@ -188,9 +194,10 @@ impl OrderStore {
             .fetch_all(&self.pool)
             .await
             .context("listing in-doubt orders")?;
+        let mut conn = self.pool.acquire().await?;
         let mut orders = Vec::with_capacity(rows.len());
         for row in &rows {
-            orders.push(self.with_items(order_from_row(row)?).await?);
+            orders.push(with_items(&mut conn, order_from_row(row)?).await?);
         }
         Ok(orders)
     }
@@ -199,6 +206,18 @@ impl OrderStore {
     /// provided nobody changed the order since it was read.
     pub async fn apply(
         &self,
+        order: &Order,
+        event: OrderEvent,
+        payment_id: Option<&str>,
+    ) -> Result<Order, ApplyError> {
+        let mut conn = self.pool.acquire().await.map_err(anyhow::Error::from)?;
+        Self::apply_in(&mut conn, order, event, payment_id).await
+    }
+
+    /// [`apply`](Self::apply) on the caller's connection or transaction (phase 2 writes
+    /// the status change and the event announcing it in one transaction).
+    pub async fn apply_in(
+        conn: &mut AnyConnection,
         order: &Order,
         event: OrderEvent,
         payment_id: Option<&str>,
@@ -222,12 +241,11 @@ impl OrderStore {
         .bind(timestamp(now))
         .bind(order.id.to_string())
         .bind(order.version)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await
         .context("updating order status")?;
         if updated.rows_affected() == 0 {
-            let current = self
-                .get(order.id)
+            let current = Self::get_in(conn, order.id)
                 .await?
                 .with_context(|| format!("order {} vanished", order.id))?;
             return Err(ApplyError::Stale(Box::new(current)));
@@ -241,31 +259,31 @@ impl OrderStore {
             ..order.clone()
         })
     }
+}
 
-    async fn with_items(&self, mut order: Order) -> anyhow::Result<Order> {
-        let rows = sqlx::query(
-            "SELECT sku, name, qty, unit_price_cents FROM order_items WHERE order_id = $1 ORDER BY line_no",
-        )
-        .bind(order.id.to_string())
-        .fetch_all(&self.pool)
-        .await
-        .context("reading order lines")?;
-        order.items = rows
-            .iter()
-            .map(|row| -> anyhow::Result<OrderLine> {
-                let qty = Quantity::new(row.try_get("qty")?)?;
-                let unit = Cents::new(row.try_get("unit_price_cents")?)?;
-                Ok(OrderLine {
-                    sku: Sku::parse(row.try_get("sku")?)?,
-                    name: row.try_get("name")?,
-                    qty,
-                    unit_price_cents: unit,
-                    line_total_cents: unit.checked_mul(qty)?,
-                })
+async fn with_items(conn: &mut AnyConnection, mut order: Order) -> anyhow::Result<Order> {
+    let rows = sqlx::query(
+        "SELECT sku, name, qty, unit_price_cents FROM order_items WHERE order_id = $1 ORDER BY line_no",
+    )
+    .bind(order.id.to_string())
+    .fetch_all(&mut *conn)
+    .await
+    .context("reading order lines")?;
+    order.items = rows
+        .iter()
+        .map(|row| -> anyhow::Result<OrderLine> {
+            let qty = Quantity::new(row.try_get("qty")?)?;
+            let unit = Cents::new(row.try_get("unit_price_cents")?)?;
+            Ok(OrderLine {
+                sku: Sku::parse(row.try_get("sku")?)?,
+                name: row.try_get("name")?,
+                qty,
+                unit_price_cents: unit,
+                line_total_cents: unit.checked_mul(qty)?,
             })
-            .collect::<anyhow::Result<_>>()?;
-        Ok(order)
-    }
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(order)
 }
 
 fn order_from_row(row: &AnyRow) -> anyhow::Result<Order> {

@@ -59,6 +59,70 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), HandleError>> + Send + 'a;
 }
 
+/// How a consumer applies one event and remembers that it did. [`Transactional`] is
+/// the rule (effect + `processed_events` row in one database transaction); the
+/// notification service, whose effect is not in a database, de-duplicates in Redis.
+pub trait Effect: Send + Sync + 'static {
+    fn apply<'a>(
+        &'a self,
+        consumer: &'a str,
+        event: &'a Envelope,
+    ) -> impl Future<Output = anyhow::Result<Verdict>> + Send + 'a;
+}
+
+/// The outcome of applying one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Applied,
+    /// Seen before (a redelivery): skipped.
+    Duplicate,
+    /// Failed transiently: try again later, through the retry topic.
+    Retry(String),
+    /// Will never succeed: to the dead-letter topic, with this reason.
+    DeadLetter(String),
+}
+
+/// A [`Handler`] run inside a transaction that also records the event as processed.
+#[derive(Debug, Clone)]
+pub struct Transactional<H> {
+    pub pool: AnyPool,
+    pub handler: H,
+}
+
+impl<H: Handler> Effect for Transactional<H> {
+    async fn apply(&self, consumer: &str, event: &Envelope) -> anyhow::Result<Verdict> {
+        let mut tx = self.pool.begin().await.context("consumer: begin")?;
+        let claimed = sqlx::query(
+            "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (consumer, event_id) DO NOTHING",
+        )
+        .bind(consumer)
+        .bind(event.event_id.to_string())
+        .bind(common::db::timestamp(common::db::now()))
+        .execute(&mut *tx)
+        .await
+        .context("consumer: recording the event")?;
+        if claimed.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(Verdict::Duplicate);
+        }
+        match self.handler.handle(&mut tx, event).await {
+            Ok(()) => {
+                tx.commit().await.context("consumer: commit")?;
+                Ok(Verdict::Applied)
+            }
+            Err(HandleError::Transient(err)) => {
+                tx.rollback().await?;
+                Ok(Verdict::Retry(format!("{err:#}")))
+            }
+            Err(HandleError::Permanent(reason)) => {
+                tx.rollback().await?;
+                Ok(Verdict::DeadLetter(reason))
+            }
+        }
+    }
+}
+
 /// Names derived from a topic.
 pub fn retry_topic(topic: &str) -> String {
     format!("{topic}.retry")
@@ -97,17 +161,18 @@ impl ConsumerContext for CommitOnRevoke {
 }
 
 /// One consumer: a group reading `topics` (and their retry topics).
-pub struct EventConsumer<H> {
+#[derive(Clone)]
+pub struct EventConsumer<E> {
     /// Consumer group, and the `consumer` column of `processed_events`.
     pub name: String,
     pub brokers: String,
     pub topics: Vec<String>,
-    pub pool: AnyPool,
     pub producer: FutureProducer,
-    pub handler: H,
+    /// Usually [`Transactional`].
+    pub effect: E,
 }
 
-impl<H> std::fmt::Debug for EventConsumer<H> {
+impl<E> std::fmt::Debug for EventConsumer<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventConsumer")
             .field("name", &self.name)
@@ -116,14 +181,7 @@ impl<H> std::fmt::Debug for EventConsumer<H> {
     }
 }
 
-enum Verdict {
-    Applied,
-    Duplicate,
-    Retry(String),
-    DeadLetter(String),
-}
-
-impl<H: Handler> EventConsumer<H> {
+impl<E: Effect> EventConsumer<E> {
     fn kafka_consumer(&self) -> anyhow::Result<StreamConsumer<CommitOnRevoke>> {
         let consumer: StreamConsumer<CommitOnRevoke> = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
@@ -169,10 +227,15 @@ impl<H: Handler> EventConsumer<H> {
             self.process(&message).await?;
             consumer.store_offset_from_message(&message)?;
         }
-        if let Err(err) = consumer.commit_consumer_state(CommitMode::Sync) {
+        // A synchronous commit has no timeout in librdkafka and would block this
+        // runtime thread for as long as the group coordinator does not answer (seen
+        // after a network partition). So: queue the commit, and let closing the
+        // consumer (on drop) wait for it. Anything not committed is redelivered to the
+        // next owner — and skipped as a duplicate.
+        if let Err(err) = consumer.commit_consumer_state(CommitMode::Async) {
             tracing::debug!(consumer = %self.name, error = %err, "final commit");
         }
-        tracing::info!(consumer = %self.name, "consumer stopped; offsets committed");
+        tracing::info!(consumer = %self.name, "consumer stopped; final offsets committing");
         Ok(())
     }
 
@@ -197,7 +260,7 @@ impl<H: Handler> EventConsumer<H> {
         let verdict = match message.payload().map(serde_json::from_slice::<Envelope>) {
             None => Verdict::DeadLetter("empty message".into()),
             Some(Err(err)) => Verdict::DeadLetter(format!("unreadable envelope: {err}")),
-            Some(Ok(event)) => self.apply(&event).await?,
+            Some(Ok(event)) => self.effect.apply(&self.name, &event).await?,
         };
         let attempt: u32 = header(message, "retry_attempt")
             .and_then(|v| v.parse().ok())
@@ -255,38 +318,6 @@ impl<H: Handler> EventConsumer<H> {
             }
         }
         Ok(())
-    }
-
-    async fn apply(&self, event: &Envelope) -> anyhow::Result<Verdict> {
-        let mut tx = self.pool.begin().await.context("consumer: begin")?;
-        let claimed = sqlx::query(
-            "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (consumer, event_id) DO NOTHING",
-        )
-        .bind(&self.name)
-        .bind(event.event_id.to_string())
-        .bind(common::db::timestamp(common::db::now()))
-        .execute(&mut *tx)
-        .await
-        .context("consumer: recording the event")?;
-        if claimed.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Ok(Verdict::Duplicate);
-        }
-        match self.handler.handle(&mut tx, event).await {
-            Ok(()) => {
-                tx.commit().await.context("consumer: commit")?;
-                Ok(Verdict::Applied)
-            }
-            Err(HandleError::Transient(err)) => {
-                tx.rollback().await?;
-                Ok(Verdict::Retry(format!("{err:#}")))
-            }
-            Err(HandleError::Permanent(reason)) => {
-                tx.rollback().await?;
-                Ok(Verdict::DeadLetter(reason))
-            }
-        }
     }
 
     async fn forward(

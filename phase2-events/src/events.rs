@@ -9,6 +9,7 @@
 //! On the wire: key = order id, value = the JSON envelope, and the envelope's
 //! identifying fields repeated as Kafka headers so tools can filter without parsing.
 
+use crate::consumer::HandleError;
 use chrono::{DateTime, Utc};
 use common::domain::OrderId;
 use serde::{Deserialize, Serialize};
@@ -62,6 +63,14 @@ impl Envelope {
             traceparent: self.traceparent.clone(),
             ..Envelope::new(event_type, self.order_id, &self.correlation_id, payload)
         }
+    }
+
+    /// The payload as `T`. An unreadable payload will never become readable: the
+    /// error is permanent, and the message goes to the dead-letter topic.
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, HandleError> {
+        serde_json::from_value(self.payload.clone()).map_err(|err| {
+            HandleError::Permanent(format!("unreadable {} payload: {err}", self.event_type))
+        })
     }
 
     /// Kafka headers carrying the identifying fields.

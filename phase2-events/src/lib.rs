@@ -1,21 +1,33 @@
 //! # FerrisEats phase 2 — event-driven services over Kafka
 //!
-//! Work in progress: the building blocks come first.
+//! The monolith of phase 1 split into services that talk only through events, with
+//! every guarantee made explicit: no dual writes (outbox), at-least-once delivery made
+//! effectively-once (idempotent consumers), retries that do not block a partition,
+//! poison messages parked with their reason, and a saga with compensation instead of
+//! a distributed transaction.
 //!
 //! ## Layout
 //!
 //! | module       | what it shows                                                      |
 //! |--------------|--------------------------------------------------------------------|
+//! | [`flow`]     | the event flow: topics, event types, payloads, the saga in a table |
 //! | [`events`]   | the event envelope: ids, partition key, correlation and causation  |
 //! | [`kafka`]    | producer and admin settings, each with its reason                  |
 //! | [`outbox`]   | the transactional outbox: no dual write                            |
 //! | [`relay`]    | outbox → Kafka, at least once, one leader, marked by id            |
 //! | [`consumer`] | at-least-once, idempotent consumer; retry and dead-letter topics   |
 //! | [`dlq`]      | list and replay dead letters                                       |
+//! | [`services`] | order (API + saga), payment, inventory, notification, delivery     |
+//! | [`system`]   | relays, the provider simulator, everything in one process          |
+//! | [`config`]   | flags and environment variables                                    |
 
+pub mod config;
 pub mod consumer;
 pub mod dlq;
 pub mod events;
+pub mod flow;
 pub mod kafka;
 pub mod outbox;
 pub mod relay;
+pub mod services;
+pub mod system;

@@ -35,6 +35,9 @@ const LEADER_LOCK: i64 = 0x0F0E_0B0E_0000_0001;
 pub struct RelayFaults {
     /// Publish a batch, then stop before marking it: a crash at the worst moment.
     pub crash_before_marking: AtomicBool,
+    /// Publish every row twice: a duplicating producer (scenario 2). Consumers must
+    /// apply each event once anyway.
+    pub duplicate_publishes: AtomicBool,
 }
 
 #[derive(Clone)]
@@ -150,14 +153,28 @@ impl Relay {
                     value: Some(&header_value),
                 });
             }
-            let producer = self.producer.clone();
-            pending.push((id, async move {
-                let record = FutureRecord::to(&topic)
-                    .key(&key)
-                    .payload(&value)
-                    .headers(headers);
-                producer.send(record, Duration::from_secs(60)).await
-            }));
+            // Normally one copy; the duplicating fault sends each row twice.
+            let copies = if self.faults.duplicate_publishes.load(Ordering::SeqCst) {
+                2
+            } else {
+                1
+            };
+            for _ in 0..copies {
+                let (producer, topic, key, value, headers) = (
+                    self.producer.clone(),
+                    topic.clone(),
+                    key.clone(),
+                    value.clone(),
+                    headers.clone(),
+                );
+                pending.push((id, async move {
+                    let record = FutureRecord::to(&topic)
+                        .key(&key)
+                        .payload(&value)
+                        .headers(headers);
+                    producer.send(record, Duration::from_secs(60)).await
+                }));
+            }
         }
         let mut delivered = Vec::with_capacity(pending.len());
         for (id, send) in pending {

@@ -6,7 +6,9 @@ mod support;
 
 use common::domain::OrderId;
 use common::shutdown::CancellationToken;
-use phase2_events::consumer::{EventConsumer, HandleError, Handler, dlq_topic, retry_topic};
+use phase2_events::consumer::{
+    EventConsumer, HandleError, Handler, Transactional, dlq_topic, retry_topic,
+};
 use phase2_events::events::Envelope;
 
 use rdkafka::ClientConfig;
@@ -130,9 +132,11 @@ impl Setup {
             name: group.to_owned(),
             brokers: self.brokers.clone(),
             topics: vec![self.topic.clone()],
-            pool: self.pool.clone(),
             producer: self.producer.clone(),
-            handler,
+            effect: Transactional {
+                pool: self.pool.clone(),
+                handler,
+            },
         };
         tokio::spawn(consumer.run(stop.clone()))
     }

@@ -1,5 +1,7 @@
-//! `cargo xtask bench [phase1]`: throughput and latency of the real service, next to
-//! the limit of the machine.
+//! `cargo xtask bench [phase1|phase2]`: throughput and latency of the real service,
+//! next to the limit of the machine. This file runs phase 1 and holds what both
+//! phases share; phase 2 (an event-driven system, measured end to end with an open
+//! load model) is in [`crate::bench_phase2`].
 //!
 //! Speed is measured here and only here — never in timed unit tests, which flake on
 //! a busy laptop and prove nothing on a fast one. A benchmark run:
@@ -34,21 +36,26 @@ use tokio::time::Instant;
 pub struct BenchArgs {
     /// Which benchmark to run (all of them when omitted).
     phase: Option<Phase>,
-    /// Requests (or pgbench clients) in flight at any time.
+    /// Phase 1: requests (and pgbench clients) in flight at any time.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
     concurrency: u16,
-    /// How long to measure, e.g. 10s, 500ms, 1m.
+    /// How long to measure, e.g. 10s, 500ms, 1m (phase 1; the pgbench run of phase 2).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    duration: Duration,
+    pub(crate) duration: Duration,
     /// Traffic sent before measuring (connections, caches), then discarded.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
-    warmup: Duration,
+    pub(crate) warmup: Duration,
+    #[command(flatten)]
+    pub(crate) phase2: crate::bench_phase2::Phase2Args,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Phase {
     /// POST /orders of the phase-1 monolith on SQLite and PostgreSQL, beside pgbench.
     Phase1,
+    /// Phase 2's services end to end (POST /orders → delivered), beside the broker's
+    /// produce rate and pgbench running one order's SQL.
+    Phase2,
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
@@ -59,6 +66,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     for phase in phases {
         match phase {
             Phase::Phase1 => phase1(args)?,
+            Phase::Phase2 => crate::bench_phase2::run(args)?,
         }
     }
     Ok(())
@@ -236,14 +244,14 @@ async fn phase1_rows(
 
 /// A port nobody listens on right now. (Another program could take it before the
 /// server binds it; on a workstation that is rare enough, and it fails loudly.)
-fn free_local_addr() -> anyhow::Result<SocketAddr> {
+pub(crate) fn free_local_addr() -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
     Ok(listener.local_addr()?)
 }
 
 /// A child process serving HTTP on 127.0.0.1, killed when dropped.
 #[derive(Debug)]
-struct Server {
+pub(crate) struct Server {
     name: String,
     child: tokio::process::Child,
     addr: SocketAddr,
@@ -251,7 +259,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(
+    pub(crate) fn start(
         name: &str,
         bin: &Path,
         args: &[&str],
@@ -283,8 +291,12 @@ impl Server {
         })
     }
 
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// Polls `GET path` until it answers 200, the process exits, or `limit` passes.
-    async fn wait_for(&mut self, path: &str, limit: Duration) -> anyhow::Result<()> {
+    pub(crate) async fn wait_for(&mut self, path: &str, limit: Duration) -> anyhow::Result<()> {
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(2))
@@ -320,6 +332,47 @@ impl Server {
     async fn stop(mut self) {
         let _ = self.child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
+
+    /// A graceful stop, as an operator would do it: SIGTERM, then up to `grace` for
+    /// the server to finish (consumers commit their offsets), then SIGKILL.
+    pub(crate) async fn terminate(mut self, grace: Duration) {
+        if let Ok(None) = self.child.try_wait()
+            && let Some(pid) = self.child.id()
+        {
+            println!("$ kill -s TERM {pid}   # {}", self.name);
+            if process::signal(pid, "TERM").is_ok()
+                && let Ok(Ok(status)) = tokio::time::timeout(grace, self.child.wait()).await
+            {
+                if !status.success() {
+                    eprintln!(
+                        "{} exited with {status} after SIGTERM; end of {}:\n{}",
+                        self.name,
+                        self.log.display(),
+                        process::tail(&self.log, 10)
+                    );
+                }
+                return;
+            }
+            eprintln!(
+                "{} did not stop within {grace:?} of SIGTERM: killing it",
+                self.name
+            );
+        }
+        self.stop().await;
+    }
+
+    /// The process still runs (it did not crash under load).
+    pub(crate) fn check_running(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!(
+                "{} exited ({status}); end of {}:\n{}",
+                self.name,
+                self.log.display(),
+                process::tail(&self.log, 20)
+            );
+        }
+        Ok(())
     }
 }
 

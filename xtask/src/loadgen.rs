@@ -6,8 +6,8 @@
 //! server complete with N requests in flight?" — the question a benchmark beside
 //! pgbench (also closed-loop, `-c N`) asks. It does **not** tell what users of a
 //! slow server would see: a stalled server also stalls the clock of every request
-//! that would have arrived meanwhile ("coordinated omission"). Phase 4's load
-//! generator uses an open model (a constant arrival rate) for that question.
+//! that would have arrived meanwhile ("coordinated omission"). [`crate::openloop`]
+//! uses an open model (a constant arrival rate) for that question.
 //!
 //! Latencies go into an HDR histogram (microseconds, 3 significant digits): exact
 //! enough for p99 and max, in constant memory, and mergeable across workers.

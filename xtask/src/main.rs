@@ -10,14 +10,16 @@
 //! | `cargo xtask up` / `down` / `status` | [`services`] (the generic flow), [`postgres`], [`redis`], [`kafka`] ([`kafka_probe`]) |
 //! | `cargo xtask broker restart [--down-for 5s]` | [`kafka`] |
 //! | `cargo xtask test [-- ARGS]` | [`test`] |
-//! | `cargo xtask bench [phase1]` | [`bench`], [`loadgen`], [`pgbench`] |
+//! | `cargo xtask bench [phase1\|phase2]` | [`bench`], [`bench_phase2`], [`loadgen`], [`openloop`], [`pgbench`] |
 //!
 //! This file only parses the command line and dispatches.
 
 mod bench;
+mod bench_phase2;
 mod kafka;
 mod kafka_probe;
 mod loadgen;
+mod openloop;
 mod pgbench;
 mod postgres;
 mod process;

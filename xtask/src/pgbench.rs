@@ -1,16 +1,21 @@
-//! pgbench running exactly the SQL that one `POST /orders` costs in phase 1.
+//! pgbench running exactly the SQL that one order costs: one `POST /orders` in phase
+//! 1 ([`PHASE1_ORDER`]), one order's whole journey through the services in phase 2
+//! ([`phase2_order`]).
 //!
 //! A benchmark figure alone says little: is 900 orders/s good? Running the same
 //! statements straight from PostgreSQL's own benchmark client, at the same
 //! concurrency on the same machine, gives the ceiling the database allows. The gap
 //! between that row and the service's row is what the service itself costs
-//! (HTTP, JSON, the payment call, the connection pool, the async runtime).
+//! (HTTP, JSON, the payment call, the connection pool, the async runtime — and in
+//! phase 2 the broker and the consumers in between).
 //!
 //! Two pgbench details:
 //! * `\gset` stores the columns of a one-row result in variables (`id` here), and
 //!   `:id` uses one. pgbench has no `:'id'` (that is psql's quoting syntax).
 //! * `-M prepared` sends `:id` as a bind parameter of a prepared statement — as
-//!   sqlx does for the service — rather than pasting the text into the SQL.
+//!   sqlx does for the service — rather than pasting the text into the SQL. It also
+//!   means that *any* `:word` or `:123` in the script is taken for a variable, even
+//!   inside a string literal: no timestamps or compact JSON numbers in literals.
 //!
 //! `-l` writes one line per transaction, `client tx_no latency_us script epoch_s
 //! epoch_us`, one file per thread; we read them into the same kind of histogram as
@@ -34,6 +39,279 @@ INSERT INTO order_items (order_id, line_no, sku, name, qty, unit_price_cents) VA
 COMMIT;
 UPDATE orders SET status = 'paid', cancellation_reason = NULL, payment_id = 'ch_bench', version = version + 1, updated_at = now()::text WHERE id = :id AND version = 1;
 ";
+
+/// The schemas of the scratch database that stand in for the four phase-2 service
+/// databases, in the order `order`, `payment`, `inventory`, `delivery`.
+///
+/// pgbench connects to one database, while each phase-2 service has its own. The
+/// real migrations are applied to one schema per service instead (see
+/// `bench_phase2`), so one pgbench transaction can run what all four services run
+/// for an order. The cost is the same: every database of a server shares its WAL,
+/// and each commit below is a commit there too.
+pub const PHASE2_SCHEMAS: [&str; 4] = ["order_db", "payment_db", "inventory_db", "delivery_db"];
+
+/// The SQL of one order's whole journey in phase 2, `placed` → `delivered`, across
+/// every service (see `phase2-events/src/services/`), as one pgbench script: **one
+/// pgbench transaction = one order**, so pgbench's tps reads as orders/s worth of
+/// SQL. `envelope_bytes` is the size of a real event envelope (the relay reads it
+/// back, and it is most of an outbox row).
+///
+/// Faithful to the services, statement by statement, with three simplifications,
+/// each on the expensive side:
+/// * the relay reads and marks its outbox once per row (a batch of one; under load
+///   one `SELECT … LIMIT 200` and one `UPDATE … IN (…)` cover many rows);
+/// * the delivery ticker runs once per stage per order (it moves up to 100 due
+///   deliveries per tick), and its `SELECT … FOR UPDATE SKIP LOCKED` is limited to
+///   this order, so parallel pgbench clients do not claim each other's rows;
+/// * the saga sees the payment before the stock reservation (either order costs the
+///   same statements, bar one).
+///
+/// Not here: the provider's HTTP call (inside the payment transaction), Redis (the
+/// notification service), the delivery ticker's empty ticks (50 a second, read-only),
+/// and everything Kafka does.
+pub fn phase2_order(envelope_bytes: usize) -> Phase2Script {
+    let [order, payment, inventory, delivery] = PHASE2_SCHEMAS;
+    let mut s = Phase2Script {
+        sql: String::new(),
+        transactions: 0,
+        statements: 0,
+        envelope_bytes,
+    };
+    s.comment("POST /orders (order service): the menu, then order, lines and OrderPlaced in one transaction");
+    s.statement(&format!(
+        "SELECT sku, name, price_cents FROM {order}.menu_items;"
+    ));
+    s.statement("BEGIN;");
+    s.statement(&format!(
+        "INSERT INTO {order}.orders (id, customer_id, status, cancellation_reason, total_cents, \
+         idempotency_key, payment_id, version, created_at, updated_at) VALUES (gen_random_uuid()::text, \
+         'bench', 'placed', NULL, 1730, NULL, NULL, 1, now()::text, now()::text) RETURNING id AS oid \\gset"
+    ));
+    for (line_no, sku, name, qty, price) in [
+        (0, "pizza-margherita", "Pizza Margherita", 1, 1150),
+        (1, "cola", "Cola 0.33 l", 2, 290),
+    ] {
+        s.statement(&format!(
+            "INSERT INTO {order}.order_items (order_id, line_no, sku, name, qty, unit_price_cents) \
+             VALUES (:oid, {line_no}, '{sku}', '{name}', {qty}, {price});"
+        ));
+    }
+    s.outbox(order, "orders", "OrderPlaced");
+    s.commit();
+    s.relay(order);
+
+    s.comment(
+        "payment service, OrderPlaced: charge (the provider is called inside this transaction)",
+    );
+    s.consume(payment, "payment-service", |s| {
+        s.statement(&format!(
+            "SELECT status FROM {payment}.payments WHERE order_id = :oid FOR UPDATE;"
+        ));
+        s.statement(&format!(
+            "INSERT INTO {payment}.payments (order_id, status, charge_id, amount_cents, updated_at) \
+             VALUES (:oid, 'captured', 'ch_bench', 1730, now()::text);"
+        ));
+        s.outbox(payment, "payments", "PaymentCompleted");
+    });
+    s.relay(payment);
+
+    s.comment(
+        "inventory service, OrderPlaced: lock the stock rows in sku order, check, subtract, record",
+    );
+    s.consume(inventory, "inventory-service", |s| {
+        s.statement(&format!(
+            "SELECT status, lines FROM {inventory}.reservations WHERE order_id = :oid FOR UPDATE;"
+        ));
+        for sku in ["cola", "pizza-margherita"] {
+            s.statement(&format!(
+                "SELECT available FROM {inventory}.stock WHERE sku = '{sku}' FOR UPDATE;"
+            ));
+        }
+        for (sku, qty) in [("cola", 2), ("pizza-margherita", 1)] {
+            s.statement(&format!(
+                "UPDATE {inventory}.stock SET available = available - {qty} WHERE sku = '{sku}';"
+            ));
+        }
+        // `": 2"`, not `":2"`: pgbench would read `:2` as a variable.
+        s.statement(&format!(
+            "INSERT INTO {inventory}.reservations (order_id, status, lines, updated_at) VALUES (:oid, \
+             'reserved', '[{{\"sku\": \"cola\", \"qty\": 2}}, {{\"sku\": \"pizza-margherita\", \"qty\": 1}}]', now()::text);"
+        ));
+        s.outbox(inventory, "inventory", "StockReserved");
+    });
+    s.relay(inventory);
+    s.ignored_by(&[(delivery, "delivery-service")], "OrderPlaced");
+
+    s.comment("saga (order service), PaymentCompleted: placed -> paid");
+    s.saga_step(1, "paid", "OrderPaid");
+    s.ignored_by(
+        &[
+            (payment, "payment-service"),
+            (inventory, "inventory-service"),
+            (delivery, "delivery-service"),
+        ],
+        "OrderPaid",
+    );
+
+    s.comment("saga, StockReserved: paid -> confirmed");
+    s.saga_step(2, "confirmed", "OrderConfirmed");
+    s.ignored_by(
+        &[
+            (payment, "payment-service"),
+            (inventory, "inventory-service"),
+        ],
+        "OrderConfirmed",
+    );
+    s.comment("delivery service, OrderConfirmed: schedule the delivery");
+    s.consume(delivery, "delivery-service", |s| {
+        s.statement(&format!(
+            "INSERT INTO {delivery}.deliveries (order_id, stage, due_at, correlation_id, last_event_id) \
+             VALUES (:oid, 'confirmed', now()::text, 'bench', gen_random_uuid()::text) \
+             ON CONFLICT (order_id) DO NOTHING;"
+        ));
+    });
+
+    for (version, stage, delivery_event, order_event) in [
+        (3, "preparing", "DeliveryPreparing", "OrderPreparing"),
+        (
+            4,
+            "out_for_delivery",
+            "DeliveryDispatched",
+            "OrderOutForDelivery",
+        ),
+        (5, "delivered", "DeliveryCompleted", "OrderDelivered"),
+    ] {
+        s.comment(&format!("delivery ticker: -> {stage}"));
+        s.statement("BEGIN;");
+        s.statement(&format!(
+            "SELECT order_id, stage, correlation_id, last_event_id FROM {delivery}.deliveries \
+             WHERE stage <> 'delivered' AND due_at <= now()::text AND order_id = :oid \
+             ORDER BY due_at LIMIT 100 FOR UPDATE SKIP LOCKED;"
+        ));
+        s.outbox(delivery, "delivery", delivery_event);
+        s.statement(&format!(
+            "UPDATE {delivery}.deliveries SET stage = '{stage}', due_at = now()::text, \
+             last_event_id = gen_random_uuid()::text WHERE order_id = :oid;"
+        ));
+        s.commit();
+        s.relay(delivery);
+        s.comment(&format!("saga, {delivery_event}: -> {stage}"));
+        s.saga_step(version, stage, order_event);
+        s.ignored_by(
+            &[
+                (payment, "payment-service"),
+                (inventory, "inventory-service"),
+                (delivery, "delivery-service"),
+            ],
+            order_event,
+        );
+    }
+    s
+}
+
+/// [`phase2_order`]'s script and what it contains.
+#[derive(Debug)]
+pub struct Phase2Script {
+    pub sql: String,
+    /// Committed database transactions per order (autocommit writes included,
+    /// read-only statements not).
+    pub transactions: usize,
+    /// SQL statements per order, `BEGIN` and `COMMIT` included.
+    pub statements: usize,
+    envelope_bytes: usize,
+}
+
+impl Phase2Script {
+    fn comment(&mut self, text: &str) {
+        self.sql.push_str(&format!("-- {text}\n"));
+    }
+
+    fn statement(&mut self, sql: &str) {
+        self.sql.push_str(sql);
+        self.sql.push('\n');
+        self.statements += 1;
+    }
+
+    fn commit(&mut self) {
+        self.statement("COMMIT;");
+        self.transactions += 1;
+    }
+
+    /// `outbox::enqueue`: the event row, in the caller's transaction.
+    fn outbox(&mut self, schema: &str, topic: &str, event_type: &str) {
+        // A filler of the envelope's size: a real envelope has `:` before numbers and
+        // inside timestamps, which pgbench would take for variables.
+        self.statement(&format!(
+            "INSERT INTO {schema}.outbox (topic, message_key, event_id, event_type, envelope, created_at) \
+             VALUES ('bench.{topic}', :oid, gen_random_uuid()::text, '{event_type}', repeat('x', {}), \
+             now()::text) RETURNING id AS outbox_id \\gset",
+            self.envelope_bytes
+        ));
+    }
+
+    /// The relay publishes the row just committed: read the unpublished rows, send
+    /// (Kafka, not here), mark exactly the ids sent.
+    fn relay(&mut self, schema: &str) {
+        self.statement(&format!(
+            "SELECT id, topic, message_key, envelope FROM {schema}.outbox \
+             WHERE published_at IS NULL ORDER BY id LIMIT 200;"
+        ));
+        self.statement(&format!(
+            "UPDATE {schema}.outbox SET published_at = now()::text WHERE id IN (:outbox_id);"
+        ));
+        self.transactions += 1;
+    }
+
+    /// `consumer::Transactional`: the processed_events claim and the handler's
+    /// effect in one transaction.
+    fn consume(&mut self, schema: &str, consumer: &str, effect: impl FnOnce(&mut Self)) {
+        self.statement("BEGIN;");
+        self.statement(&format!(
+            "INSERT INTO {schema}.processed_events (consumer, event_id, processed_at) \
+             VALUES ('bench.{consumer}', gen_random_uuid()::text, now()::text) \
+             ON CONFLICT (consumer, event_id) DO NOTHING;"
+        ));
+        effect(self);
+        self.commit();
+    }
+
+    /// Services that read the `orders` topic but do nothing with `event`: they still
+    /// record it as processed, in a transaction of its own.
+    fn ignored_by(&mut self, consumers: &[(&str, &str)], event: &str) {
+        self.comment(&format!(
+            "{event}: read and recorded by every consumer of orders"
+        ));
+        for (schema, consumer) in consumers {
+            self.consume(schema, consumer, |_| {});
+        }
+    }
+
+    /// The saga moves the order (`Saga::handle` + `OrderStore::apply_in`) and
+    /// announces it; the relay publishes the announcement.
+    fn saga_step(&mut self, version: u32, status: &str, announce: &str) {
+        let order = PHASE2_SCHEMAS[0];
+        self.consume(order, "order-service", |s| {
+            s.statement(&format!(
+                "SELECT stock_reserved_at FROM {order}.orders WHERE id = :oid FOR UPDATE;"
+            ));
+            s.statement(&format!(
+                "SELECT id, customer_id, status, cancellation_reason, total_cents, idempotency_key, \
+                 payment_id, version, created_at, updated_at FROM {order}.orders WHERE id = :oid;"
+            ));
+            s.statement(&format!(
+                "SELECT sku, name, qty, unit_price_cents FROM {order}.order_items \
+                 WHERE order_id = :oid ORDER BY line_no;"
+            ));
+            s.statement(&format!(
+                "UPDATE {order}.orders SET status = '{status}', cancellation_reason = NULL, \
+                 payment_id = 'ch_bench', version = version + 1, updated_at = now()::text \
+                 WHERE id = :oid AND version = {version};"
+            ));
+            s.outbox(order, "orders", announce);
+        });
+        self.relay(order);
+    }
+}
 
 #[derive(Debug)]
 pub struct Report {

@@ -265,6 +265,26 @@ pub fn execute(url: &str, sql: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs one query on the server at `url` and returns its output, unaligned and
+/// without headers (`psql -A -t`): `SELECT count(*) …` gives `42`.
+pub fn query(url: &str, sql: &str) -> anyhow::Result<String> {
+    let out = process::output(
+        Command::new("psql")
+            .arg(url)
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .env("PGCONNECT_TIMEOUT", "5"),
+        Duration::from_secs(60),
+    )?;
+    if !out.status.success() {
+        bail!(
+            "`{sql}` on {}: {}",
+            services::redact(url),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
 fn manual() -> String {
     let debian = if Path::new("/etc/debian_version").exists() {
         " (this machine)"

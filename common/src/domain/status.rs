@@ -4,13 +4,17 @@
 //! placed ──PaymentSucceeded──▶ paid ──StockReserved──▶ confirmed ──StartPreparing──▶ preparing
 //!   │                           │                                                       │
 //!   │ PaymentFailed             │ OutOfStock                                        Dispatch
+//!   │ OutOfStock                │                                                       │
 //!   ▼                           ▼                                                       ▼
 //! cancelled ◀───────────── cancelled (refund)          delivered ◀──Deliver── out_for_delivery
 //! ```
 //!
 //! `placed` is the in-doubt state: the order is stored but nobody knows yet whether
 //! the customer was charged. Phase 1 only ever moves an order to `paid` or `cancelled`;
-//! later phases drive the rest. Every pair not listed in [`OrderStatus::apply`] is an
+//! phase 2 drives the rest. There, payment and stock reservation run in parallel, so
+//! stock can run out before the payment is settled (`placed` + `OutOfStock`); a stock
+//! reservation that arrives first is remembered beside the order and applied as
+//! `StockReserved` once it is `paid`. Every pair not listed in [`OrderStatus::apply`] is an
 //! [`IllegalTransition`] — e.g. a late `PaymentFailed` can never cancel a paid order.
 
 use serde::{Deserialize, Serialize};
@@ -76,6 +80,7 @@ impl OrderStatus {
         match (self, event) {
             (S::Placed, E::PaymentSucceeded) => Ok(S::Paid),
             (S::Placed, E::PaymentFailed) => Ok(S::Cancelled),
+            (S::Placed, E::OutOfStock) => Ok(S::Cancelled),
             (S::Paid, E::StockReserved) => Ok(S::Confirmed),
             (S::Paid, E::OutOfStock) => Ok(S::Cancelled),
             (S::Confirmed, E::StartPreparing) => Ok(S::Preparing),

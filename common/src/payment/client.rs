@@ -157,13 +157,23 @@ impl AttemptError {
     }
 }
 
-/// Errors of the read-only provider calls (lookup, ledger).
+/// Errors of the single-attempt provider calls (lookup, refund). Their callers retry
+/// on their own schedule (the reconciler's tick, the consumer's retry topic).
 #[derive(Debug, thiserror::Error)]
 pub enum LookupError {
     #[error(transparent)]
     BreakerOpen(#[from] BreakerOpen),
-    #[error("payment provider lookup failed: {0}")]
+    #[error("payment provider call failed: {0}")]
     Http(#[from] reqwest::Error),
+}
+
+/// What a refund request found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundOutcome {
+    /// These charges are refunded (now, or by an earlier call).
+    Refunded(Vec<ChargeRecord>),
+    /// The provider has no captured charge for the order: nothing to give back.
+    NothingCaptured,
 }
 
 #[derive(Debug, Clone)]
@@ -343,6 +353,41 @@ impl PaymentClient {
             Err(err) => {
                 permit.failure();
                 Err(err.into())
+            }
+        }
+    }
+
+    /// Refunds every captured charge of `order` (saga compensation). Idempotent on the
+    /// provider's side, so it is safe to call again after an error.
+    pub async fn refund(
+        &self,
+        order: OrderId,
+        request_id: &str,
+    ) -> Result<RefundOutcome, LookupError> {
+        let permit = self.breaker.try_acquire()?;
+        let result = async {
+            let response = self
+                .http
+                .post(format!("{}/payments/{order}/refund", self.base_url))
+                .timeout(self.config.attempt_timeout)
+                .header(REQUEST_ID_HEADER.as_str(), request_id)
+                .send()
+                .await?;
+            if response.status() == StatusCode::NOT_FOUND {
+                return Ok(RefundOutcome::NothingCaptured);
+            }
+            let found = response.error_for_status()?.json::<OrderCharges>().await?;
+            Ok(RefundOutcome::Refunded(found.charges))
+        }
+        .await;
+        match result {
+            Ok(outcome) => {
+                permit.success();
+                Ok(outcome)
+            }
+            Err(err) => {
+                permit.failure();
+                Err(LookupError::Http(err))
             }
         }
     }

@@ -12,6 +12,7 @@
 //! |--------------------------|---------------------------------------------------------|
 //! | `POST /payments`         | charge `{order_id, amount_cents}`; honours `Idempotency-Key` |
 //! | `GET /payments/{order}`  | every charge recorded for an order (reconciliation); as flaky as charges |
+//! | `POST /payments/{order}/refund` | refund the order's captured charges; idempotent; as flaky as charges |
 //! | `GET /ledger`            | all charges, requests received, duplicate charges        |
 //! | `GET`/`PUT /control`     | read / change failure rate, decline rate and latency live |
 
@@ -22,7 +23,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-pub use client::{PaymentClient, PaymentClientConfig, PaymentOutcome};
+pub use client::{PaymentClient, PaymentClientConfig, PaymentOutcome, RefundOutcome};
 pub use simulator::{LatencyRange, Simulator, SimulatorConfig};
 
 /// Header carrying the client's idempotency key.
@@ -53,6 +54,9 @@ pub struct ChargeRecord {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub request_id: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// Set when a captured charge was refunded (saga compensation, phase 2).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub refunded_at: Option<DateTime<Utc>>,
 }
 
 /// The provider's books, as `GET /ledger` returns them.

@@ -223,6 +223,7 @@ impl Simulator {
             idempotency_key: key.map(str::to_owned),
             request_id: (!request_id.is_empty()).then(|| request_id.to_owned()),
             created_at: Utc::now(),
+            refunded_at: None,
         };
         charges.push(record.clone());
         Ok(Decision::Charged(record))
@@ -233,6 +234,7 @@ impl Simulator {
         let api = Router::new()
             .route("/payments", post(charge))
             .route("/payments/{order_id}", get(charges_for_order))
+            .route("/payments/{order_id}/refund", post(refund))
             .route("/ledger", get(ledger))
             .route("/control", get(get_control).put(put_control))
             .route("/health", get(|| async { "ok" }))
@@ -348,6 +350,47 @@ async fn charges_for_order(State(sim): State<Simulator>, Path(order_id): Path<St
         .cloned()
         .collect();
     Json(OrderCharges { order_id, charges }).into_response()
+}
+
+/// Refunds every captured charge of an order. Refunding twice changes nothing (the
+/// first refund time stays), so a caller may retry freely. 404 when the order has no
+/// captured charge: there is nothing to give back.
+async fn refund(State(sim): State<Simulator>, Path(order_id): Path<String>) -> Response {
+    if rand::random::<f64>() < sim.behaviour().failure_rate {
+        return Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "provider-unavailable",
+            "Provider temporarily unavailable",
+        )
+        .detail("simulated transient failure; nothing was refunded")
+        .into_response();
+    }
+    let mut charges = sim.charges();
+    let now = Utc::now();
+    let mut refunded = Vec::new();
+    for charge in charges
+        .iter_mut()
+        .filter(|c| c.order_id == order_id && c.status == ChargeStatus::Captured)
+    {
+        charge.refunded_at.get_or_insert(now);
+        refunded.push(charge.clone());
+    }
+    drop(charges);
+    if refunded.is_empty() {
+        return Problem::new(
+            StatusCode::NOT_FOUND,
+            "no-captured-charge",
+            "Nothing to refund",
+        )
+        .detail(format!("order {order_id} has no captured charge"))
+        .into_response();
+    }
+    tracing::info!(order_id, charges = refunded.len(), "refunded");
+    Json(OrderCharges {
+        order_id,
+        charges: refunded,
+    })
+    .into_response()
 }
 
 async fn ledger(State(sim): State<Simulator>) -> Json<Ledger> {

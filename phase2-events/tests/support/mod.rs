@@ -2,6 +2,10 @@
 //! the shared outbox migrations, and fresh topics on the broker (`cargo xtask up`).
 #![allow(dead_code)] // each test binary uses a different part of it
 
+pub mod broker;
+pub mod checker;
+pub mod system;
+
 use common::testing::{Backend, TestDb};
 use phase2_events::{kafka, outbox};
 use rdkafka::producer::FutureProducer;

@@ -1,0 +1,131 @@
+//! Command line and environment. One `Settings` for every service, so `all` and the
+//! single-service subcommands are configured the same way; each service reads only
+//! what it needs. Every option has a flag and an environment variable (`--help`).
+
+use common::payment::{PaymentClientConfig, SimulatorConfig};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The local PostgreSQL server with a database per service (created when missing).
+const PG: &str = "postgres://postgres:postgres@127.0.0.1:5432";
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Prefix of every topic and consumer group (`<namespace>.orders`), so several
+    /// systems can share a broker. Empty: `orders`, `payments`, ….
+    #[arg(long, env = "TOPIC_NAMESPACE", default_value = "")]
+    pub namespace: String,
+    /// Partitions of each topic when the services create them.
+    #[arg(long, env = "TOPIC_PARTITIONS", default_value_t = 3)]
+    pub partitions: i32,
+
+    /// The order service's database.
+    #[arg(long, env = "ORDER_DATABASE_URL", default_value_t = format!("{PG}/ferriseats_orders"))]
+    pub order_database_url: String,
+    /// The payment service's database.
+    #[arg(long, env = "PAYMENT_DATABASE_URL", default_value_t = format!("{PG}/ferriseats_payments"))]
+    pub payment_database_url: String,
+    /// The inventory service's database.
+    #[arg(long, env = "INVENTORY_DATABASE_URL", default_value_t = format!("{PG}/ferriseats_inventory"))]
+    pub inventory_database_url: String,
+    /// The delivery simulator's database.
+    #[arg(long, env = "DELIVERY_DATABASE_URL", default_value_t = format!("{PG}/ferriseats_delivery"))]
+    pub delivery_database_url: String,
+    /// Maximum connections of each service's pool.
+    #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 10)]
+    pub db_max_connections: u32,
+    /// Redis, for the notification service.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+
+    /// Address of the order API.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:3000")]
+    pub addr: SocketAddr,
+    /// Address of the notification service (WebSocket `GET /orders/{id}/live`).
+    #[arg(long, env = "NOTIFICATION_ADDR", default_value = "127.0.0.1:3002")]
+    pub notification_addr: SocketAddr,
+    /// Requests running longer than this are answered 503.
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// Largest accepted request body in bytes (413 above).
+    #[arg(long, env = "BODY_LIMIT", default_value_t = 64 * 1024)]
+    pub body_limit: usize,
+
+    /// A payment provider that is already running. Unset: `all` starts the simulator
+    /// in-process on --provider-addr, and `payment` expects it there.
+    #[arg(long, env = "PAYMENT_URL")]
+    pub payment_url: Option<String>,
+    #[command(flatten)]
+    pub provider: SimulatorConfig,
+    #[command(flatten)]
+    pub payment: PaymentClientConfig,
+
+    /// Delivery simulator: confirmed → preparing after this long.
+    #[arg(long, env = "DELIVERY_PREPARE_AFTER", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub prepare_after: Duration,
+    /// Delivery simulator: preparing → out for delivery after this long.
+    #[arg(long, env = "DELIVERY_DISPATCH_AFTER", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub dispatch_after: Duration,
+    /// Delivery simulator: out for delivery → delivered after this long.
+    #[arg(long, env = "DELIVERY_DELIVER_AFTER", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub deliver_after: Duration,
+
+    /// The relay polls the outbox this often when no NOTIFY woke it.
+    #[arg(long, env = "RELAY_POLL_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub relay_poll_interval: Duration,
+}
+
+impl Settings {
+    /// The provider's URL: `--payment-url`, or the simulator's address.
+    pub fn payment_url(&self) -> String {
+        self.payment_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.provider.addr))
+    }
+
+    /// Every service database, by service name (the relay publishes each outbox).
+    pub fn databases(&self) -> [(&'static str, &str); 4] {
+        [
+            ("order", &self.order_database_url),
+            ("payment", &self.payment_database_url),
+            ("inventory", &self.inventory_database_url),
+            ("delivery", &self.delivery_database_url),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Debug, Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        settings: Settings,
+    }
+
+    #[test]
+    fn every_option_has_help_and_an_environment_variable() {
+        let command = Wrapper::command();
+        for arg in command.get_arguments() {
+            if ["help", "version"].contains(&arg.get_id().as_str()) {
+                continue;
+            }
+            assert!(arg.get_help().is_some(), "--{} has no help", arg.get_id());
+            assert!(arg.get_env().is_some(), "--{} has no env var", arg.get_id());
+        }
+    }
+
+    #[test]
+    fn defaults_give_each_service_its_own_database() {
+        let settings = Wrapper::parse_from(["x"]).settings;
+        let names: std::collections::HashSet<_> =
+            settings.databases().iter().map(|(_, url)| *url).collect();
+        assert_eq!(names.len(), 4);
+        assert_eq!(settings.payment_url(), "http://127.0.0.1:3001");
+    }
+}

@@ -1,0 +1,193 @@
+//! The event flow: topics, event types and their payloads, in one place.
+//!
+//! ```text
+//!  POST /orders ─▶ order ══OrderPlaced══▶ orders ─┬─▶ payment   ══PaymentCompleted / PaymentFailed══▶ payments ─┐
+//!   (+ outbox)                                    ├─▶ inventory ══StockReserved / OutOfStock═══════▶ inventory ─┤
+//!                                                 ├─▶ notification (Redis, WebSocket)                          │
+//!                                                 └─▶ delivery  ══DeliveryPreparing/Dispatched/Completed▶ delivery┤
+//!                        order ◀══════════════════════════════════════════════════════════════════════════════┘
+//!                          └══OrderPaid / OrderConfirmed / OrderCancelled / OrderPreparing / … ══▶ orders
+//! ```
+//!
+//! The **order** service owns the saga: payment and stock reservation run in
+//! parallel on `OrderPlaced`; the order service combines their answers through the
+//! order state machine ([`common::domain::OrderStatus::apply`]) and announces every
+//! status change on `orders`. A failure on either side cancels the order, and
+//! `OrderCancelled` is the one event that triggers compensation: payment refunds a
+//! captured charge, inventory releases a reservation. Because `OrderPlaced` and
+//! `OrderCancelled` share the `orders` topic and the order id key, every service sees
+//! them in that order.
+//!
+//! | topic       | written by (outbox of) | events                                                        | read by |
+//! |-------------|------------------------|---------------------------------------------------------------|---------|
+//! | `orders`    | order                  | `OrderPlaced`, `OrderPaid`, `OrderConfirmed`, `OrderPreparing`, `OrderOutForDelivery`, `OrderDelivered`, `OrderCancelled` | payment, inventory, delivery, notification |
+//! | `payments`  | payment                | `PaymentCompleted`, `PaymentFailed`, `PaymentRefunded`         | order |
+//! | `inventory` | inventory              | `StockReserved`, `OutOfStock`, `StockReleased`                 | order |
+//! | `delivery`  | delivery               | `DeliveryPreparing`, `DeliveryDispatched`, `DeliveryCompleted` | order |
+//!
+//! Each topic has a `.retry` and a `.dlq` companion (see [`crate::consumer`]). Every
+//! message's key is the order id, so one order's events stay in order.
+
+use crate::consumer::{dlq_topic, retry_topic};
+use common::domain::{CancellationReason, OrderStatus};
+use serde::{Deserialize, Serialize};
+
+/// Event type names (the envelope's `event_type`).
+pub mod event {
+    pub const ORDER_PLACED: &str = "OrderPlaced";
+    pub const ORDER_PAID: &str = "OrderPaid";
+    pub const ORDER_CONFIRMED: &str = "OrderConfirmed";
+    pub const ORDER_PREPARING: &str = "OrderPreparing";
+    pub const ORDER_OUT_FOR_DELIVERY: &str = "OrderOutForDelivery";
+    pub const ORDER_DELIVERED: &str = "OrderDelivered";
+    pub const ORDER_CANCELLED: &str = "OrderCancelled";
+    pub const PAYMENT_COMPLETED: &str = "PaymentCompleted";
+    pub const PAYMENT_FAILED: &str = "PaymentFailed";
+    pub const PAYMENT_REFUNDED: &str = "PaymentRefunded";
+    pub const STOCK_RESERVED: &str = "StockReserved";
+    pub const OUT_OF_STOCK: &str = "OutOfStock";
+    pub const STOCK_RELEASED: &str = "StockReleased";
+    pub const DELIVERY_PREPARING: &str = "DeliveryPreparing";
+    pub const DELIVERY_DISPATCHED: &str = "DeliveryDispatched";
+    pub const DELIVERY_COMPLETED: &str = "DeliveryCompleted";
+}
+
+/// The event announcing that an order reached `status`.
+pub fn status_event(status: OrderStatus) -> &'static str {
+    match status {
+        OrderStatus::Placed => event::ORDER_PLACED,
+        OrderStatus::Paid => event::ORDER_PAID,
+        OrderStatus::Confirmed => event::ORDER_CONFIRMED,
+        OrderStatus::Preparing => event::ORDER_PREPARING,
+        OrderStatus::OutForDelivery => event::ORDER_OUT_FOR_DELIVERY,
+        OrderStatus::Delivered => event::ORDER_DELIVERED,
+        OrderStatus::Cancelled => event::ORDER_CANCELLED,
+    }
+}
+
+/// Topic names. A non-empty namespace prefixes every topic and consumer group
+/// (`<namespace>.orders`), so several systems — e.g. parallel tests — can share one
+/// broker without seeing each other's events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    namespace: String,
+    pub orders: String,
+    pub payments: String,
+    pub inventory: String,
+    pub delivery: String,
+}
+
+impl Topics {
+    pub fn new(namespace: &str) -> Topics {
+        let name = |topic: &str| {
+            if namespace.is_empty() {
+                topic.to_owned()
+            } else {
+                format!("{namespace}.{topic}")
+            }
+        };
+        Topics {
+            namespace: namespace.to_owned(),
+            orders: name("orders"),
+            payments: name("payments"),
+            inventory: name("inventory"),
+            delivery: name("delivery"),
+        }
+    }
+
+    /// The consumer group of a service (`<namespace>.<service>`).
+    pub fn group(&self, service: &str) -> String {
+        if self.namespace.is_empty() {
+            service.to_owned()
+        } else {
+            format!("{}.{service}", self.namespace)
+        }
+    }
+
+    /// The four event topics.
+    pub fn main(&self) -> [&str; 4] {
+        [
+            &self.orders,
+            &self.payments,
+            &self.inventory,
+            &self.delivery,
+        ]
+    }
+
+    /// Every topic the system uses: the four, their retry and dead-letter topics.
+    pub fn all(&self) -> Vec<String> {
+        self.main()
+            .iter()
+            .flat_map(|t| [t.to_string(), retry_topic(t), dlq_topic(t)])
+            .collect()
+    }
+}
+
+/// One line of an order, as inventory needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Line {
+    pub sku: String,
+    pub qty: i64,
+}
+
+/// `OrderPlaced`: everything payment and inventory need, so neither has to call the
+/// order service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderPlaced {
+    pub status: OrderStatus,
+    pub customer_id: String,
+    pub total_cents: i64,
+    pub items: Vec<Line>,
+}
+
+/// Every other `orders` event: the status the order reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusChanged {
+    pub status: OrderStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancellation_reason: Option<CancellationReason>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentCompleted {
+    pub charge_id: String,
+    pub amount_cents: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentFailed {
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRefunded {
+    pub charge_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutOfStock {
+    /// The skus that were short.
+    pub skus: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_namespace_prefixes_topics_and_groups() {
+        let topics = Topics::new("t1");
+        assert_eq!(topics.orders, "t1.orders");
+        assert_eq!(topics.group("payment"), "t1.payment");
+        assert_eq!(Topics::new("").payments, "payments");
+        assert_eq!(topics.all().len(), 12);
+        assert!(topics.all().contains(&"t1.delivery.dlq".to_owned()));
+    }
+
+    #[test]
+    fn every_status_has_an_event() {
+        let names: std::collections::HashSet<_> =
+            OrderStatus::ALL.into_iter().map(status_event).collect();
+        assert_eq!(names.len(), OrderStatus::ALL.len());
+    }
+}

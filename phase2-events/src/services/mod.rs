@@ -1,0 +1,119 @@
+//! The services. Each has a `build` (connect, migrate, create topics, bind — all that
+//! can fail, before anything runs) and a `run` (until the shutdown token is
+//! cancelled). `cargo run -p phase2-events -- all` builds them all in one process;
+//! each subcommand builds one, so several instances can run side by side.
+
+pub mod delivery;
+pub mod inventory;
+pub mod notification;
+pub mod order;
+pub mod payment;
+
+use crate::config::Settings;
+use crate::consumer::{Effect, EventConsumer, HandleError};
+use crate::events::Envelope;
+use crate::flow::Topics;
+use crate::{kafka, outbox};
+use anyhow::Context;
+use common::shutdown::CancellationToken;
+use rdkafka::producer::FutureProducer;
+use sqlx::migrate::Migrator;
+use sqlx::{Any, AnyPool, Transaction};
+use std::future::Future;
+use std::time::Duration;
+
+/// Creates the service's database if needed, connects, and applies the shared outbox
+/// migrations plus the service's own.
+pub async fn open_database(
+    url: &str,
+    max_connections: u32,
+    own: Vec<Migrator>,
+) -> anyhow::Result<AnyPool> {
+    common::db::ensure_database(url).await?;
+    let pool = common::db::connect(url, max_connections).await?;
+    outbox::migrate_shared(&pool).await?;
+    for mut migrator in own {
+        // Several migration sets share this database; each ignores the others' rows.
+        migrator.set_ignore_missing(true);
+        migrator
+            .run(&pool)
+            .await
+            .with_context(|| format!("migrating {}", common::db::redact(url)))?;
+    }
+    Ok(pool)
+}
+
+/// What every event-driven service needs from Kafka: its topics exist and a producer.
+pub async fn connect_kafka(settings: &Settings) -> anyhow::Result<(Topics, FutureProducer)> {
+    let topics = Topics::new(&settings.namespace);
+    let all = topics.all();
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    kafka::ensure_topics(&settings.brokers, &refs, settings.partitions).await?;
+    Ok((topics, kafka::producer(&settings.brokers)?))
+}
+
+/// A consumer for `service`'s group, reading `topics`.
+pub fn consumer<E: Effect>(
+    settings: &Settings,
+    group: String,
+    topics: &[&str],
+    producer: FutureProducer,
+    effect: E,
+) -> EventConsumer<E> {
+    EventConsumer {
+        name: group,
+        brokers: settings.brokers.clone(),
+        topics: topics.iter().map(|t| t.to_string()).collect(),
+        producer,
+        effect,
+    }
+}
+
+/// Runs `task` again (after a pause) whenever it fails, until `shutdown`. A consumer
+/// or relay that lost its database or broker is restarted rather than left dead; what
+/// it had not committed is redelivered, and de-duplicated.
+pub async fn supervise<F, Fut>(what: String, shutdown: CancellationToken, mut task: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    loop {
+        match task().await {
+            Ok(()) if shutdown.is_cancelled() => return,
+            Ok(()) => tracing::warn!(task = %what, "stopped by itself; restarting"),
+            Err(err) => {
+                tracing::error!(task = %what, error = format!("{err:#}"), "failed; restarting in 1 s")
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Runs a consumer under [`supervise`].
+pub async fn supervise_consumer<E: Effect + Clone>(
+    consumer: EventConsumer<E>,
+    shutdown: CancellationToken,
+) {
+    let what = format!("consumer {}", consumer.name);
+    let stop = shutdown.clone();
+    supervise(what, shutdown, move || consumer.clone().run(stop.clone())).await
+}
+
+/// A payload as JSON, for a handler.
+pub fn to_json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, HandleError> {
+    serde_json::to_value(value).map_err(|e| HandleError::Permanent(e.to_string()))
+}
+
+/// [`outbox::enqueue`] for a handler: a failure is transient.
+pub async fn enqueue(
+    tx: &mut Transaction<'static, Any>,
+    topic: &str,
+    event: &Envelope,
+) -> Result<(), HandleError> {
+    outbox::enqueue(tx, topic, event)
+        .await
+        .map_err(HandleError::Transient)
+}

@@ -1,0 +1,348 @@
+//! The order service: phase 1's API over the transactional outbox, and the saga.
+//!
+//! * `POST /orders` keeps phase 1's contract (validation, prices, `Idempotency-Key`,
+//!   problem+json) but no longer pays inline: in **one transaction** it claims the
+//!   key, stores the order (`placed`), adds `OrderPlaced` to the outbox and saves the
+//!   response. It answers 202 with `Location`; the order moves on through events.
+//!   Because the response is saved in the same transaction, a concurrent duplicate
+//!   simply waits on the key's row lock and replays it — phase 1's waiting loop is
+//!   not needed.
+//! * The **saga**: this service consumes `payments`, `inventory` and `delivery` and
+//!   moves the order through the state machine. Each move is written together with
+//!   the event announcing it (`OrderPaid`, `OrderConfirmed`, `OrderCancelled`, …) in
+//!   the consumer's transaction. `OrderCancelled` triggers the compensations
+//!   elsewhere (refund, stock release).
+
+use crate::config::Settings;
+use crate::consumer::{HandleError, Handler, Transactional};
+use crate::events::Envelope;
+use crate::flow::{self, Line, OrderPlaced, StatusChanged, Topics, event};
+use crate::outbox;
+use axum::Router;
+use axum::extract::{FromRef, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use common::domain::{NewOrder, Order, OrderEvent, OrderStatus};
+use common::http::{ApiJson, HttpLimits, Problem, RequestId, with_standard_layers};
+use common::shutdown::CancellationToken;
+use phase1_monolith::idempotency::{self, IdempotencyKey};
+use phase1_monolith::orders::{OrderError, PlaceOrder, replay_saved, respond};
+use phase1_monolith::store::{ApplyError, Inserted, OrderStore};
+use rdkafka::producer::FutureProducer;
+use sqlx::{Any, AnyPool, Row, Transaction};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+pub const SERVICE: &str = "order";
+
+/// Phase 1's migrations (menu, orders, idempotency keys) plus the saga column.
+pub fn migrators() -> Vec<sqlx::migrate::Migrator> {
+    vec![
+        sqlx::migrate!("../phase1-monolith/migrations"),
+        sqlx::migrate!("./migrations/order"),
+    ]
+}
+
+#[derive(Debug, Clone)]
+pub struct OrderApi {
+    store: OrderStore,
+    topics: Arc<Topics>,
+}
+
+impl FromRef<OrderApi> for OrderStore {
+    fn from_ref(api: &OrderApi) -> OrderStore {
+        api.store.clone()
+    }
+}
+
+pub fn router(api: OrderApi, limits: HttpLimits) -> Router {
+    let routes = Router::new()
+        .route("/menu", get(phase1_monolith::orders::menu))
+        .route("/orders", post(place_order))
+        .route("/orders/{id}", get(phase1_monolith::orders::get_order))
+        .route("/health", get(|| async { "ok" }))
+        .route("/ready", get(ready))
+        .with_state(api);
+    with_standard_layers(routes, limits)
+}
+
+async fn place_order(
+    State(api): State<OrderApi>,
+    RequestId(request_id): RequestId,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<PlaceOrder>,
+) -> Result<Response, OrderError> {
+    let key = IdempotencyKey::from_headers(&headers)?;
+    let menu = api.store.menu().await?;
+    let new_order = NewOrder::price(request.customer_id.clone(), &request.items, &menu)?;
+    let fingerprint = serde_json::to_string(&request).map_err(anyhow::Error::from)?;
+    let claim = key.as_ref().map(|k| (k.as_str(), fingerprint.as_str()));
+
+    let mut tx = api
+        .store
+        .pool()
+        .begin()
+        .await
+        .map_err(anyhow::Error::from)?;
+    match OrderStore::insert_in(&mut tx, &new_order, claim).await? {
+        Inserted::Created(order) => {
+            let placed = Envelope::new(
+                event::ORDER_PLACED,
+                order.id,
+                &request_id,
+                serde_json::to_value(order_placed(&order)).map_err(anyhow::Error::from)?,
+            );
+            outbox::enqueue(&mut tx, &api.topics.orders, &placed).await?;
+            let (status, body) = respond(&order);
+            if let Some(key) = &key {
+                idempotency::save_response(&mut *tx, key.as_str(), status, &body.0).await?;
+            }
+            tx.commit().await.map_err(anyhow::Error::from)?;
+            tracing::info!(order_id = %order.id, event_id = %placed.event_id, "order placed; OrderPlaced in the outbox");
+            Ok((status, body).into_response())
+        }
+        Inserted::KeyAlreadyUsed => {
+            tx.rollback().await.map_err(anyhow::Error::from)?;
+            let key = key.ok_or_else(|| anyhow::anyhow!("no key, no conflict"))?;
+            let saved = idempotency::load(api.store.pool(), key.as_str())
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("idempotency key vanished"))?;
+            replay_saved(&saved, &key, &fingerprint)?.ok_or_else(|| {
+                // Impossible here: the response is saved in the order's transaction.
+                OrderError::Unexpected(anyhow::anyhow!("key claimed without a response"))
+            })
+        }
+    }
+}
+
+fn order_placed(order: &Order) -> OrderPlaced {
+    OrderPlaced {
+        status: OrderStatus::Placed,
+        customer_id: order.customer_id.as_str().to_owned(),
+        total_cents: order.total_cents.get(),
+        items: order
+            .items
+            .iter()
+            .map(|line| Line {
+                sku: line.sku.as_str().to_owned(),
+                qty: i64::from(line.qty.get()),
+            })
+            .collect(),
+    }
+}
+
+/// Ready when the database answers and the outbox is not piling up unpublished.
+async fn ready(State(api): State<OrderApi>) -> Response {
+    match outbox::backlog(api.store.pool()).await {
+        Ok(backlog) => {
+            axum::Json(serde_json::json!({"status": "ready", "outbox_backlog": backlog}))
+                .into_response()
+        }
+        Err(err) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            "Order database unavailable",
+        )
+        .detail(format!("{err:#}"))
+        .into_response(),
+    }
+}
+
+/// The saga: payment, inventory and delivery events move the order.
+#[derive(Debug, Clone)]
+pub struct Saga {
+    topics: Arc<Topics>,
+}
+
+impl Handler for Saga {
+    async fn handle(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        event: &Envelope,
+    ) -> Result<(), HandleError> {
+        let transition = match event.event_type.as_str() {
+            event::PAYMENT_COMPLETED => OrderEvent::PaymentSucceeded,
+            event::PAYMENT_FAILED => OrderEvent::PaymentFailed,
+            event::STOCK_RESERVED => OrderEvent::StockReserved,
+            event::OUT_OF_STOCK => OrderEvent::OutOfStock,
+            event::DELIVERY_PREPARING => OrderEvent::StartPreparing,
+            event::DELIVERY_DISPATCHED => OrderEvent::Dispatch,
+            event::DELIVERY_COMPLETED => OrderEvent::Deliver,
+            // Compensations done (refund, release): nothing left to move.
+            _ => return Ok(()),
+        };
+        // Lock the order: its events arrive on three topics, possibly at once.
+        let row = sqlx::query("SELECT stock_reserved_at FROM orders WHERE id = $1 FOR UPDATE")
+            .bind(event.order_id.to_string())
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(transient)?
+            .ok_or_else(|| {
+                HandleError::Permanent(format!("no order {} in the order database", event.order_id))
+            })?;
+        let stock_reserved = row
+            .try_get::<Option<String>, _>("stock_reserved_at")
+            .map_err(transient)?
+            .is_some();
+        let order = OrderStore::get_in(&mut **tx, event.order_id)
+            .await
+            .map_err(HandleError::Transient)?
+            .ok_or_else(|| HandleError::Permanent(format!("order {} vanished", event.order_id)))?;
+
+        match transition {
+            OrderEvent::PaymentSucceeded => {
+                let paid: flow::PaymentCompleted = event.decode()?;
+                let order = self
+                    .step(tx, event, order, transition, Some(&paid.charge_id))
+                    .await?;
+                // Stock answered first: the order can be confirmed right away.
+                if stock_reserved && order.status == OrderStatus::Paid {
+                    self.step(tx, event, order, OrderEvent::StockReserved, None)
+                        .await?;
+                }
+            }
+            OrderEvent::StockReserved if order.status == OrderStatus::Placed => {
+                sqlx::query("UPDATE orders SET stock_reserved_at = $1 WHERE id = $2")
+                    .bind(common::db::timestamp(common::db::now()))
+                    .bind(order.id.to_string())
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(transient)?;
+                tracing::info!(order_id = %order.id, "stock reserved before payment; waiting for it");
+            }
+            _ => {
+                self.step(tx, event, order, transition, None).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Saga {
+    /// Applies one transition and writes the event announcing it. A transition the
+    /// state machine refuses (e.g. a payment for an order already cancelled for lack
+    /// of stock) changes nothing: compensation is already under way.
+    async fn step(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        cause: &Envelope,
+        order: Order,
+        transition: OrderEvent,
+        payment_id: Option<&str>,
+    ) -> Result<Order, HandleError> {
+        match OrderStore::apply_in(&mut **tx, &order, transition, payment_id).await {
+            Ok(next) => {
+                let announced = cause.caused(
+                    flow::status_event(next.status),
+                    serde_json::to_value(StatusChanged {
+                        status: next.status,
+                        cancellation_reason: next.cancellation_reason,
+                    })
+                    .map_err(|e| HandleError::Transient(e.into()))?,
+                );
+                outbox::enqueue(tx, &self.topics.orders, &announced)
+                    .await
+                    .map_err(HandleError::Transient)?;
+                tracing::info!(order_id = %next.id, from = %order.status, to = %next.status, cause = cause.event_type, "order moved");
+                Ok(next)
+            }
+            Err(ApplyError::Illegal(illegal)) => {
+                tracing::info!(order_id = %order.id, %illegal, cause = cause.event_type, "ignored: the order has moved on");
+                Ok(order)
+            }
+            Err(ApplyError::Stale(_)) => Err(HandleError::Transient(anyhow::anyhow!(
+                "order {} changed under its row lock",
+                order.id
+            ))),
+            Err(ApplyError::Db(err)) => Err(HandleError::Transient(err)),
+        }
+    }
+}
+
+fn transient(err: sqlx::Error) -> HandleError {
+    HandleError::Transient(err.into())
+}
+
+/// The order service, built and ready to run.
+#[derive(Debug)]
+pub struct OrderService {
+    listener: TcpListener,
+    router: Router,
+    pool: AnyPool,
+    consumer: crate::consumer::EventConsumer<Transactional<Saga>>,
+}
+
+impl OrderService {
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        let pool = super::open_database(
+            &settings.order_database_url,
+            settings.db_max_connections,
+            migrators(),
+        )
+        .await?;
+        let (topics, producer) = super::connect_kafka(settings).await?;
+        Self::with(settings, pool, topics, producer).await
+    }
+
+    async fn with(
+        settings: &Settings,
+        pool: AnyPool,
+        topics: Topics,
+        producer: FutureProducer,
+    ) -> anyhow::Result<Self> {
+        let topics = Arc::new(topics);
+        let api = OrderApi {
+            store: OrderStore::new(pool.clone()),
+            topics: topics.clone(),
+        };
+        let limits = HttpLimits {
+            body_limit: settings.body_limit,
+            request_timeout: settings.request_timeout,
+        };
+        let listener = TcpListener::bind(settings.addr).await.map_err(|err| {
+            anyhow::anyhow!("cannot listen on {} for the order API: {err} (is another instance running? use --addr)", settings.addr)
+        })?;
+        let consumer = super::consumer(
+            settings,
+            topics.group("order-service"),
+            &[&topics.payments, &topics.inventory, &topics.delivery],
+            producer,
+            Transactional {
+                pool: pool.clone(),
+                handler: Saga {
+                    topics: topics.clone(),
+                },
+            },
+        );
+        Ok(OrderService {
+            listener,
+            router: router(api, limits),
+            pool,
+            consumer,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Serves the API and runs the saga consumer until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.addr(), "order API listening");
+        let saga = tokio::spawn(super::supervise_consumer(self.consumer, shutdown.clone()));
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await?;
+        saga.await?;
+        self.pool.close().await;
+        Ok(())
+    }
+}

@@ -1,0 +1,235 @@
+//! The payment service: charges on `OrderPlaced`, refunds on `OrderCancelled`.
+//!
+//! It calls the phase 1 provider simulator through the same resilient client
+//! (timeouts, retries with full jitter, circuit breaker, the order id as idempotency
+//! key). What it decided is recorded in its own `payments` table and announced
+//! through its own outbox, in the consumer's transaction:
+//!
+//! | event            | payments row        | action                        | announces          |
+//! |------------------|---------------------|-------------------------------|--------------------|
+//! | `OrderPlaced`    | none                | charge                        | `PaymentCompleted` / `PaymentFailed` |
+//! | `OrderPlaced`    | any (e.g. `voided`) | nothing: decided before       | —                  |
+//! | `OrderCancelled` | `captured`          | refund (compensation)         | `PaymentRefunded`  |
+//! | `OrderCancelled` | none                | ask the provider; refund what it captured, else `voided` | (`PaymentRefunded`) |
+//!
+//! An unknown charge outcome (deadline passed, breaker open) is a *transient* error:
+//! the event goes through the retry topic and the charge is retried with the same
+//! idempotency key, so the provider answers from its records instead of charging
+//! again. A cancellation can overtake that retry (it is on another topic); it then
+//! finds no row, settles with the provider, and leaves `voided`, which the retried
+//! `OrderPlaced` respects.
+
+use super::{enqueue, to_json};
+use crate::config::Settings;
+use crate::consumer::{EventConsumer, HandleError, Handler, Transactional};
+use crate::events::Envelope;
+use crate::flow::{OrderPlaced, PaymentCompleted, PaymentFailed, PaymentRefunded, Topics, event};
+use common::domain::Cents;
+use common::payment::{PaymentClient, PaymentOutcome, RefundOutcome};
+use common::shutdown::CancellationToken;
+use sqlx::{Any, AnyPool, Row, Transaction};
+use std::sync::Arc;
+
+pub const SERVICE: &str = "payment";
+
+pub fn migrators() -> Vec<sqlx::migrate::Migrator> {
+    vec![sqlx::migrate!("./migrations/payment")]
+}
+
+#[derive(Debug, Clone)]
+pub struct Payments {
+    client: PaymentClient,
+    topics: Arc<Topics>,
+}
+
+impl Handler for Payments {
+    async fn handle(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        event: &Envelope,
+    ) -> Result<(), HandleError> {
+        match event.event_type.as_str() {
+            event::ORDER_PLACED => self.charge(tx, event).await,
+            event::ORDER_CANCELLED => self.compensate(tx, event).await,
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Payments {
+    async fn charge(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        event: &Envelope,
+    ) -> Result<(), HandleError> {
+        let placed: OrderPlaced = event.decode()?;
+        if let Some(status) = status_of(tx, event).await? {
+            tracing::info!(order_id = %event.order_id, status, "payment already decided; not charging");
+            return Ok(());
+        }
+        let amount = Cents::new(placed.total_cents)
+            .map_err(|e| HandleError::Permanent(format!("bad amount: {e}")))?;
+        let (status, charge_id, announced) = match self
+            .client
+            .charge(event.order_id, amount, &event.correlation_id)
+            .await
+        {
+            PaymentOutcome::Captured { charge_id } => {
+                let paid = PaymentCompleted {
+                    charge_id: charge_id.clone(),
+                    amount_cents: amount.get(),
+                };
+                (
+                    "captured",
+                    Some(charge_id),
+                    event.caused(event::PAYMENT_COMPLETED, to_json(&paid)?),
+                )
+            }
+            PaymentOutcome::Declined { charge_id, reason } => (
+                "declined",
+                charge_id,
+                event.caused(event::PAYMENT_FAILED, to_json(&PaymentFailed { reason })?),
+            ),
+            PaymentOutcome::Unknown { reason } => {
+                return Err(HandleError::Transient(anyhow::anyhow!(
+                    "payment outcome unknown: {reason}"
+                )));
+            }
+        };
+        record(tx, event, status, charge_id.as_deref(), amount.get()).await?;
+        enqueue(tx, &self.topics.payments, &announced).await
+    }
+
+    /// Saga compensation: give back what was taken.
+    async fn compensate(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        event: &Envelope,
+    ) -> Result<(), HandleError> {
+        let status = status_of(tx, event).await?;
+        match status.as_deref() {
+            Some("captured") | None => {}
+            Some(_) => return Ok(()), // declined, refunded or voided: nothing to give back
+        }
+        let refunded = match self
+            .client
+            .refund(event.order_id, &event.correlation_id)
+            .await
+        {
+            Ok(RefundOutcome::Refunded(charges)) => charges,
+            Ok(RefundOutcome::NothingCaptured) => Vec::new(),
+            Err(err) => return Err(HandleError::Transient(err.into())),
+        };
+        let charge_ids: Vec<String> = refunded.iter().map(|c| c.charge_id.clone()).collect();
+        let amount: i64 = refunded.iter().map(|c| c.amount_cents).sum();
+        let new_status = if charge_ids.is_empty() {
+            "voided"
+        } else {
+            "refunded"
+        };
+        if status.is_none() {
+            record(
+                tx,
+                event,
+                new_status,
+                charge_ids.first().map(String::as_str),
+                amount,
+            )
+            .await?;
+        } else {
+            sqlx::query("UPDATE payments SET status = $1, updated_at = $2 WHERE order_id = $3")
+                .bind(new_status)
+                .bind(common::db::timestamp(common::db::now()))
+                .bind(event.order_id.to_string())
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| HandleError::Transient(e.into()))?;
+        }
+        tracing::info!(order_id = %event.order_id, status = new_status, refunds = charge_ids.len(), "payment compensated");
+        if charge_ids.is_empty() {
+            return Ok(());
+        }
+        let announced = event.caused(
+            event::PAYMENT_REFUNDED,
+            to_json(&PaymentRefunded { charge_ids })?,
+        );
+        enqueue(tx, &self.topics.payments, &announced).await
+    }
+}
+
+async fn status_of(
+    tx: &mut Transaction<'static, Any>,
+    event: &Envelope,
+) -> Result<Option<String>, HandleError> {
+    let row = sqlx::query("SELECT status FROM payments WHERE order_id = $1 FOR UPDATE")
+        .bind(event.order_id.to_string())
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(|e| HandleError::Transient(e.into()))?;
+    row.map(|r| r.try_get::<String, _>("status"))
+        .transpose()
+        .map_err(|e| HandleError::Transient(e.into()))
+}
+
+async fn record(
+    tx: &mut Transaction<'static, Any>,
+    event: &Envelope,
+    status: &str,
+    charge_id: Option<&str>,
+    amount_cents: i64,
+) -> Result<(), HandleError> {
+    sqlx::query(
+        "INSERT INTO payments (order_id, status, charge_id, amount_cents, updated_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(event.order_id.to_string())
+    .bind(status)
+    .bind(charge_id)
+    .bind(amount_cents)
+    .bind(common::db::timestamp(common::db::now()))
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| HandleError::Transient(e.into()))?;
+    Ok(())
+}
+
+/// The payment service, built and ready to run.
+#[derive(Debug)]
+pub struct PaymentService {
+    pool: AnyPool,
+    consumer: EventConsumer<Transactional<Payments>>,
+}
+
+impl PaymentService {
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        let pool = super::open_database(
+            &settings.payment_database_url,
+            settings.db_max_connections,
+            migrators(),
+        )
+        .await?;
+        let (topics, producer) = super::connect_kafka(settings).await?;
+        let topics = Arc::new(topics);
+        let client = PaymentClient::new(&settings.payment_url(), settings.payment.clone());
+        let consumer = super::consumer(
+            settings,
+            topics.group("payment-service"),
+            &[&topics.orders],
+            producer,
+            Transactional {
+                pool: pool.clone(),
+                handler: Payments {
+                    client,
+                    topics: topics.clone(),
+                },
+            },
+        );
+        Ok(PaymentService { pool, consumer })
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        super::supervise_consumer(self.consumer, shutdown).await;
+        self.pool.close().await;
+        Ok(())
+    }
+}

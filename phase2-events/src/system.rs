@@ -1,0 +1,171 @@
+//! Starting services: one each (`phase2-events payment`), or all of them in one
+//! process (`phase2-events all`) for a quick start and for the scenario tests.
+
+use crate::config::Settings;
+use crate::relay::Relay;
+use crate::services::delivery::DeliveryService;
+use crate::services::inventory::InventoryService;
+use crate::services::notification::NotificationService;
+use crate::services::order::OrderService;
+use crate::services::payment::PaymentService;
+use crate::services::{open_database, supervise};
+use common::payment::Simulator;
+use common::shutdown::CancellationToken;
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// The outbox relays: one per service database (each with its own leader lock, so
+/// several `relay` processes can run for availability).
+#[derive(Debug)]
+pub struct Relays {
+    relays: Vec<(String, Relay)>,
+}
+
+impl Relays {
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        let producer = crate::kafka::producer(&settings.brokers)?;
+        let mut relays = Vec::new();
+        for (service, url) in settings.databases() {
+            let pool = open_database(url, 2, Vec::new()).await?;
+            let relay = Relay::new(pool, url, producer.clone())
+                .with_poll_interval(settings.relay_poll_interval);
+            relays.push((format!("{service} outbox relay"), relay));
+        }
+        Ok(Relays { relays })
+    }
+
+    /// The relays' fault switches (scenario tests).
+    pub fn faults(&self) -> Vec<std::sync::Arc<crate::relay::RelayFaults>> {
+        self.relays
+            .iter()
+            .map(|(_, relay)| relay.faults())
+            .collect()
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut tasks = JoinSet::new();
+        for (name, relay) in self.relays {
+            let stop = shutdown.clone();
+            tasks.spawn(supervise(name, shutdown.clone(), move || {
+                relay.clone().run(stop.clone())
+            }));
+        }
+        while let Some(done) = tasks.join_next().await {
+            done?;
+        }
+        Ok(())
+    }
+}
+
+/// The payment provider simulator (phase 1's), served on `--provider-addr`.
+#[derive(Debug)]
+pub struct Provider {
+    listener: TcpListener,
+    simulator: Simulator,
+}
+
+impl Provider {
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        let addr = settings.provider.addr;
+        let listener = TcpListener::bind(addr).await.map_err(|err| {
+            anyhow::anyhow!("cannot listen on {addr} for the payment provider simulator: {err} (use --provider-addr, or --payment-url for one already running)")
+        })?;
+        Ok(Provider {
+            listener,
+            simulator: Simulator::new(&settings.provider),
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.listener.local_addr().expect("bound"))
+    }
+
+    pub fn simulator(&self) -> &Simulator {
+        &self.simulator
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        self.simulator.serve(self.listener, shutdown).await?;
+        Ok(())
+    }
+}
+
+/// Every service in one process.
+#[derive(Debug)]
+pub struct System {
+    provider: Option<Provider>,
+    order: OrderService,
+    payment: PaymentService,
+    inventory: InventoryService,
+    notification: NotificationService,
+    delivery: DeliveryService,
+    relays: Relays,
+}
+
+impl System {
+    /// Builds everything. Without `--payment-url` the provider simulator is started
+    /// here too, and the payment service pointed at it.
+    pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
+        let provider = match settings.payment_url {
+            Some(_) => None,
+            None => {
+                let provider = Provider::build(&settings).await?;
+                settings.payment_url = Some(provider.url());
+                Some(provider)
+            }
+        };
+        Ok(System {
+            order: OrderService::build(&settings).await?,
+            payment: PaymentService::build(&settings).await?,
+            inventory: InventoryService::build(&settings).await?,
+            notification: NotificationService::build(&settings).await?,
+            delivery: DeliveryService::build(&settings).await?,
+            relays: Relays::build(&settings).await?,
+            provider,
+        })
+    }
+
+    pub fn order_addr(&self) -> SocketAddr {
+        self.order.addr()
+    }
+
+    pub fn notification_addr(&self) -> SocketAddr {
+        self.notification.addr()
+    }
+
+    /// The in-process provider simulator, if this system started one.
+    pub fn simulator(&self) -> Option<&Simulator> {
+        self.provider.as_ref().map(Provider::simulator)
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        tracing::info!(
+            order_api = %self.order.addr(),
+            notification = %self.notification.addr(),
+            "all phase 2 services running"
+        );
+        let provider_stop = CancellationToken::new();
+        let provider = self
+            .provider
+            .map(|p| tokio::spawn(p.simulator.serve(p.listener, provider_stop.clone())));
+        let (order, payment, inventory, notification, delivery, relays) = tokio::join!(
+            self.order.run(shutdown.clone()),
+            self.payment.run(shutdown.clone()),
+            self.inventory.run(shutdown.clone()),
+            self.notification.run(shutdown.clone()),
+            self.delivery.run(shutdown.clone()),
+            self.relays.run(shutdown.clone()),
+        );
+        provider_stop.cancel();
+        if let Some(provider) = provider {
+            provider.await??;
+        }
+        // The simulator outlives the services' drain: in-flight payments may still call it.
+        for result in [order, payment, inventory, notification, delivery, relays] {
+            result?;
+        }
+        tracing::info!("all phase 2 services stopped");
+        Ok(())
+    }
+}

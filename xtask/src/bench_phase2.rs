@@ -1,0 +1,1704 @@
+//! `cargo xtask bench phase2`: the event-driven system end to end, beside the two
+//! limits it is built on — the broker and the database.
+//!
+//! In phase 2, `202 Accepted` only means "placed, and `OrderPlaced` is in the
+//! outbox". The order is done when the saga has driven it to `delivered` (or
+//! `cancelled`) through five services, four databases, eleven events and a broker.
+//! So this benchmark measures two latencies per order — the API's and the whole
+//! journey's — and asks which part of the machinery limits the throughput.
+//!
+//! 1. Builds the release binary and gives this run fresh databases
+//!    (`ferriseats_bench_orders`, …) and its own topic namespace (`bench-<ms>`).
+//! 2. **Database limit**: pgbench runs one order's SQL across all services
+//!    ([`pgbench::phase2_order`]) against the real migrations, one schema per
+//!    service database.
+//! 3. Starts `phase2-events all` as a child process on free ports, with a provider
+//!    that never fails, declines or waits, and delivery delays of 0; stocks up.
+//! 4. An observer consumes `<namespace>.orders` like any downstream service and
+//!    notes when each order's final event (`OrderDelivered`/`OrderCancelled`)
+//!    arrives. A few orders first prime every consumer group.
+//! 5. **Saturation run**: a fixed number of orders in the system, each finished
+//!    order replaced at once by a new one (closed loop). The system always has work
+//!    and the backlog stays bounded: the completion rate is its sustained throughput.
+//!    Meanwhile the queues (outboxes, consumer lag) and the CPU used by each program
+//!    are sampled: they say where the bottleneck is.
+//! 6. **Latency run**, once those orders are done: orders arrive at a fixed rate
+//!    ([`openloop`]; no coordinated omission) below capacity — by default half the
+//!    sustained rate: API and end-to-end percentiles.
+//! 7. **Overload run**: more orders arrive than the system can finish (open model).
+//!    A system with one bottleneck would finish orders at its sustained throughput
+//!    here too; one whose orders pass the same queue several times (the order
+//!    service's outbox carries six events per order, oldest first) finishes fewer and
+//!    fewer as new orders crowd the queue. Reported as measured, with the completions
+//!    of each second.
+//! 8. SIGTERM to the child. **Broker limit**: the services' own producer settings
+//!    (idempotent, `acks=all`, linger 5 ms) send N messages of a real envelope's size
+//!    to a fresh topic — all at once, then one at a time.
+//! 9. Databases dropped — on error too — then a markdown table and
+//!    `target/bench/phase2.json`.
+
+use crate::bench::{BenchArgs, Server, free_local_addr, parse_duration};
+use crate::openloop::{self, OpenLoad, Outcome};
+use crate::{kafka, loadgen, pgbench, postgres, process, redis, services};
+use anyhow::{Context, bail};
+use clap::Args;
+use common::domain::{OrderId, OrderStatus};
+use common::shutdown::CancellationToken;
+use hdrhistogram::Histogram;
+use phase2_events::events::Envelope;
+use phase2_events::flow::{Line, OrderPlaced, Topics, event};
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::FutureRecord;
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Phase 2")]
+pub struct Phase2Args {
+    /// Latency run: orders arriving per second (open model). Default: half the
+    /// sustained rate the saturation run (which goes first) measured.
+    #[arg(long, value_parser = parse_rate)]
+    latency_rate: Option<f64>,
+    /// Latency run: how long orders arrive (the first --warmup is not measured).
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    latency_duration: Duration,
+    /// Saturation run: orders in the system at any time (closed loop: each finished
+    /// order is replaced by a new one).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    saturation_in_flight: u16,
+    /// Saturation run: how long (the first --warmup is not measured).
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    saturation_duration: Duration,
+    /// Overload run: orders arriving per second — more than the system can finish.
+    #[arg(long, default_value_t = 100.0, value_parser = parse_rate)]
+    overload_rate: f64,
+    /// Overload run: how long orders arrive (the first --warmup is not measured).
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    overload_duration: Duration,
+    /// Broker limit: messages produced (they stay in the broker's storage).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(100..=1_000_000))]
+    produce_messages: u32,
+    /// Database limit: pgbench clients, each running one order's SQL after another
+    /// (for --duration).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pgbench_clients: u16,
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate > 0.0 && rate <= 100_000.0 => Ok(rate),
+        _ => Err(format!(
+            "`{text}` is not a rate between 0 and 100000 per second"
+        )),
+    }
+}
+
+/// Events one delivered order puts on the broker: six on `orders` (placed, paid,
+/// confirmed, preparing, out for delivery, delivered), one each on `payments` and
+/// `inventory`, three on `delivery`.
+const EVENTS_PER_ORDER: u32 = 11;
+/// Partitions of every topic (the services' default, passed explicitly).
+const PARTITIONS: i32 = 3;
+/// Requests the load generator leaves unanswered at most.
+const MAX_IN_FLIGHT: usize = 512;
+/// Orders sent (and finished) before measuring, so every consumer group has its
+/// partitions: a new group can take seconds before its first fetch.
+const PRIMING_ORDERS: u64 = 6;
+/// How long the latency run's orders may still take to finish after the last one
+/// arrived.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
+/// The databases of the system under test, by service (dropped before and after).
+const DATABASES: [(&str, &str); 4] = [
+    ("order", "ferriseats_bench_orders"),
+    ("payment", "ferriseats_bench_payments"),
+    ("inventory", "ferriseats_bench_inventory"),
+    ("delivery", "ferriseats_bench_delivery"),
+];
+/// pgbench's database: one schema per service (see [`pgbench::PHASE2_SCHEMAS`]).
+const SQL_DATABASE: &str = "ferriseats_bench_sql";
+
+/// The phase-2 order body; each request is another customer.
+fn order_body(n: u64) -> String {
+    format!(
+        r#"{{"customer_id":"bench-{n}","items":[{{"sku":"pizza-margherita","qty":1}},{{"sku":"cola","qty":2}}]}}"#
+    )
+}
+
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let began = std::time::Instant::now();
+    // Fail before the long build if something is missing.
+    let admin_url = services::url(&postgres::SERVICE);
+    postgres::check_url(&admin_url).context(
+        "PostgreSQL is needed for this benchmark: start it with `cargo xtask up` \
+         (or point TEST_DATABASE_URL at a server)",
+    )?;
+    let brokers = services::url(&kafka::SERVICE);
+    kafka::check_url(&brokers).context("the Kafka-protocol broker is needed: `cargo xtask up`")?;
+    let redis_url = services::url(&redis::SERVICE);
+    redis::check_url(&redis_url).context("Redis is needed (notifications): `cargo xtask up`")?;
+    let have_pgbench = process::on_path("pgbench");
+
+    let mut build = std::process::Command::new(process::cargo());
+    build
+        .args(["build", "--release", "-p", "phase2-events"])
+        .current_dir(process::workspace_root());
+    process::run(&mut build, Duration::from_secs(60 * 60))?;
+    let bin = process::target_dir().join("release/phase2-events");
+    let built = std::time::Instant::now();
+
+    let dir = process::target_dir().join("bench/phase2");
+    match std::fs::remove_dir_all(&dir) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            return Err(err).context(format!("clearing {}", dir.display()));
+        }
+        _ => {}
+    }
+    std::fs::create_dir_all(dir.join("pgbench"))?;
+
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis();
+    let setup = Setup {
+        admin_url: admin_url.clone(),
+        brokers,
+        redis_url,
+        namespace: format!("bench-{millis}"),
+        bin,
+        dir: dir.clone(),
+        have_pgbench,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    drop_databases(&admin_url);
+    let outcome = runtime.block_on(measure(args, &setup));
+    // Whatever happened: no databases left behind. (The run's topics stay on the
+    // broker, under their own namespace: tansu 0.6 answers DeleteTopics with
+    // UnknownTopicOrPartition, or not at all while its SQLite storage churns.)
+    drop_databases(&admin_url);
+    let mut results = outcome?;
+    results.seconds = began.elapsed().as_secs_f64();
+    results.build_seconds = (built - began).as_secs_f64();
+
+    print_table(&results);
+    let json = process::target_dir().join("bench/phase2.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&results)? + "\n")?;
+    println!(
+        "\nwritten to {} (logs and the pgbench script in {}); {:.0} s in all, {:.0} s of it building",
+        json.display(),
+        dir.display(),
+        results.seconds,
+        results.build_seconds
+    );
+    Ok(())
+}
+
+/// What every step needs to know.
+#[derive(Debug)]
+struct Setup {
+    admin_url: String,
+    brokers: String,
+    redis_url: String,
+    namespace: String,
+    bin: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    have_pgbench: bool,
+}
+
+impl Setup {
+    fn database_url(&self, name: &str) -> String {
+        common::db::with_database(&self.admin_url, name)
+    }
+}
+
+fn drop_databases(admin_url: &str) {
+    for name in DATABASES
+        .iter()
+        .map(|(_, name)| *name)
+        .chain([SQL_DATABASE])
+    {
+        if let Err(err) = postgres::execute(
+            admin_url,
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        ) {
+            eprintln!("warning: {err:#}");
+        }
+    }
+}
+
+async fn measure(args: &BenchArgs, setup: &Setup) -> anyhow::Result<Results> {
+    let p2 = &args.phase2;
+    let sample = sample_envelope()?;
+    let sql = if setup.have_pgbench {
+        Some(pgbench_limit(args, setup, sample.len()).await?)
+    } else {
+        println!("(pgbench is not installed, so there is no database limit row)");
+        None
+    };
+
+    let mut server = start_system(setup).await?;
+    let runs = drive(args, setup, &mut server).await;
+    server.terminate(Duration::from_secs(20)).await;
+    let (latency, saturation, overload) = runs?;
+
+    // Last: what is produced stays in the broker's storage, and tansu's SQLite
+    // engine gets slower as that grows — this run's system should not pay for it.
+    println!(
+        "\nbroker limit: {} messages of {} bytes (an OrderPlaced envelope)…",
+        p2.produce_messages,
+        sample.len()
+    );
+    let broker = produce_limit(setup, p2.produce_messages, &sample).await?;
+    Ok(Results {
+        benchmark: "phase2: POST /orders → delivered",
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        namespace: setup.namespace.clone(),
+        warmup_s: args.warmup.as_secs_f64(),
+        latency,
+        saturation,
+        overload,
+        broker,
+        sql,
+        seconds: 0.0,
+        build_seconds: 0.0,
+    })
+}
+
+/// A real `OrderPlaced` envelope, as the relay sends it.
+fn sample_envelope() -> anyhow::Result<String> {
+    let placed = OrderPlaced {
+        status: OrderStatus::Placed,
+        customer_id: "bench-12345".to_owned(),
+        total_cents: 1730,
+        items: vec![
+            Line {
+                sku: "pizza-margherita".to_owned(),
+                qty: 1,
+            },
+            Line {
+                sku: "cola".to_owned(),
+                qty: 2,
+            },
+        ],
+    };
+    let envelope = Envelope::new(
+        event::ORDER_PLACED,
+        OrderId::new(),
+        &OrderId::new().to_string(),
+        serde_json::to_value(placed)?,
+    );
+    Ok(serde_json::to_string(&envelope)?)
+}
+
+// ---------------------------------------------------------------------------------
+// The two limits.
+
+#[derive(Debug, Serialize)]
+struct BrokerLimit {
+    messages: u32,
+    message_bytes: usize,
+    failed: usize,
+    seconds: f64,
+    messages_per_second: f64,
+    /// `messages_per_second` / [`EVENTS_PER_ORDER`].
+    orders_per_second: f64,
+    /// The same producer sending one message at a time, each acknowledged before
+    /// the next is sent: what a relay that does not pipeline its sends gets.
+    one_at_a_time_per_second: f64,
+}
+
+async fn produce_limit(
+    setup: &Setup,
+    messages: u32,
+    envelope: &str,
+) -> anyhow::Result<BrokerLimit> {
+    let topic = format!("{}.bench-produce", setup.namespace);
+    phase2_events::kafka::ensure_topics(&setup.brokers, &[&topic], 3).await?;
+    let producer = phase2_events::kafka::producer(&setup.brokers)?;
+    // The same headers as the relay's, from a parsed copy of the envelope.
+    let parsed: Envelope = serde_json::from_str(envelope)?;
+    let mut headers = OwnedHeaders::new();
+    for (name, value) in parsed.headers() {
+        headers = headers.insert(Header {
+            key: name,
+            value: Some(&value),
+        });
+    }
+    // One message first: metadata, producer id and connections are not measured.
+    producer
+        .send(
+            FutureRecord::to(&topic).key("warm-up").payload(envelope),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(err, _)| anyhow::anyhow!("producing to {topic}: {err}"))?;
+
+    let keys: Vec<String> = (0..messages).map(|_| OrderId::new().to_string()).collect();
+    let start = Instant::now();
+    // Everything queued at once; librdkafka batches per partition (linger 5 ms).
+    let sends = keys.iter().map(|key| {
+        producer.send(
+            FutureRecord::to(&topic)
+                .key(key)
+                .payload(envelope)
+                .headers(headers.clone()),
+            Duration::from_secs(60),
+        )
+    });
+    let results = tokio::time::timeout(Duration::from_secs(120), futures::future::join_all(sends))
+        .await
+        .context("the broker did not acknowledge the messages within 120 s")?;
+    let seconds = start.elapsed().as_secs_f64();
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    if let Some(Err((err, _))) = results.iter().find(|r| r.is_err()) {
+        eprintln!("broker limit: {failed} messages failed; the first: {err}");
+    }
+    let per_second = (messages as usize - failed) as f64 / seconds;
+
+    // One at a time, for up to 200 messages or 5 s.
+    let start = Instant::now();
+    let mut sent = 0u32;
+    for key in keys.iter().take(200) {
+        producer
+            .send(
+                FutureRecord::to(&topic)
+                    .key(key)
+                    .payload(envelope)
+                    .headers(headers.clone()),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(err, _)| anyhow::anyhow!("producing to {topic}: {err}"))?;
+        sent += 1;
+        if start.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+    }
+    let one_at_a_time_per_second = f64::from(sent) / start.elapsed().as_secs_f64();
+    Ok(BrokerLimit {
+        messages,
+        message_bytes: envelope.len(),
+        failed,
+        seconds,
+        messages_per_second: per_second,
+        orders_per_second: per_second / f64::from(EVENTS_PER_ORDER),
+        one_at_a_time_per_second,
+    })
+}
+
+#[derive(Debug, Serialize)]
+struct SqlLimit {
+    clients: u16,
+    seconds: f64,
+    /// pgbench's tps: one transaction of the script is one order.
+    orders_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    failed: u64,
+    transactions_per_order: usize,
+    statements_per_order: usize,
+}
+
+async fn pgbench_limit(
+    args: &BenchArgs,
+    setup: &Setup,
+    envelope_bytes: usize,
+) -> anyhow::Result<SqlLimit> {
+    use phase2_events::services::{delivery, inventory, open_database, order, payment};
+    let url = setup.database_url(SQL_DATABASE);
+    postgres::execute(&setup.admin_url, &format!("CREATE DATABASE {SQL_DATABASE}"))?;
+    let [order_db, payment_db, inventory_db, delivery_db] = pgbench::PHASE2_SCHEMAS;
+    for (schema, migrators) in [
+        (order_db, order::migrators()),
+        (payment_db, payment::migrators()),
+        (inventory_db, inventory::migrators()),
+        (delivery_db, delivery::migrators()),
+    ] {
+        postgres::execute(&url, &format!("CREATE SCHEMA {schema}"))?;
+        // The service's real migrations, in its schema instead of its database.
+        let scoped = with_search_path(&url, schema);
+        open_database(&scoped, 1, migrators)
+            .await
+            .with_context(|| format!("migrating schema {schema} of {SQL_DATABASE}"))?
+            .close()
+            .await;
+    }
+    // Every order takes stock; the migration seeds 1,000 of each item.
+    postgres::execute(
+        &url,
+        &format!("UPDATE {inventory_db}.stock SET available = 1000000000"),
+    )?;
+    let script = pgbench::phase2_order(envelope_bytes);
+    let clients = args.phase2.pgbench_clients;
+    println!(
+        "\ndatabase limit: pgbench, {clients} clients, {:?}; one transaction = one order = \
+         {} database transactions, {} statements (script: {}/pgbench/pgbench-script.sql)…",
+        args.duration,
+        script.transactions,
+        script.statements,
+        setup.dir.display()
+    );
+    let report = pgbench::run(
+        &url,
+        &script.sql,
+        usize::from(clients),
+        args.duration,
+        &setup.dir.join("pgbench"),
+    )
+    .await?;
+    // The script must have taken every order all the way, or it measured less.
+    let check = postgres::query(
+        &url,
+        &format!("SELECT count(*) FILTER (WHERE status <> 'delivered') FROM {order_db}.orders"),
+    )?;
+    if check.trim() != "0" {
+        bail!(
+            "pgbench left {} orders short of `delivered`: the script in {} does not do \
+             what the services do",
+            check.trim(),
+            setup.dir.join("pgbench").display()
+        );
+    }
+    let ms = |us: u64| us as f64 / 1000.0;
+    Ok(SqlLimit {
+        clients,
+        seconds: args.duration.as_secs_f64(),
+        orders_per_second: report.tps,
+        p50_ms: ms(report.latency_us.value_at_quantile(0.50)),
+        p99_ms: ms(report.latency_us.value_at_quantile(0.99)),
+        max_ms: ms(report.latency_us.max()),
+        failed: report.failed,
+        transactions_per_order: script.transactions,
+        statements_per_order: script.statements,
+    })
+}
+
+/// `url` with the session's `search_path` set to `schema` (a libpq/sqlx `options`
+/// parameter), so unqualified table names land in that schema.
+fn with_search_path(url: &str, schema: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}options=-c%20search_path%3D{schema}")
+}
+
+// ---------------------------------------------------------------------------------
+// The system under test.
+
+async fn start_system(setup: &Setup) -> anyhow::Result<Server> {
+    let [api, notification, provider] =
+        [free_local_addr()?, free_local_addr()?, free_local_addr()?];
+    let urls: Vec<String> = DATABASES
+        .iter()
+        .map(|(_, name)| setup.database_url(name))
+        .collect();
+    let partitions = PARTITIONS.to_string();
+    let (api_s, notification_s, provider_s) = (
+        api.to_string(),
+        notification.to_string(),
+        provider.to_string(),
+    );
+    let flags = [
+        "all",
+        "--brokers",
+        &setup.brokers,
+        "--namespace",
+        &setup.namespace,
+        "--partitions",
+        &partitions,
+        "--order-database-url",
+        &urls[0],
+        "--payment-database-url",
+        &urls[1],
+        "--inventory-database-url",
+        &urls[2],
+        "--delivery-database-url",
+        &urls[3],
+        "--redis-url",
+        &setup.redis_url,
+        "--addr",
+        &api_s,
+        "--notification-addr",
+        &notification_s,
+        "--provider-addr",
+        &provider_s,
+        "--payment-failure-rate",
+        "0",
+        "--payment-decline-rate",
+        "0",
+        "--payment-latency",
+        "0",
+        "--prepare-after",
+        "0s",
+        "--dispatch-after",
+        "0s",
+        "--deliver-after",
+        "0s",
+    ];
+    println!(
+        "\nthe system: every service in one process, fresh databases, namespace {}",
+        setup.namespace
+    );
+    let mut server = Server::start(
+        "phase2-events all",
+        &setup.bin,
+        &flags,
+        api,
+        &setup.dir.join("system.log"),
+    )?;
+    server.wait_for("/ready", Duration::from_secs(90)).await?;
+    // Enough stock for every order of the run (the migration seeds 1,000 each).
+    postgres::execute(&urls[2], "UPDATE stock SET available = 1000000")?;
+    Ok(server)
+}
+
+/// Priming, then the latency, saturation and overload runs, against a running system.
+async fn drive(
+    args: &BenchArgs,
+    setup: &Setup,
+    server: &mut Server,
+) -> anyhow::Result<(LatencyRun, SaturationRun, OverloadRun)> {
+    let p2 = &args.phase2;
+    let topics = Topics::new(&setup.namespace);
+    let observer = Observer::start(
+        &setup.brokers,
+        &topics.orders,
+        &topics.group("bench-observer"),
+    )?;
+    let url = format!("http://{}/orders", server.addr());
+
+    // Priming: a few orders all the way through, so every consumer group (and the
+    // observer's) has its partitions before anything is measured.
+    let primed = Instant::now();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let mut ids = Vec::new();
+    for n in 0..PRIMING_ORDERS {
+        let response = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(order_body(1_000_000 + n))
+            .send()
+            .await
+            .context("priming: POST /orders")?;
+        let status = response.status();
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        match (status.as_u16(), location.as_deref().and_then(order_id_of)) {
+            (202, Some(id)) => ids.push(id),
+            _ => bail!(
+                "priming: POST /orders answered {status}: {}",
+                response.text().await.unwrap_or_default()
+            ),
+        }
+    }
+    let missing = observer.wait_for(&ids, Duration::from_secs(90)).await;
+    server.check_running()?;
+    if missing > 0 {
+        bail!(
+            "priming: {missing} of {PRIMING_ORDERS} orders did not reach a final state within \
+             90 s; end of {}:\n{}",
+            setup.dir.join("system.log").display(),
+            process::tail(&setup.dir.join("system.log"), 20)
+        );
+    }
+    println!(
+        "primed: {PRIMING_ORDERS} orders delivered in {:.1} s (consumer groups joined)",
+        primed.elapsed().as_secs_f64()
+    );
+
+    println!(
+        "\nsaturation run: {} orders in the system for {:?} (first {:?} not measured)…",
+        p2.saturation_in_flight, p2.saturation_duration, args.warmup
+    );
+    let probe = QueueProbe::new(setup)?;
+    let (saturation, unfinished) = saturation_run(args, &url, &observer, &probe).await?;
+    server.check_running()?;
+    // The latency run starts on an idle system.
+    let left = observer.wait_for(&unfinished, DRAIN_LIMIT).await;
+    if left > 0 {
+        eprintln!("{left} orders of the saturation run still unfinished after {DRAIN_LIMIT:?}");
+    }
+
+    let rate = p2.latency_rate.unwrap_or_else(|| {
+        (saturation.finished_per_second / 2.0 * 10.0)
+            .round()
+            .max(5.0)
+            / 10.0
+    });
+    println!(
+        "\nlatency run: {rate} orders/s arriving for {:?} (first {:?} not measured)…",
+        p2.latency_duration, args.warmup
+    );
+    let latency = latency_run(args, rate, &url, &observer).await?;
+    server.check_running()?;
+
+    println!(
+        "\noverload run: {} orders/s arriving for {:?} (first {:?} not measured)…",
+        p2.overload_rate, p2.overload_duration, args.warmup
+    );
+    let mut overload = overload_run(args, &url, &observer).await?;
+    overload.queues_at_end = probe.sample().await.ok();
+    server.check_running()?;
+    observer.stop().await;
+    Ok((latency, saturation, overload))
+}
+
+/// `/orders/0195…` → `0195…`.
+fn order_id_of(location: &str) -> Option<String> {
+    location
+        .rsplit('/')
+        .next()
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+}
+
+#[derive(Debug, Serialize)]
+struct LatencyRun {
+    offered_per_second: f64,
+    /// The rate is half the saturation run's (no --latency-rate).
+    rate_from_saturation: bool,
+    seconds: f64,
+    measured_seconds: f64,
+    /// Measured requests (due after the warm-up).
+    measured: usize,
+    accepted: usize,
+    api_errors: usize,
+    not_sent: u64,
+    first_error: Option<String>,
+    api: Percentiles,
+    delivered: usize,
+    cancelled: usize,
+    /// Accepted, but no final event within [`DRAIN_LIMIT`] after the run.
+    incomplete: usize,
+    end_to_end: Percentiles,
+}
+
+#[derive(Debug, Serialize)]
+struct Percentiles {
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+impl Percentiles {
+    fn of(histogram: &Histogram<u64>) -> Percentiles {
+        let ms = |us: u64| us as f64 / 1000.0;
+        if histogram.is_empty() {
+            return Percentiles {
+                p50_ms: f64::NAN,
+                p99_ms: f64::NAN,
+                max_ms: f64::NAN,
+            };
+        }
+        Percentiles {
+            p50_ms: ms(histogram.value_at_quantile(0.50)),
+            p99_ms: ms(histogram.value_at_quantile(0.99)),
+            max_ms: ms(histogram.max()),
+        }
+    }
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+async fn latency_run(
+    args: &BenchArgs,
+    rate: f64,
+    url: &str,
+    observer: &Observer,
+) -> anyhow::Result<LatencyRun> {
+    let p2 = &args.phase2;
+    let load = OpenLoad {
+        url: url.to_owned(),
+        rate,
+        duration: p2.latency_duration,
+        max_in_flight: MAX_IN_FLIGHT,
+        body: order_body,
+    };
+    let report = openloop::open_loop(&load).await?;
+    let measure_from = report.start + args.warmup;
+    let measured: Vec<&Outcome> = report
+        .outcomes
+        .iter()
+        .filter(|o| o.due >= measure_from)
+        .collect();
+    let mut api = loadgen::histogram();
+    let mut due_of = HashMap::new();
+    let mut first_error = None;
+    for outcome in &measured {
+        api.saturating_record(micros(outcome.latency()));
+        match &outcome.result {
+            Ok(answer) => {
+                if let Some(id) = answer.location.as_deref().and_then(order_id_of) {
+                    due_of.insert(id, outcome.due);
+                }
+            }
+            Err(error) => {
+                first_error.get_or_insert_with(|| error.clone());
+            }
+        }
+    }
+    let ids: Vec<String> = due_of.keys().cloned().collect();
+    let incomplete = observer.wait_for(&ids, DRAIN_LIMIT).await;
+    let mut end_to_end = loadgen::histogram();
+    let (mut delivered, mut cancelled) = (0, 0);
+    for (id, due) in &due_of {
+        if let Some(done) = observer.final_of(id) {
+            end_to_end.saturating_record(micros(done.at.saturating_duration_since(*due)));
+            if done.delivered {
+                delivered += 1;
+            } else {
+                cancelled += 1;
+            }
+        }
+    }
+    let api_errors = measured.iter().filter(|o| !o.is_success()).count();
+    Ok(LatencyRun {
+        offered_per_second: rate,
+        rate_from_saturation: p2.latency_rate.is_none(),
+        seconds: p2.latency_duration.as_secs_f64(),
+        measured_seconds: p2
+            .latency_duration
+            .saturating_sub(args.warmup)
+            .as_secs_f64(),
+        measured: measured.len(),
+        accepted: measured.len() - api_errors,
+        api_errors,
+        not_sent: report.not_sent,
+        first_error,
+        api: Percentiles::of(&api),
+        delivered,
+        cancelled,
+        incomplete,
+        end_to_end: Percentiles::of(&end_to_end),
+    })
+}
+
+#[derive(Debug, Serialize)]
+struct SaturationRun {
+    in_flight: u16,
+    seconds: f64,
+    window_seconds: f64,
+    /// Orders finished per second in the window: the sustained end-to-end rate.
+    finished_per_second: f64,
+    finished: usize,
+    cancelled: usize,
+    api_errors: usize,
+    first_error: Option<String>,
+    /// POST → 202, with the system saturated.
+    api: Percentiles,
+    /// POST → final event of the orders finished in the window (with `in_flight`
+    /// orders ahead in the queues).
+    end_to_end: Percentiles,
+    /// Where the orders waited, on average over the window.
+    queues: Option<Queues>,
+    /// CPU used by each program during the window, in % of one core (Linux only).
+    cpu: Option<Vec<(String, f64)>>,
+}
+
+/// The programs whose CPU time is shown (by process name; all processes of a name
+/// together, e.g. every PostgreSQL backend).
+const CPU_PROGRAMS: &[&str] = &[
+    "tansu",
+    "postgres",
+    "phase2-events",
+    "redis-server",
+    "xtask",
+];
+
+/// CPU seconds used so far by all processes of each name in `names`, from /proc
+/// (`utime` + `stime`, in clock ticks of 1/100 s). `None` where there is no /proc.
+fn cpu_seconds(names: &[&str]) -> Option<Vec<f64>> {
+    let mut ticks = vec![0u64; names.len()];
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let path = entry.path();
+        let Ok(comm) = std::fs::read_to_string(path.join("comm")) else {
+            continue;
+        };
+        let Some(i) = names.iter().position(|n| *n == comm.trim()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state …`: utime and stime are fields 14 and 15, i.e. the
+        // 12th and 13th after the `)` that ends the name.
+        let Some(rest) = stat.rfind(')').map(|at| &stat[at + 1..]) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let used: u64 = [11, 12]
+            .iter()
+            .filter_map(|&f| fields.get(f)?.parse::<u64>().ok())
+            .sum();
+        ticks[i] += used;
+    }
+    Some(ticks.into_iter().map(|t| t as f64 / 100.0).collect())
+}
+
+/// Closed loop over the whole journey: each of `in_flight` customers places an
+/// order, waits for its final event, and places the next.
+/// Also returns the orders still unfinished at the end.
+async fn saturation_run(
+    args: &BenchArgs,
+    url: &str,
+    observer: &Observer,
+    probe: &QueueProbe,
+) -> anyhow::Result<(SaturationRun, Vec<String>)> {
+    let p2 = &args.phase2;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(usize::from(p2.saturation_in_flight))
+        .build()?;
+    let start = Instant::now();
+    let from = start + args.warmup;
+    let end = start + p2.saturation_duration;
+    let window = end.saturating_duration_since(from);
+    anyhow::ensure!(
+        !window.is_zero(),
+        "--saturation-duration must be longer than --warmup"
+    );
+
+    /// What one customer saw.
+    #[derive(Default)]
+    struct Customer {
+        api_us: Vec<u64>,
+        /// (sent, finished) of every order that finished before the end.
+        journeys: Vec<(Instant, Final)>,
+        errors: usize,
+        first_error: Option<String>,
+        /// The order still under way when the run ended.
+        unfinished: Option<String>,
+    }
+    let customer = |worker: u64| {
+        let client = client.clone();
+        async move {
+            let mut seen = Customer::default();
+            let mut n = 0;
+            while Instant::now() < end {
+                let sent = Instant::now();
+                let body = order_body(2_000_000 + worker * 100_000 + n);
+                n += 1;
+                let response = client
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                let answered = Instant::now();
+                let id = match response {
+                    Ok(response) if response.status().is_success() => response
+                        .headers()
+                        .get("location")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(order_id_of),
+                    Ok(response) => {
+                        let status = response.status();
+                        let text = response.text().await.unwrap_or_default();
+                        seen.first_error
+                            .get_or_insert_with(|| format!("{status}: {text}"));
+                        None
+                    }
+                    Err(err) => {
+                        seen.first_error.get_or_insert_with(|| format!("{err:#}"));
+                        None
+                    }
+                };
+                if sent >= from {
+                    seen.api_us.push(micros(answered - sent));
+                }
+                let Some(id) = id else {
+                    seen.errors += 1;
+                    // Do not hammer a failing server in a tight loop.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                match observer.wait_final(&id, end).await {
+                    Some(done) => seen.journeys.push((sent, done)),
+                    None => {
+                        seen.unfinished = Some(id);
+                        break;
+                    }
+                }
+            }
+            seen
+        }
+    };
+    // Meanwhile, every 2 s of the measured window: where do the orders wait?
+    let sampling = async {
+        let mut samples = Vec::new();
+        tokio::time::sleep_until(from).await;
+        let cpu_from = cpu_seconds(CPU_PROGRAMS);
+        while Instant::now() < end {
+            match probe.sample().await {
+                Ok(sample) => samples.push(sample),
+                Err(err) => eprintln!("queue probe: {err:#}"),
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        let cpu = cpu_from
+            .zip(cpu_seconds(CPU_PROGRAMS))
+            .map(|(before, after)| {
+                let seconds = (Instant::now() - from).as_secs_f64();
+                CPU_PROGRAMS
+                    .iter()
+                    .zip(before.iter().zip(&after))
+                    .map(|(name, (b, a))| (name.to_string(), 100.0 * (a - b) / seconds))
+                    .collect()
+            });
+        (samples, cpu)
+    };
+    let (customers, (samples, cpu)) = tokio::join!(
+        futures::future::join_all((0..u64::from(p2.saturation_in_flight)).map(customer)),
+        sampling
+    );
+
+    let (mut api, mut end_to_end) = (loadgen::histogram(), loadgen::histogram());
+    let (mut finished, mut cancelled, mut api_errors, mut first_error) = (0, 0, 0, None);
+    let mut unfinished = Vec::new();
+    for seen in customers {
+        unfinished.extend(seen.unfinished);
+        for us in seen.api_us {
+            api.saturating_record(us);
+        }
+        for (sent, done) in seen.journeys {
+            if done.at >= from && done.at < end {
+                finished += 1;
+                if !done.delivered {
+                    cancelled += 1;
+                }
+                end_to_end.saturating_record(micros(done.at - sent));
+            }
+        }
+        api_errors += seen.errors;
+        first_error = first_error.or(seen.first_error);
+    }
+    let run = SaturationRun {
+        in_flight: p2.saturation_in_flight,
+        seconds: p2.saturation_duration.as_secs_f64(),
+        window_seconds: window.as_secs_f64(),
+        finished_per_second: finished as f64 / window.as_secs_f64(),
+        finished,
+        cancelled,
+        api_errors,
+        first_error,
+        api: Percentiles::of(&api),
+        end_to_end: Percentiles::of(&end_to_end),
+        queues: Queues::mean(&samples),
+        cpu,
+    };
+    Ok((run, unfinished))
+}
+
+#[derive(Debug, Serialize)]
+struct OverloadRun {
+    offered_per_second: f64,
+    seconds: f64,
+    /// From the end of the warm-up to the last arrival.
+    window_seconds: f64,
+    /// 2xx answers per second in the window.
+    accepted_per_second: f64,
+    /// Final events per second in the window: the sustained end-to-end rate.
+    finished_per_second: f64,
+    /// Of those, cancelled (there should be none).
+    cancelled: usize,
+    /// Final events of this run's orders in each second since the first arrival.
+    finished_each_second: Vec<usize>,
+    /// Accepted but not finished when the last order arrived.
+    backlog_at_end: usize,
+    api_errors: usize,
+    not_sent: u64,
+    first_error: Option<String>,
+    api: Percentiles,
+    /// Where the orders waited when the last one had arrived.
+    queues_at_end: Option<Queues>,
+}
+
+async fn overload_run(
+    args: &BenchArgs,
+    url: &str,
+    observer: &Observer,
+) -> anyhow::Result<OverloadRun> {
+    let p2 = &args.phase2;
+    let load = OpenLoad {
+        url: url.to_owned(),
+        rate: p2.overload_rate,
+        duration: p2.overload_duration,
+        max_in_flight: MAX_IN_FLIGHT,
+        body: order_body,
+    };
+    let report = openloop::open_loop(&load).await?;
+    let from = report.start + args.warmup;
+    let to = report.start + p2.overload_duration;
+    let window = to.saturating_duration_since(from);
+    anyhow::ensure!(
+        !window.is_zero(),
+        "--overload-duration must be longer than --warmup"
+    );
+    let in_window = |at: Instant| at >= from && at < to;
+
+    let mut api = loadgen::histogram();
+    let mut ids = HashSet::new();
+    let mut accepted_in_window = 0;
+    let mut first_error = None;
+    for outcome in &report.outcomes {
+        if outcome.due >= from {
+            api.saturating_record(micros(outcome.latency()));
+        }
+        match &outcome.result {
+            Ok(answer) => {
+                if in_window(outcome.done) {
+                    accepted_in_window += 1;
+                }
+                if let Some(id) = answer.location.as_deref().and_then(order_id_of) {
+                    ids.insert(id);
+                }
+            }
+            Err(error) => {
+                first_error.get_or_insert_with(|| error.clone());
+            }
+        }
+    }
+    let seconds = p2.overload_duration.as_secs_f64().ceil() as usize;
+    let mut each_second = vec![0; seconds];
+    let (mut finished, mut cancelled, mut finished_before_end) = (0, 0, 0);
+    for done in observer.finals_of(&ids) {
+        if done.at < to {
+            finished_before_end += 1;
+            let second = done.at.saturating_duration_since(report.start).as_secs() as usize;
+            if let Some(count) = each_second.get_mut(second) {
+                *count += 1;
+            }
+        }
+        if in_window(done.at) {
+            finished += 1;
+            if !done.delivered {
+                cancelled += 1;
+            }
+        }
+    }
+    let api_errors = report.outcomes.iter().filter(|o| !o.is_success()).count();
+    Ok(OverloadRun {
+        offered_per_second: p2.overload_rate,
+        seconds: p2.overload_duration.as_secs_f64(),
+        window_seconds: window.as_secs_f64(),
+        accepted_per_second: accepted_in_window as f64 / window.as_secs_f64(),
+        finished_per_second: finished as f64 / window.as_secs_f64(),
+        cancelled,
+        finished_each_second: each_second,
+        backlog_at_end: ids.len().saturating_sub(finished_before_end),
+        api_errors,
+        not_sent: report.not_sent,
+        first_error,
+        api: Percentiles::of(&api),
+        queues_at_end: None,
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// Where orders wait: the outboxes and the consumer groups.
+
+/// How much waits in each queue an order passes through.
+#[derive(Debug, Clone, Serialize)]
+struct Queues {
+    /// Unpublished outbox rows, per service database.
+    outbox: Vec<(String, f64)>,
+    /// Messages a consumer group has not committed yet. Groups commit every second,
+    /// so about a second's worth of messages counts here without waiting.
+    lag: Vec<(String, f64)>,
+}
+
+impl Queues {
+    fn mean(samples: &[Queues]) -> Option<Queues> {
+        let first = samples.first()?;
+        let n = samples.len() as f64;
+        let average = |pick: fn(&Queues) -> &Vec<(String, f64)>| {
+            pick(first)
+                .iter()
+                .enumerate()
+                .map(|(i, (name, _))| {
+                    let sum: f64 = samples.iter().map(|s| pick(s)[i].1).sum();
+                    (name.clone(), sum / n)
+                })
+                .collect()
+        };
+        Some(Queues {
+            outbox: average(|q| &q.outbox),
+            lag: average(|q| &q.lag),
+        })
+    }
+
+    fn describe(&self) -> String {
+        let list = |items: &[(String, f64)]| {
+            items
+                .iter()
+                .map(|(name, n)| format!("{name} {n:.0}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            "unpublished outbox rows: {}; consumer lag (≈1 s of it is the auto-commit \
+             interval): {}",
+            list(&self.outbox),
+            list(&self.lag)
+        )
+    }
+}
+
+/// Reads the queue lengths of the system under test.
+#[derive(Clone)]
+struct QueueProbe {
+    /// (service, database URL).
+    databases: Vec<(&'static str, String)>,
+    /// (group, a consumer in that group that never subscribes, the topics it reads).
+    groups: Vec<(String, Arc<BaseConsumer>, Vec<String>)>,
+}
+
+impl std::fmt::Debug for QueueProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueProbe")
+            .field("databases", &self.databases.len())
+            .field("groups", &self.groups.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl QueueProbe {
+    fn new(setup: &Setup) -> anyhow::Result<QueueProbe> {
+        let topics = Topics::new(&setup.namespace);
+        let databases = DATABASES
+            .iter()
+            .map(|(service, name)| (*service, setup.database_url(name)))
+            .collect();
+        let orders = vec![topics.orders.clone()];
+        let mut groups = Vec::new();
+        for (service, read) in [
+            ("payment-service", orders.clone()),
+            ("inventory-service", orders.clone()),
+            ("delivery-service", orders.clone()),
+            ("notification-service", orders),
+            (
+                "order-service",
+                vec![
+                    topics.payments.clone(),
+                    topics.inventory.clone(),
+                    topics.delivery.clone(),
+                ],
+            ),
+        ] {
+            let group = topics.group(service);
+            // Only asks for the group's committed offsets: never joins the group.
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &setup.brokers)
+                .set("group.id", &group)
+                .set("enable.auto.commit", "false")
+                .create()
+                .with_context(|| format!("creating a probe for group {group}"))?;
+            groups.push((service.to_owned(), Arc::new(consumer), read));
+        }
+        Ok(QueueProbe { databases, groups })
+    }
+
+    async fn sample(&self) -> anyhow::Result<Queues> {
+        let probe = self.clone();
+        tokio::task::spawn_blocking(move || probe.sample_blocking()).await?
+    }
+
+    fn sample_blocking(&self) -> anyhow::Result<Queues> {
+        let timeout = Duration::from_secs(5);
+        let mut outbox = Vec::new();
+        for (service, url) in &self.databases {
+            let n = postgres::query(
+                url,
+                "SELECT count(*) FROM outbox WHERE published_at IS NULL",
+            )?;
+            outbox.push((service.to_string(), n.parse::<f64>().unwrap_or(f64::NAN)));
+        }
+        let mut high: HashMap<(String, i32), i64> = HashMap::new();
+        let mut lag = Vec::new();
+        for (service, consumer, read) in &self.groups {
+            let mut wanted = TopicPartitionList::new();
+            for topic in read {
+                for partition in 0..PARTITIONS {
+                    wanted.add_partition(topic, partition);
+                }
+            }
+            let committed = consumer.committed_offsets(wanted, timeout)?;
+            let mut behind = 0;
+            for element in committed.elements() {
+                let key = (element.topic().to_owned(), element.partition());
+                let end = match high.get(&key) {
+                    Some(end) => *end,
+                    None => {
+                        let (_, end) = consumer.fetch_watermarks(
+                            element.topic(),
+                            element.partition(),
+                            timeout,
+                        )?;
+                        high.insert(key, end);
+                        end
+                    }
+                };
+                let done = match element.offset() {
+                    Offset::Offset(offset) => offset,
+                    _ => 0,
+                };
+                behind += (end - done).max(0);
+            }
+            lag.push((service.clone(), behind as f64));
+        }
+        Ok(Queues { outbox, lag })
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The observer: a downstream consumer of `orders`.
+
+/// When an order's final event reached the observer.
+#[derive(Debug, Clone, Copy)]
+struct Final {
+    at: Instant,
+    /// `OrderDelivered`; otherwise `OrderCancelled`.
+    delivered: bool,
+}
+
+/// Consumes `<namespace>.orders` in a group of its own and remembers the first final
+/// event of each order (the key is the order id; redeliveries are ignored).
+#[derive(Debug)]
+struct Observer {
+    finals: Arc<Mutex<HashMap<String, Final>>>,
+    /// Woken at every final event (for [`Observer::wait_final`]).
+    arrived: Arc<Notify>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Observer {
+    fn start(brokers: &str, topic: &str, group: &str) -> anyhow::Result<Observer> {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", group)
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            // Ask the broker back soon when it has nothing: the arrival time is the
+            // measurement, so the observer should add little wait of its own
+            // (librdkafka's default lets the broker hold a fetch for 500 ms, and
+            // tansu holds it that long). 50 ms: small next to the latencies measured,
+            // few enough empty fetches not to load the broker.
+            .set("fetch.wait.max.ms", "50")
+            .create()
+            .context("creating the observer's consumer")?;
+        consumer.subscribe(&[topic])?;
+        let finals: Arc<Mutex<HashMap<String, Final>>> = Arc::default();
+        let arrived = Arc::new(Notify::new());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(observe(
+            consumer,
+            finals.clone(),
+            arrived.clone(),
+            stop.clone(),
+        ));
+        Ok(Observer {
+            finals,
+            arrived,
+            stop,
+            task,
+        })
+    }
+
+    /// The final event of order `id`, once it arrives; `None` if it has not by `until`.
+    async fn wait_final(&self, id: &str, until: Instant) -> Option<Final> {
+        loop {
+            // Registered before the check, so an arrival in between is not missed.
+            let arrived = self.arrived.notified();
+            if let Some(done) = self.final_of(id) {
+                return Some(done);
+            }
+            if tokio::time::timeout_at(until, arrived).await.is_err() {
+                return self.final_of(id);
+            }
+        }
+    }
+
+    fn final_of(&self, id: &str) -> Option<Final> {
+        self.finals.lock().expect("not poisoned").get(id).copied()
+    }
+
+    fn finals_of(&self, ids: &HashSet<String>) -> Vec<Final> {
+        let finals = self.finals.lock().expect("not poisoned");
+        ids.iter()
+            .filter_map(|id| finals.get(id).copied())
+            .collect()
+    }
+
+    /// Waits until every order in `ids` has finished, or `limit` passed; returns how
+    /// many have not.
+    async fn wait_for(&self, ids: &[String], limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        loop {
+            let missing = {
+                let finals = self.finals.lock().expect("not poisoned");
+                ids.iter().filter(|id| !finals.contains_key(*id)).count()
+            };
+            if missing == 0 || Instant::now() >= deadline {
+                return missing;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+async fn observe(
+    consumer: StreamConsumer,
+    finals: Arc<Mutex<HashMap<String, Final>>>,
+    arrived: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    let mut errors = 0u64;
+    loop {
+        let message = tokio::select! {
+            () = stop.cancelled() => break,
+            message = consumer.recv() => message,
+        };
+        let at = Instant::now();
+        let message = match message {
+            Ok(message) => message,
+            Err(err) => {
+                errors += 1;
+                if errors == 1 {
+                    eprintln!("observer: receive error (continuing): {err}");
+                }
+                continue;
+            }
+        };
+        let event_type = message.headers().and_then(|headers| {
+            headers
+                .iter()
+                .find(|h| h.key == "event_type")
+                .and_then(|h| h.value)
+        });
+        let delivered = match event_type {
+            Some(t) if t == event::ORDER_DELIVERED.as_bytes() => true,
+            Some(t) if t == event::ORDER_CANCELLED.as_bytes() => false,
+            _ => continue,
+        };
+        let Some(id) = message.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+            continue;
+        };
+        finals
+            .lock()
+            .expect("not poisoned")
+            .entry(id.to_owned())
+            .or_insert(Final { at, delivered });
+        arrived.notify_waiters();
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The report.
+
+#[derive(Debug, Serialize)]
+struct Results {
+    benchmark: &'static str,
+    cores: usize,
+    namespace: String,
+    warmup_s: f64,
+    latency: LatencyRun,
+    saturation: SaturationRun,
+    overload: OverloadRun,
+    broker: BrokerLimit,
+    sql: Option<SqlLimit>,
+    /// The whole `cargo xtask bench phase2`, build included.
+    seconds: f64,
+    build_seconds: f64,
+}
+
+fn print_table(r: &Results) {
+    let (l, sat, o, b) = (&r.latency, &r.saturation, &r.overload, &r.broker);
+    println!(
+        "\n{}: {} cores shared by the load generator, the observer, the services, \
+         PostgreSQL and the broker\n",
+        r.benchmark, r.cores
+    );
+    let ms = |v: f64| format!("{v:.1}");
+    let dash = || "–".to_owned();
+    let mut rows: Vec<[String; 6]> = vec![
+        [
+            "measurement".into(),
+            "rate".into(),
+            "p50 ms".into(),
+            "p99 ms".into(),
+            "max ms".into(),
+            "notes".into(),
+        ],
+        [
+            format!(
+                "API: POST /orders → 202, {} orders/s arriving (open model{})",
+                l.offered_per_second,
+                if l.rate_from_saturation {
+                    ", ½ the sustained rate"
+                } else {
+                    ""
+                }
+            ),
+            format!("{:.1} accepted/s", l.accepted as f64 / l.measured_seconds),
+            ms(l.api.p50_ms),
+            ms(l.api.p99_ms),
+            ms(l.api.max_ms),
+            format!(
+                "{:.0} s measured; {} errors, {} not sent",
+                l.measured_seconds, l.api_errors, l.not_sent
+            ),
+        ],
+        [
+            "end to end: POST → OrderDelivered seen on `orders` (same orders)".into(),
+            format!("{:.1} delivered/s", l.delivered as f64 / l.measured_seconds),
+            ms(l.end_to_end.p50_ms),
+            ms(l.end_to_end.p99_ms),
+            ms(l.end_to_end.max_ms),
+            format!(
+                "{} delivered, {} cancelled, {} unfinished {:.0} s after the last",
+                l.delivered,
+                l.cancelled,
+                l.incomplete,
+                DRAIN_LIMIT.as_secs_f64()
+            ),
+        ],
+        [
+            format!(
+                "sustained end to end: {} orders in the system (closed loop)",
+                sat.in_flight
+            ),
+            format!("{:.1} orders/s", sat.finished_per_second),
+            ms(sat.end_to_end.p50_ms),
+            ms(sat.end_to_end.p99_ms),
+            ms(sat.end_to_end.max_ms),
+            format!(
+                "{} finished in {:.0} s ({} cancelled); latency = POST → final event at \
+                 saturation; API p50 {:.1} ms; {} errors",
+                sat.finished, sat.window_seconds, sat.cancelled, sat.api.p50_ms, sat.api_errors
+            ),
+        ],
+        [
+            format!(
+                "overload: {} orders/s arriving for {:.0} s (open model)",
+                o.offered_per_second, o.seconds
+            ),
+            format!("{:.1} orders/s", o.finished_per_second),
+            dash(),
+            dash(),
+            dash(),
+            format!(
+                "finished, last {:.0} s; {:.1}/s accepted (API p50 {:.1} ms); {} unfinished \
+                 at the end; {} errors",
+                o.window_seconds,
+                o.accepted_per_second,
+                o.api.p50_ms,
+                o.backlog_at_end,
+                o.api_errors
+            ),
+        ],
+        [
+            "limit: broker produce (idempotent, acks=all, linger 5 ms)".into(),
+            format!(
+                "{:.0} msgs/s = {:.0} orders/s",
+                b.messages_per_second, b.orders_per_second
+            ),
+            dash(),
+            dash(),
+            dash(),
+            format!(
+                "{} × {} B to 3 partitions, {EVENTS_PER_ORDER} events per order; {} failed; \
+                 one at a time (each ack awaited): {:.0} msgs/s",
+                b.messages, b.message_bytes, b.failed, b.one_at_a_time_per_second
+            ),
+        ],
+    ];
+    if let Some(s) = &r.sql {
+        rows.push([
+            format!(
+                "limit: pgbench, one order's SQL in all services ({} transactions)",
+                s.transactions_per_order
+            ),
+            format!("{:.1} orders/s", s.orders_per_second),
+            ms(s.p50_ms),
+            ms(s.p99_ms),
+            ms(s.max_ms),
+            format!(
+                "1 pgbench tx = 1 order ({} statements); {} clients, {:.0} s; {} failed",
+                s.statements_per_order, s.clients, s.seconds, s.failed
+            ),
+        ]);
+    }
+    print_markdown(&rows);
+
+    println!(
+        "\nLatencies are measured from when an order was due (open model) or sent (closed \
+         loop) to its 202, or to its final event reaching a consumer of `{}.orders`; the \
+         first {:.0} s of each run are not measured.",
+        r.namespace, r.warmup_s
+    );
+    if let Some(cpu) = &sat.cpu {
+        let shown: Vec<String> = cpu
+            .iter()
+            .map(|(name, percent)| format!("{name} {percent:.0} %"))
+            .collect();
+        println!(
+            "CPU during the saturation run, in % of one core ({} % = the whole machine): {}",
+            100 * r.cores,
+            shown.join(", ")
+        );
+    }
+    if let Some(queues) = &sat.queues {
+        println!(
+            "Where orders waited in the saturation run (mean): {}",
+            queues.describe()
+        );
+    }
+    println!(
+        "Orders finished in each second of the overload run: {:?}",
+        o.finished_each_second
+    );
+    if let Some(queues) = &o.queues_at_end {
+        println!(
+            "Where orders waited at the end of the overload run: {}",
+            queues.describe()
+        );
+    }
+    if o.backlog_at_end == 0 || o.finished_per_second >= 0.97 * o.accepted_per_second {
+        println!(
+            "note: the system kept up with {} orders/s arriving: raise --overload-rate",
+            o.offered_per_second
+        );
+    }
+    if l.incomplete > 0 || l.end_to_end.p99_ms > 10_000.0 {
+        println!(
+            "note: the latency run's orders queued up: {} orders/s is above what the system \
+             sustains; lower --latency-rate",
+            l.offered_per_second
+        );
+    }
+    for (run, error) in [
+        ("latency", &l.first_error),
+        ("saturation", &sat.first_error),
+        ("overload", &o.first_error),
+    ] {
+        if let Some(error) = error {
+            println!("{run} run: first API error: {error}");
+        }
+    }
+}
+
+/// A markdown table, padded so it also reads as plain text; columns 1–4 (numbers)
+/// right-aligned.
+fn print_markdown(rows: &[[String; 6]]) {
+    let numeric = |column: usize| (1..=4).contains(&column);
+    let widths: Vec<usize> = (0..6)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for (i, row) in rows.iter().enumerate() {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(c, (cell, width))| {
+                let pad = " ".repeat(width - cell.chars().count());
+                if numeric(c) && i > 0 {
+                    format!("{pad}{cell}")
+                } else {
+                    format!("{cell}{pad}")
+                }
+            })
+            .collect();
+        println!("| {} |", cells.join(" | "));
+        if i == 0 {
+            let rule: Vec<String> = widths
+                .iter()
+                .enumerate()
+                .map(|(c, w)| {
+                    if numeric(c) {
+                        format!("{}:", "-".repeat(w + 1))
+                    } else {
+                        "-".repeat(w + 2)
+                    }
+                })
+                .collect();
+            println!("|{}|", rule.join("|"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_order_body_is_valid_json() {
+        let body: serde_json::Value = serde_json::from_str(&order_body(7)).unwrap();
+        assert_eq!(body["customer_id"], "bench-7");
+        assert_eq!(body["items"][1]["qty"], 2);
+    }
+
+    #[test]
+    fn the_order_id_is_the_last_segment_of_the_location() {
+        assert_eq!(order_id_of("/orders/abc-1").as_deref(), Some("abc-1"));
+        assert_eq!(order_id_of("/orders/"), None);
+    }
+
+    #[test]
+    fn the_search_path_is_a_connection_option() {
+        assert_eq!(
+            with_search_path("postgres://h/db", "order_db"),
+            "postgres://h/db?options=-c%20search_path%3Dorder_db"
+        );
+        assert_eq!(
+            with_search_path("postgres://h/db?sslmode=disable", "x"),
+            "postgres://h/db?sslmode=disable&options=-c%20search_path%3Dx"
+        );
+    }
+
+    #[test]
+    fn the_pgbench_script_has_no_stray_variables() {
+        // With -M prepared, pgbench reads every `:name` as a variable; only these
+        // two are set by the script (`\gset`).
+        let script = pgbench::phase2_order(sample_envelope().unwrap().len());
+        let mut rest = script.sql.as_str();
+        while let Some(i) = rest.find(':') {
+            rest = &rest[i + 1..];
+            if rest.starts_with(':') {
+                rest = rest.trim_start_matches(':');
+                continue;
+            }
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                name.is_empty() || name == "oid" || name == "outbox_id",
+                "unexpected pgbench variable :{name}"
+            );
+        }
+        assert_eq!(script.transactions, 38);
+    }
+}
