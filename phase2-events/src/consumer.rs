@@ -4,17 +4,19 @@
 //!
 //! 1. Read the envelope. Unreadable → **dead-letter topic** (`<topic>.dlq`), reason in
 //!    the headers. A poison message must not block the partition forever.
-//! 2. In one database transaction: record `(consumer, event_id)` in
+//! 2. In one database transaction, holding a lock on the order (one event of an order
+//!    at a time, even when its events come from two topics): record `(consumer, event_id)` in
 //!    `processed_events` (`ON CONFLICT DO NOTHING`) **and** apply the handler's
 //!    effect. Already recorded → a redelivery: skip it. This is what makes
 //!    at-least-once delivery *effectively once*.
 //! 3. Handler failed transiently (a database hiccup, a provider timeout) → publish a
 //!    copy to the **retry topic** (`<topic>.retry`) with `retry_attempt` and
-//!    `retry_not_before` headers; the retry consumer waits until then and tries again.
-//!    After [`MAX_RETRIES`] it goes to the dead-letter topic. Failed permanently →
+//!    `retry_not_before` headers; the retry consumer (a group of its own, so waiting
+//!    never holds up the main topic) waits until then and tries again. After
+//!    [`MAX_RETRIES`] it goes to the dead-letter topic. Failed permanently →
 //!    dead-letter topic at once.
 //! 4. Only then **store the offset** (`enable.auto.offset.store=false`): the offset is
-//!    committed (automatically, and synchronously on revoke and on shutdown) only for
+//!    committed (automatically, and by librdkafka on revoke and on close) only for
 //!    messages whose effect is committed or that were handed to a retry/DLQ topic.
 //!    Committing before processing is how data is lost quietly.
 //!
@@ -27,9 +29,9 @@ use common::shutdown::CancellationToken;
 use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::TopicPartitionList;
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::{Any, AnyPool, Transaction};
@@ -92,6 +94,17 @@ pub struct Transactional<H> {
 impl<H: Handler> Effect for Transactional<H> {
     async fn apply(&self, consumer: &str, event: &Envelope) -> anyhow::Result<Verdict> {
         let mut tx = self.pool.begin().await.context("consumer: begin")?;
+        // One event of an order at a time, per consumer. Kafka keeps an order's
+        // events in sequence only within a partition; the retry consumer and, during a
+        // rebalance, a second instance may hold another event of the same order at the
+        // same moment (say, a retried `OrderPlaced` still charging while
+        // `OrderCancelled` arrives). This lock, held until commit, makes the second
+        // wait for the first instead of deciding on a state that is about to change.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("{consumer}/{}", event.order_id))
+            .execute(&mut *tx)
+            .await
+            .context("consumer: locking the order")?;
         let claimed = sqlx::query(
             "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES ($1, $2, $3) \
              ON CONFLICT (consumer, event_id) DO NOTHING",
@@ -130,31 +143,52 @@ pub fn retry_topic(topic: &str) -> String {
 pub fn dlq_topic(topic: &str) -> String {
     format!("{topic}.dlq")
 }
+/// The consumer group that reads a group's retry topics.
+pub fn retry_group(group: &str) -> String {
+    format!("{group}.retry")
+}
 
-/// Logs rebalances and commits stored offsets synchronously before partitions are
-/// taken away, so the next owner starts exactly after what we finished.
+/// Logs rebalances and commits.
+///
+/// **Commit on revoke** needs no code here: with `enable.auto.commit=true`,
+/// librdkafka itself commits the stored offsets of the partitions being taken away
+/// (on a rebalance and on close) and waits for that commit before giving them up
+/// (`rd_kafka_assignment_serve_removals` in librdkafka's `rdkafka_assignment.c`). So
+/// the next owner starts exactly after what we finished. A synchronous commit of our
+/// own in this callback would block the polling thread with no timeout when the group
+/// coordinator is unreachable — seen after a network partition, where it hung the
+/// consumer's shutdown for good.
 #[derive(Debug)]
-pub struct CommitOnRevoke {
+pub struct RebalanceLog {
     name: String,
 }
 
-impl ClientContext for CommitOnRevoke {}
+impl ClientContext for RebalanceLog {}
 
-impl ConsumerContext for CommitOnRevoke {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+impl ConsumerContext for RebalanceLog {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(partitions) => {
-                tracing::info!(consumer = %self.name, partitions = ?partitions.to_topic_map(), "partitions revoked; committing");
-                if let Err(err) = consumer.commit_consumer_state(CommitMode::Sync) {
-                    // "No offset stored" is normal when nothing was processed yet.
-                    tracing::debug!(consumer = %self.name, error = %err, "commit on revoke");
-                }
+                tracing::info!(consumer = %self.name, partitions = ?partitions.to_topic_map(), "partitions revoked; their stored offsets are committed")
             }
             Rebalance::Assign(partitions) => {
                 tracing::info!(consumer = %self.name, partitions = ?partitions.to_topic_map(), "partitions assigned")
             }
             Rebalance::Error(err) => {
                 tracing::warn!(consumer = %self.name, error = %err, "rebalance error")
+            }
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => {
+                tracing::debug!(consumer = %self.name, offsets = ?offsets.to_topic_map(), "offsets committed")
+            }
+            // Nothing was stored since the last commit: normal when idle.
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(err) => {
+                tracing::warn!(consumer = %self.name, error = %err, "offset commit failed; retried at the next commit")
             }
         }
     }
@@ -182,10 +216,15 @@ impl<E> std::fmt::Debug for EventConsumer<E> {
 }
 
 impl<E: Effect> EventConsumer<E> {
-    fn kafka_consumer(&self) -> anyhow::Result<StreamConsumer<CommitOnRevoke>> {
-        let consumer: StreamConsumer<CommitOnRevoke> = ClientConfig::new()
+    /// A Kafka consumer in `group` reading `topics`.
+    fn kafka_consumer(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> anyhow::Result<StreamConsumer<RebalanceLog>> {
+        let consumer: StreamConsumer<RebalanceLog> = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
-            .set("group.id", &self.name)
+            .set("group.id", group)
             // A new group starts from the beginning: "latest" would silently skip
             // every event published before the group first connected.
             .set("auto.offset.reset", "earliest")
@@ -193,21 +232,41 @@ impl<E: Effect> EventConsumer<E> {
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")
             .set("auto.commit.interval.ms", "1000")
-            .create_with_context(CommitOnRevoke {
-                name: self.name.clone(),
+            .create_with_context(RebalanceLog {
+                name: group.to_owned(),
             })
-            .with_context(|| format!("creating consumer {}", self.name))?;
-        let mut subscriptions: Vec<String> = self.topics.clone();
-        subscriptions.extend(self.topics.iter().map(|t| retry_topic(t)));
-        let refs: Vec<&str> = subscriptions.iter().map(String::as_str).collect();
+            .with_context(|| format!("creating consumer {group}"))?;
+        let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&refs)?;
         Ok(consumer)
     }
 
     /// Consumes until `shutdown`; commits what was finished before returning.
+    ///
+    /// Two Kafka consumers run side by side: the group `name` reads the main topics,
+    /// the group `<name>.retry` reads their retry topics. A message waiting for its
+    /// `retry_not_before` time therefore holds up only the retries queued behind it,
+    /// never the main partitions. Both record their effects as `name`, so an event
+    /// applied through one is a duplicate for the other.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let consumer = self.kafka_consumer()?;
+        let main = self.kafka_consumer(&self.name, &self.topics)?;
+        let retry_topics: Vec<String> = self.topics.iter().map(|t| retry_topic(t)).collect();
+        let retry = self.kafka_consumer(&retry_group(&self.name), &retry_topics)?;
         tracing::info!(consumer = %self.name, topics = ?self.topics, "consuming");
+        tokio::try_join!(
+            self.consume(&main, &shutdown),
+            self.consume(&retry, &shutdown)
+        )?;
+        tracing::info!(consumer = %self.name, "consumer stopped; final offsets committing");
+        Ok(())
+    }
+
+    /// One consumer's loop: process each message to completion, then store its offset.
+    async fn consume(
+        &self,
+        consumer: &StreamConsumer<RebalanceLog>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
         loop {
             let message = tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -220,22 +279,16 @@ impl<E: Effect> EventConsumer<E> {
                     continue;
                 }
             };
-            self.wait_until_due(&message, &shutdown).await;
+            self.wait_until_due(&message, shutdown).await;
             if shutdown.is_cancelled() {
                 break; // not processed, not stored: the next owner gets it
             }
             self.process(&message).await?;
             consumer.store_offset_from_message(&message)?;
         }
-        // A synchronous commit has no timeout in librdkafka and would block this
-        // runtime thread for as long as the group coordinator does not answer (seen
-        // after a network partition). So: queue the commit, and let closing the
-        // consumer (on drop) wait for it. Anything not committed is redelivered to the
-        // next owner — and skipped as a duplicate.
-        if let Err(err) = consumer.commit_consumer_state(CommitMode::Async) {
-            tracing::debug!(consumer = %self.name, error = %err, "final commit");
-        }
-        tracing::info!(consumer = %self.name, "consumer stopped; final offsets committing");
+        // Nothing to commit by hand: dropping the consumer closes it, and closing
+        // commits the stored offsets (see [`RebalanceLog`]). Anything not stored is
+        // redelivered to the next owner — and skipped as a duplicate.
         Ok(())
     }
 

@@ -19,6 +19,7 @@ use serde_json::json;
 use sqlx::{Any, Row, Transaction};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use support::Setup;
 
@@ -31,6 +32,10 @@ struct RecordingHandler {
     failed_once: Mutex<Vec<String>>,
     /// While set, events marked `needs_fix` fail permanently (a bug not fixed yet).
     bug_present: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// How often events marked `always_fails` were tried (they fail transiently).
+    attempts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Set while an event marked `slow_retry` is in its (slow) second attempt.
+    slow_in_progress: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Handler for RecordingHandler {
@@ -52,6 +57,31 @@ impl Handler for RecordingHandler {
                     "bug: cannot handle needs_fix yet".into(),
                 ));
             }
+            if event.payload["always_fails"] == true {
+                self.attempts
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                return Err(HandleError::Transient(anyhow::anyhow!("provider down")));
+            }
+            let mut instance = self.instance.clone();
+            if event.payload["slow_retry"] == true {
+                let first_try = {
+                    let mut failed = self.failed_once.lock().unwrap();
+                    let first = !failed.contains(&event.event_id.to_string());
+                    if first {
+                        failed.push(event.event_id.to_string());
+                    }
+                    first
+                };
+                if first_try {
+                    return Err(HandleError::Transient(anyhow::anyhow!("simulated timeout")));
+                }
+                self.slow_in_progress.store(true, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                self.slow_in_progress.store(false, Ordering::SeqCst);
+            }
+            if event.payload["probe"] == true && self.slow_in_progress.load(Ordering::SeqCst) {
+                instance = "overlapped".into();
+            }
             if event.payload["flaky"] == true {
                 let mut failed = self.failed_once.lock().unwrap();
                 if !failed.contains(&event.event_id.to_string()) {
@@ -62,7 +92,7 @@ impl Handler for RecordingHandler {
             sqlx::query("INSERT INTO effects (event_id, order_id, instance) VALUES ($1, $2, $3)")
                 .bind(event.event_id.to_string())
                 .bind(event.order_id.to_string())
-                .bind(&self.instance)
+                .bind(&instance)
                 .execute(&mut **tx)
                 .await
                 .map_err(|e| HandleError::Transient(e.into()))?;
@@ -314,6 +344,85 @@ async fn a_transient_failure_is_retried_through_the_retry_topic() {
             .effects()
             .await
             .contains_key(&flaky.event_id.to_string())
+    );
+    setup.teardown(stop, task).await;
+}
+
+/// The retry topic has a consumer group of its own: while a failing event waits
+/// out its 8 s retry delay, new events on the main topic are applied at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_waiting_for_its_retry_does_not_hold_up_the_main_topic() {
+    let setup = setup().await;
+    let handler = RecordingHandler {
+        instance: "a".into(),
+        ..Default::default()
+    };
+    let attempts = handler.attempts.clone();
+    let stop = CancellationToken::new();
+    let task = setup.start_with(
+        &format!("test-group-{}", uuid::Uuid::now_v7().simple()),
+        handler,
+        &stop,
+    );
+    let failing = event(OrderId::new(), json!({ "always_fails": true }));
+    setup.send_event(&failing).await;
+    // Tried, then retried after 0.5 s and 2 s: the next retry waits 8 s.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while attempts.load(Ordering::SeqCst) < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "never retried twice");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Let the retry consumer pick up the third retry and start waiting for it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let good = event(OrderId::new(), json!({ "i": 1 }));
+    setup.send_event(&good).await;
+    setup.wait_for_effects(1).await;
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        3,
+        "the new event was applied while the failing one still waited for its last retry"
+    );
+    // The failing event ends in the dead-letter topic after its last retry.
+    let letters = setup.dead_letters(1).await;
+    assert_eq!(letters.len(), 1);
+    assert!(letters[0].0["dlq_reason"].contains("provider down"));
+    assert_eq!(attempts.load(Ordering::SeqCst), 4, "1 try + 3 retries");
+    setup.teardown(stop, task).await;
+}
+
+/// The main and the retry consumer run at once, but never on the same order: an
+/// order's event from the main topic waits while another of its events, from the
+/// retry topic, is still being handled (a retried charge and a cancellation must not
+/// decide on the same state at the same time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_events_of_one_order_are_never_handled_at_the_same_time() {
+    let setup = setup().await;
+    let handler = RecordingHandler {
+        instance: "a".into(),
+        ..Default::default()
+    };
+    let slow = handler.slow_in_progress.clone();
+    let stop = CancellationToken::new();
+    let task = setup.start_with(
+        &format!("test-group-{}", uuid::Uuid::now_v7().simple()),
+        handler,
+        &stop,
+    );
+    let order = OrderId::new();
+    let retried = event(order, json!({ "slow_retry": true }));
+    setup.send_event(&retried).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !slow.load(Ordering::SeqCst) {
+        assert!(tokio::time::Instant::now() < deadline, "never retried");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The retry is in the middle of its work: the same order's next event arrives.
+    setup.send_event(&event(order, json!({ "probe": true }))).await;
+    setup.wait_for_effects(2).await;
+    assert_eq!(
+        setup.count_by("overlapped").await,
+        0,
+        "the second event ran while the first was still being handled"
     );
     setup.teardown(stop, task).await;
 }

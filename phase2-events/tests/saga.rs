@@ -32,9 +32,18 @@ async fn orders_are_delivered_or_cancelled_and_compensated() {
         accepted.push(system.place(items).await);
     }
     let report = check(&system, &accepted, &initial, LIMIT).await;
-    assert!(report.delivered > 0, "some orders are delivered: {report:?}");
-    assert!(report.cancelled_stock > 0, "10 tiramisu orders, 3 in stock: {report:?}");
-    assert!(held_tiramisu(&system).await <= 3, "never more tiramisu than stock");
+    assert!(
+        report.delivered > 0,
+        "some orders are delivered: {report:?}"
+    );
+    assert!(
+        report.cancelled_stock > 0,
+        "10 tiramisu orders, 3 in stock: {report:?}"
+    );
+    assert!(
+        held_tiramisu(&system).await <= 3,
+        "never more tiramisu than stock"
+    );
     system.stop().await;
 }
 
@@ -49,11 +58,22 @@ async fn a_payment_taken_before_stock_ran_out_is_refunded() {
     system.set_stock("tiramisu", 0).await;
     let initial = system.stock().await;
     let order = system.place(&[("tiramisu", 1)]).await;
-    wait_for(&system.payments_db, "SELECT COUNT(*) FROM payments WHERE status = 'captured'").await;
+    wait_for(
+        &system.payments_db,
+        "SELECT COUNT(*) FROM payments WHERE status = 'captured'",
+    )
+    .await;
     system.start_service("inventory").await; // answers: out of stock
     let report = check(&system, &[order], &initial, LIMIT).await;
-    assert_eq!((report.cancelled_stock, report.charges, report.refunded), (1, 1, 1));
-    wait_for(&system.payments_db, "SELECT COUNT(*) FROM payments WHERE status = 'refunded'").await;
+    assert_eq!(
+        (report.cancelled_stock, report.charges, report.refunded),
+        (1, 1, 1)
+    );
+    wait_for(
+        &system.payments_db,
+        "SELECT COUNT(*) FROM payments WHERE status = 'refunded'",
+    )
+    .await;
     system.stop().await;
 }
 
@@ -68,12 +88,24 @@ async fn stock_reserved_before_a_declined_payment_is_released() {
     .await;
     let initial = system.stock().await;
     let order = system.place(&[("fries", 3)]).await;
-    wait_for(&system.inventory_db, "SELECT COUNT(*) FROM reservations WHERE status = 'reserved'").await;
-    assert_eq!(system.stock().await["fries"], initial["fries"] - 3, "reserved");
+    wait_for(
+        &system.inventory_db,
+        "SELECT COUNT(*) FROM reservations WHERE status = 'reserved'",
+    )
+    .await;
+    assert_eq!(
+        system.stock().await["fries"],
+        initial["fries"] - 3,
+        "reserved"
+    );
     system.start_service("payment").await; // declines
     let report = check(&system, &[order], &initial, LIMIT).await;
     assert_eq!(report.cancelled_payment, 1);
-    wait_for(&system.inventory_db, "SELECT COUNT(*) FROM reservations WHERE status = 'released'").await;
+    wait_for(
+        &system.inventory_db,
+        "SELECT COUNT(*) FROM reservations WHERE status = 'released'",
+    )
+    .await;
     assert_eq!(system.stock().await["fries"], initial["fries"], "released");
     system.stop().await;
 }
@@ -82,7 +114,13 @@ async fn stock_reserved_before_a_declined_payment_is_released() {
 async fn wait_for(db: &sqlx::AnyPool, sql: &'static str) {
     use sqlx::Row;
     let started = std::time::Instant::now();
-    while sqlx::query(sql).fetch_one(db).await.unwrap().get::<i64, _>(0) < 1 {
+    while sqlx::query(sql)
+        .fetch_one(db)
+        .await
+        .unwrap()
+        .get::<i64, _>(0)
+        < 1
+    {
         assert!(started.elapsed() < LIMIT, "never true: {sql}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -186,7 +186,7 @@ impl Handler for Saga {
             .try_get::<Option<String>, _>("stock_reserved_at")
             .map_err(transient)?
             .is_some();
-        let order = OrderStore::get_in(&mut **tx, event.order_id)
+        let order = OrderStore::get_in(tx, event.order_id)
             .await
             .map_err(HandleError::Transient)?
             .ok_or_else(|| HandleError::Permanent(format!("order {} vanished", event.order_id)))?;
@@ -232,7 +232,7 @@ impl Saga {
         transition: OrderEvent,
         payment_id: Option<&str>,
     ) -> Result<Order, HandleError> {
-        match OrderStore::apply_in(&mut **tx, &order, transition, payment_id).await {
+        match OrderStore::apply_in(tx, &order, transition, payment_id).await {
             Ok(next) => {
                 let announced = cause.caused(
                     flow::status_event(next.status),

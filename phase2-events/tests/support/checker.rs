@@ -179,21 +179,12 @@ async fn inspect(
     }
 
     // 4. notifications
-    if let Some(key) = notifications_key(system) {
-        let mut redis = redis::Client::open(system.settings.redis_url.as_str())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .expect("Redis reachable (`cargo xtask up`)");
-        let sent: Vec<String> = redis.lrange(&key, 0, -1).await.unwrap();
-        report.notifications = sent.len();
-        let mut seen = BTreeSet::new();
-        for text in &sent {
-            let value: serde_json::Value = serde_json::from_str(text).unwrap();
-            let event_id = value["event_id"].as_str().unwrap_or_default().to_owned();
-            if !seen.insert(event_id.clone()) {
-                problems.push(format!("notification for event {event_id} sent twice"));
-            }
+    let sent = notifications(system).await;
+    report.notifications = sent.len();
+    let mut seen = BTreeSet::new();
+    for event_id in sent {
+        if !seen.insert(event_id.clone()) {
+            problems.push(format!("notification for event {event_id} sent twice"));
         }
     }
 
@@ -207,6 +198,25 @@ async fn inspect(
         }
     }
     (problems, report)
+}
+
+/// The event ids of the notifications sent so far, in the order they were sent.
+pub async fn notifications(system: &TestSystem) -> Vec<String> {
+    let Some(key) = notifications_key(system) else {
+        return Vec::new();
+    };
+    let mut redis = redis::Client::open(system.settings.redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis reachable (`cargo xtask up`)");
+    let sent: Vec<String> = redis.lrange(&key, 0, -1).await.unwrap();
+    sent.iter()
+        .map(|text| {
+            let value: serde_json::Value = serde_json::from_str(text).unwrap();
+            value["event_id"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect()
 }
 
 fn notifications_key(system: &TestSystem) -> Option<String> {

@@ -111,7 +111,11 @@ impl TestSystem {
             (&settings.inventory_database_url, inventory::migrators()),
             (&settings.delivery_database_url, delivery::migrators()),
         ] {
-            open_database(url, 1, migrators).await.unwrap().close().await;
+            open_database(url, 1, migrators)
+                .await
+                .unwrap()
+                .close()
+                .await;
         }
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -174,25 +178,35 @@ impl TestSystem {
         let stop = self.shutdown.clone();
         match service {
             "order" => {
-                let s = OrderService::build(settings).await.unwrap_or_else(|e| fail(e));
+                let s = OrderService::build(settings)
+                    .await
+                    .unwrap_or_else(|e| fail(e));
                 self.order_url = format!("http://{}", s.addr());
                 self.tasks.spawn(s.run(stop));
             }
             "payment" => {
-                let s = PaymentService::build(settings).await.unwrap_or_else(|e| fail(e));
+                let s = PaymentService::build(settings)
+                    .await
+                    .unwrap_or_else(|e| fail(e));
                 self.tasks.spawn(s.run(stop));
             }
             "inventory" => {
-                let s = InventoryService::build(settings).await.unwrap_or_else(|e| fail(e));
+                let s = InventoryService::build(settings)
+                    .await
+                    .unwrap_or_else(|e| fail(e));
                 self.tasks.spawn(s.run(stop));
             }
             "notification" => {
-                let s = NotificationService::build(settings).await.unwrap_or_else(|e| fail(e));
+                let s = NotificationService::build(settings)
+                    .await
+                    .unwrap_or_else(|e| fail(e));
                 self.notification_addr = Some(s.addr());
                 self.tasks.spawn(s.run(stop));
             }
             "delivery" => {
-                let s = DeliveryService::build(settings).await.unwrap_or_else(|e| fail(e));
+                let s = DeliveryService::build(settings)
+                    .await
+                    .unwrap_or_else(|e| fail(e));
                 self.tasks.spawn(s.run(stop));
             }
             other => panic!("no service {other}"),
