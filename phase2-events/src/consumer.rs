@@ -28,10 +28,10 @@ use anyhow::Context;
 use common::shutdown::CancellationToken;
 use rdkafka::ClientConfig;
 use rdkafka::Message;
+use rdkafka::TopicPartitionList;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::TopicPartitionList;
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::{Any, AnyPool, Transaction};
@@ -253,12 +253,19 @@ impl<E: Effect> EventConsumer<E> {
         let retry_topics: Vec<String> = self.topics.iter().map(|t| retry_topic(t)).collect();
         let retry = self.kafka_consumer(&retry_group(&self.name), &retry_topics)?;
         tracing::info!(consumer = %self.name, topics = ?self.topics, "consuming");
-        tokio::try_join!(
+        let consumed = tokio::try_join!(
             self.consume(&main, &shutdown),
             self.consume(&retry, &shutdown)
-        )?;
-        tracing::info!(consumer = %self.name, "consumer stopped; final offsets committing");
-        Ok(())
+        );
+        // Dropping a consumer closes it: leave the group, commit the stored offsets.
+        // That is a blocking loop in librdkafka, waiting for the broker; run on a
+        // runtime thread it would stall every task on that thread — including, in
+        // the tests, the fault proxy that carries the very answer it waits for.
+        tokio::task::spawn_blocking(move || drop((main, retry)))
+            .await
+            .context("closing the consumers")?;
+        tracing::info!(consumer = %self.name, "consumer stopped; final offsets committed");
+        consumed.map(|_| ())
     }
 
     /// One consumer's loop: process each message to completion, then store its offset.

@@ -369,7 +369,10 @@ async fn an_event_waiting_for_its_retry_does_not_hold_up_the_main_topic() {
     // Tried, then retried after 0.5 s and 2 s: the next retry waits 8 s.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while attempts.load(Ordering::SeqCst) < 3 {
-        assert!(tokio::time::Instant::now() < deadline, "never retried twice");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never retried twice"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Let the retry consumer pick up the third retry and start waiting for it.
@@ -417,7 +420,9 @@ async fn two_events_of_one_order_are_never_handled_at_the_same_time() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // The retry is in the middle of its work: the same order's next event arrives.
-    setup.send_event(&event(order, json!({ "probe": true }))).await;
+    setup
+        .send_event(&event(order, json!({ "probe": true })))
+        .await;
     setup.wait_for_effects(2).await;
     assert_eq!(
         setup.count_by("overlapped").await,
