@@ -240,20 +240,11 @@ async fn a_websocket_client_sees_every_status_live_until_delivered() {
 
 /// Tiramisu held by reservations.
 async fn held_tiramisu(system: &TestSystem) -> i64 {
-    use sqlx::Row;
-    sqlx::query("SELECT lines FROM reservations WHERE status = 'reserved'")
-        .fetch_all(&system.inventory_db)
+    support::checker::held_reservations(&system.inventory_db)
         .await
-        .unwrap()
-        .iter()
-        .map(|row| {
-            let lines: Vec<phase2_events::flow::Line> =
-                serde_json::from_str(&row.get::<String, _>("lines")).unwrap();
-            lines
-                .iter()
-                .filter(|l| l.sku == "tiramisu")
-                .map(|l| l.qty)
-                .sum::<i64>()
-        })
+        .values()
+        .flatten()
+        .filter(|(sku, _)| sku == "tiramisu")
+        .map(|(_, qty)| qty)
         .sum()
 }

@@ -73,9 +73,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 }
 
 /// The phase-1 service's order body; each worker is its own customer.
-fn order_body(worker: usize) -> String {
+/// The order every benchmark places (phase 1 and 2); each `n` is another customer.
+pub(crate) fn order_body(n: u64) -> String {
     format!(
-        r#"{{"customer_id":"bench-{worker}","items":[{{"sku":"pizza-margherita","qty":1}},{{"sku":"cola","qty":2}}]}}"#
+        r#"{{"customer_id":"bench-{n}","items":[{{"sku":"pizza-margherita","qty":1}},{{"sku":"cola","qty":2}}]}}"#
     )
 }
 
@@ -199,7 +200,7 @@ async fn phase1_rows(
             concurrency,
             warmup: args.warmup,
             duration: args.duration,
-            body: order_body,
+            body: |worker| order_body(worker as u64),
         };
         let limit = args.warmup + args.duration + Duration::from_secs(30);
         let report = tokio::time::timeout(limit, loadgen::closed_loop(&load))

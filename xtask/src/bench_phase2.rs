@@ -37,7 +37,7 @@
 //! 9. Databases dropped — on error too — then a markdown table and
 //!    `target/bench/phase2.json`.
 
-use crate::bench::{BenchArgs, Server, free_local_addr, parse_duration};
+use crate::bench::{BenchArgs, Server, free_local_addr, order_body, parse_duration};
 use crate::openloop::{self, OpenLoad, Outcome};
 use crate::{kafka, loadgen, pgbench, postgres, process, redis, services};
 use anyhow::{Context, bail};
@@ -125,13 +125,6 @@ const DATABASES: [(&str, &str); 4] = [
 ];
 /// pgbench's database: one schema per service (see [`pgbench::PHASE2_SCHEMAS`]).
 const SQL_DATABASE: &str = "ferriseats_bench_sql";
-
-/// The phase-2 order body; each request is another customer.
-fn order_body(n: u64) -> String {
-    format!(
-        r#"{{"customer_id":"bench-{n}","items":[{{"sku":"pizza-margherita","qty":1}},{{"sku":"cola","qty":2}}]}}"#
-    )
-}
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let began = std::time::Instant::now();
@@ -1652,13 +1645,6 @@ fn print_markdown(rows: &[[String; 6]]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_order_body_is_valid_json() {
-        let body: serde_json::Value = serde_json::from_str(&order_body(7)).unwrap();
-        assert_eq!(body["customer_id"], "bench-7");
-        assert_eq!(body["items"][1]["qty"], 2);
-    }
 
     #[test]
     fn the_order_id_is_the_last_segment_of_the_location() {

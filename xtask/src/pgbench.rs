@@ -267,6 +267,9 @@ impl Phase2Script {
     fn consume(&mut self, schema: &str, consumer: &str, effect: impl FnOnce(&mut Self)) {
         self.statement("BEGIN;");
         self.statement(&format!(
+            "SELECT pg_advisory_xact_lock(hashtextextended('bench.{consumer}/' || :oid::text, 0));"
+        ));
+        self.statement(&format!(
             "INSERT INTO {schema}.processed_events (consumer, event_id, processed_at) \
              VALUES ('bench.{consumer}', gen_random_uuid()::text, now()::text) \
              ON CONFLICT (consumer, event_id) DO NOTHING;"

@@ -248,30 +248,23 @@ pub fn check_url(url: &str) -> anyhow::Result<()> {
 
 /// Runs one SQL statement on the server at `url` (for `bench`'s database set-up).
 pub fn execute(url: &str, sql: &str) -> anyhow::Result<()> {
-    let out = process::output(
-        Command::new("psql")
-            .arg(url)
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
-            .env("PGCONNECT_TIMEOUT", "5"),
-        Duration::from_secs(60),
-    )?;
-    if !out.status.success() {
-        bail!(
-            "`{sql}` on {}: {}",
-            services::redact(url),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    psql(url, &[], sql).map(|_| ())
 }
 
 /// Runs one query on the server at `url` and returns its output, unaligned and
 /// without headers (`psql -A -t`): `SELECT count(*) …` gives `42`.
 pub fn query(url: &str, sql: &str) -> anyhow::Result<String> {
+    psql(url, &["-A", "-t"], sql)
+}
+
+/// `psql URL -c SQL`, stopping at the first error; returns what it printed.
+fn psql(url: &str, format: &[&str], sql: &str) -> anyhow::Result<String> {
     let out = process::output(
         Command::new("psql")
             .arg(url)
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .args(["-X", "-q"])
+            .args(format)
+            .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
             .env("PGCONNECT_TIMEOUT", "5"),
         Duration::from_secs(60),
     )?;

@@ -15,13 +15,12 @@
 //! | `OrderCancelled` | `reserved`       | put the stock back              | `StockReleased` |
 //! | `OrderCancelled` | none             | `voided`, so a late reservation never happens | — |
 
-use super::{enqueue, to_json};
+use super::{ConsumerService, enqueue, to_json};
 use crate::config::Settings;
-use crate::consumer::{EventConsumer, HandleError, Handler, Transactional};
+use crate::consumer::{HandleError, Handler};
 use crate::events::Envelope;
 use crate::flow::{Line, OrderPlaced, OutOfStock, Topics, event};
-use common::shutdown::CancellationToken;
-use sqlx::{Any, AnyPool, Row, Transaction};
+use sqlx::{Any, Row, Transaction};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -184,41 +183,19 @@ async fn record(
     Ok(())
 }
 
-/// The inventory service, built and ready to run.
-#[derive(Debug)]
-pub struct InventoryService {
-    pool: AnyPool,
-    consumer: EventConsumer<Transactional<Inventory>>,
-}
+/// The inventory service: one consumer of `orders` over the inventory database.
+pub type InventoryService = ConsumerService<Inventory>;
 
 impl InventoryService {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        let pool = super::open_database(
-            &settings.inventory_database_url,
-            settings.db_max_connections,
-            migrators(),
-        )
-        .await?;
-        let (topics, producer) = super::connect_kafka(settings).await?;
-        let topics = Arc::new(topics);
-        let consumer = super::consumer(
+        ConsumerService::open(
             settings,
-            topics.group("inventory-service"),
-            &[&topics.orders],
-            producer,
-            Transactional {
-                pool: pool.clone(),
-                handler: Inventory {
-                    topics: topics.clone(),
-                },
-            },
-        );
-        Ok(InventoryService { pool, consumer })
-    }
-
-    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        super::supervise_consumer(self.consumer, shutdown).await;
-        self.pool.close().await;
-        Ok(())
+            SERVICE,
+            &settings.inventory_database_url,
+            migrators(),
+            |topics| vec![topics.orders.clone()],
+            |topics| Inventory { topics },
+        )
+        .await
     }
 }

@@ -10,7 +10,7 @@ pub mod order;
 pub mod payment;
 
 use crate::config::Settings;
-use crate::consumer::{Effect, EventConsumer, HandleError};
+use crate::consumer::{Effect, EventConsumer, HandleError, Handler, Transactional};
 use crate::events::Envelope;
 use crate::flow::Topics;
 use crate::{kafka, outbox};
@@ -20,6 +20,7 @@ use rdkafka::producer::FutureProducer;
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Transaction};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Creates the service's database if needed, connects, and applies the shared outbox
@@ -100,6 +101,52 @@ pub async fn supervise_consumer<E: Effect + Clone>(
     let what = format!("consumer {}", consumer.name);
     let stop = shutdown.clone();
     supervise(what, shutdown, move || consumer.clone().run(stop.clone())).await
+}
+
+/// A service that is one transactional consumer over a database of its own
+/// (payment, inventory): built and ready to run.
+#[derive(Debug)]
+pub struct ConsumerService<H> {
+    pool: AnyPool,
+    consumer: EventConsumer<Transactional<H>>,
+}
+
+impl<H: Handler + Clone> ConsumerService<H> {
+    /// Opens (and migrates) `database_url`, connects to Kafka, and builds the
+    /// consumer group `<service>-service` reading `read(topics)` with the handler
+    /// that `handler(topics)` makes.
+    pub async fn open(
+        settings: &Settings,
+        service: &str,
+        database_url: &str,
+        migrators: Vec<Migrator>,
+        read: impl FnOnce(&Topics) -> Vec<String>,
+        handler: impl FnOnce(Arc<Topics>) -> H,
+    ) -> anyhow::Result<Self> {
+        let pool = open_database(database_url, settings.db_max_connections, migrators).await?;
+        let (topics, producer) = connect_kafka(settings).await?;
+        let topics = Arc::new(topics);
+        let read = read(&topics);
+        let read: Vec<&str> = read.iter().map(String::as_str).collect();
+        let consumer = consumer(
+            settings,
+            topics.group(&format!("{service}-service")),
+            &read,
+            producer,
+            Transactional {
+                pool: pool.clone(),
+                handler: handler(topics.clone()),
+            },
+        );
+        Ok(ConsumerService { pool, consumer })
+    }
+
+    /// Consumes until `shutdown`, restarting the consumer if it fails.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        supervise_consumer(self.consumer, shutdown).await;
+        self.pool.close().await;
+        Ok(())
+    }
 }
 
 /// A payload as JSON, for a handler.

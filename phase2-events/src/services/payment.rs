@@ -19,15 +19,14 @@
 //! finds no row, settles with the provider, and leaves `voided`, which the retried
 //! `OrderPlaced` respects.
 
-use super::{enqueue, to_json};
+use super::{ConsumerService, enqueue, to_json};
 use crate::config::Settings;
-use crate::consumer::{EventConsumer, HandleError, Handler, Transactional};
+use crate::consumer::{HandleError, Handler};
 use crate::events::Envelope;
 use crate::flow::{OrderPlaced, PaymentCompleted, PaymentFailed, PaymentRefunded, Topics, event};
 use common::domain::Cents;
 use common::payment::{PaymentClient, PaymentOutcome, RefundOutcome};
-use common::shutdown::CancellationToken;
-use sqlx::{Any, AnyPool, Row, Transaction};
+use sqlx::{Any, Row, Transaction};
 use std::sync::Arc;
 
 pub const SERVICE: &str = "payment";
@@ -193,43 +192,20 @@ async fn record(
     Ok(())
 }
 
-/// The payment service, built and ready to run.
-#[derive(Debug)]
-pub struct PaymentService {
-    pool: AnyPool,
-    consumer: EventConsumer<Transactional<Payments>>,
-}
+/// The payment service: one consumer of `orders` over the payment database.
+pub type PaymentService = ConsumerService<Payments>;
 
 impl PaymentService {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        let pool = super::open_database(
-            &settings.payment_database_url,
-            settings.db_max_connections,
-            migrators(),
-        )
-        .await?;
-        let (topics, producer) = super::connect_kafka(settings).await?;
-        let topics = Arc::new(topics);
         let client = PaymentClient::new(&settings.payment_url(), settings.payment.clone());
-        let consumer = super::consumer(
+        ConsumerService::open(
             settings,
-            topics.group("payment-service"),
-            &[&topics.orders],
-            producer,
-            Transactional {
-                pool: pool.clone(),
-                handler: Payments {
-                    client,
-                    topics: topics.clone(),
-                },
-            },
-        );
-        Ok(PaymentService { pool, consumer })
-    }
-
-    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        super::supervise_consumer(self.consumer, shutdown).await;
-        self.pool.close().await;
-        Ok(())
+            SERVICE,
+            &settings.payment_database_url,
+            migrators(),
+            |topics| vec![topics.orders.clone()],
+            |topics| Payments { client, topics },
+        )
+        .await
     }
 }

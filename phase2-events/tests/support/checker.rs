@@ -224,7 +224,8 @@ fn notifications_key(system: &TestSystem) -> Option<String> {
     Some(phase2_events::services::notification::Keys::new(&system.topics).sent())
 }
 
-async fn held_reservations(db: &AnyPool) -> BTreeMap<String, Vec<(String, i64)>> {
+/// The reservations still held, by order: each a list of (sku, quantity).
+pub async fn held_reservations(db: &AnyPool) -> BTreeMap<String, Vec<(String, i64)>> {
     sqlx::query("SELECT order_id, lines FROM reservations WHERE status = 'reserved'")
         .fetch_all(db)
         .await
