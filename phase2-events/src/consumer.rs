@@ -41,6 +41,12 @@ use std::time::Duration;
 /// Attempts through the retry topic before a message is dead-lettered.
 pub const MAX_RETRIES: u32 = 3;
 
+/// `fetch.wait.max.ms` of the main consumers: librdkafka's default.
+const MAIN_FETCH_WAIT: Duration = Duration::from_millis(500);
+/// `fetch.wait.max.ms` of the retry consumers: a retry waits at least 0.5 s anyway,
+/// and the retry topics are empty most of the time, so they poll half as often.
+const RETRY_FETCH_WAIT: Duration = Duration::from_millis(1000);
+
 /// Why a handler could not apply an event.
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
@@ -221,10 +227,15 @@ impl<E: Effect> EventConsumer<E> {
         &self,
         group: &str,
         topics: &[String],
+        fetch_wait: Duration,
     ) -> anyhow::Result<StreamConsumer<RebalanceLog>> {
         let consumer: StreamConsumer<RebalanceLog> = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
             .set("group.id", group)
+            // How long the broker may hold a fetch that finds nothing new. Every
+            // idle fetch costs the broker a look at each partition (tansu: a storage
+            // query), so this trades delivery latency for broker CPU.
+            .set("fetch.wait.max.ms", fetch_wait.as_millis().to_string())
             // A new group starts from the beginning: "latest" would silently skip
             // every event published before the group first connected.
             .set("auto.offset.reset", "earliest")
@@ -249,9 +260,10 @@ impl<E: Effect> EventConsumer<E> {
     /// never the main partitions. Both record their effects as `name`, so an event
     /// applied through one is a duplicate for the other.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let main = self.kafka_consumer(&self.name, &self.topics)?;
+        let main = self.kafka_consumer(&self.name, &self.topics, MAIN_FETCH_WAIT)?;
         let retry_topics: Vec<String> = self.topics.iter().map(|t| retry_topic(t)).collect();
-        let retry = self.kafka_consumer(&retry_group(&self.name), &retry_topics)?;
+        let retry =
+            self.kafka_consumer(&retry_group(&self.name), &retry_topics, RETRY_FETCH_WAIT)?;
         tracing::info!(consumer = %self.name, topics = ?self.topics, "consuming");
         let consumed = tokio::try_join!(
             self.consume(&main, &shutdown),
