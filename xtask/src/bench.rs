@@ -73,6 +73,16 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 }
 
 /// The phase-1 service's order body; each worker is its own customer.
+/// Builds `package`'s binary with the release profile; returns its path.
+pub(crate) fn build_release(package: &str) -> anyhow::Result<std::path::PathBuf> {
+    let mut build = std::process::Command::new(process::cargo());
+    build
+        .args(["build", "--release", "-p", package])
+        .current_dir(process::workspace_root());
+    process::run(&mut build, Duration::from_secs(60 * 60))?;
+    Ok(process::target_dir().join("release").join(package))
+}
+
 /// The order every benchmark places (phase 1 and 2); each `n` is another customer.
 pub(crate) fn order_body(n: u64) -> String {
     format!(
@@ -91,12 +101,7 @@ fn phase1(args: &BenchArgs) -> anyhow::Result<()> {
     )?;
     let have_pgbench = process::on_path("pgbench");
 
-    let mut build = std::process::Command::new(process::cargo());
-    build
-        .args(["build", "--release", "-p", "phase1-monolith"])
-        .current_dir(process::workspace_root());
-    process::run(&mut build, Duration::from_secs(60 * 60))?;
-    let bin = process::target_dir().join("release/phase1-monolith");
+    let bin = build_release("phase1-monolith")?;
 
     let dir = process::target_dir().join("bench/phase1");
     match std::fs::remove_dir_all(&dir) {

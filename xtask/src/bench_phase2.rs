@@ -140,12 +140,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     redis::check_url(&redis_url).context("Redis is needed (notifications): `cargo xtask up`")?;
     let have_pgbench = process::on_path("pgbench");
 
-    let mut build = std::process::Command::new(process::cargo());
-    build
-        .args(["build", "--release", "-p", "phase2-events"])
-        .current_dir(process::workspace_root());
-    process::run(&mut build, Duration::from_secs(60 * 60))?;
-    let bin = process::target_dir().join("release/phase2-events");
+    let bin = crate::bench::build_release("phase2-events")?;
     let built = std::time::Instant::now();
 
     let dir = process::target_dir().join("bench/phase2");
