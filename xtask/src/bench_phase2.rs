@@ -86,6 +86,10 @@ pub struct Phase2Args {
     /// Broker limit: messages produced (they stay in the broker's storage).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(100..=1_000_000))]
     produce_messages: u32,
+    /// Measure on the broker `cargo xtask up` runs (or KAFKA_BROKERS) instead of a
+    /// tansu of the benchmark's own with empty storage.
+    #[arg(long)]
+    shared_broker: bool,
     /// Database limit: pgbench clients, each running one order's SQL after another
     /// (for --duration).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -134,8 +138,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "PostgreSQL is needed for this benchmark: start it with `cargo xtask up` \
          (or point TEST_DATABASE_URL at a server)",
     )?;
-    let brokers = services::url(&kafka::SERVICE);
-    kafka::check_url(&brokers).context("the Kafka-protocol broker is needed: `cargo xtask up`")?;
+    let shared_brokers = services::url(&kafka::SERVICE);
+    if args.phase2.shared_broker {
+        kafka::check_url(&shared_brokers)
+            .context("the Kafka-protocol broker is needed: `cargo xtask up`")?;
+    }
     let redis_url = services::url(&redis::SERVICE);
     redis::check_url(&redis_url).context("Redis is needed (notifications): `cargo xtask up`")?;
     let have_pgbench = process::on_path("pgbench");
@@ -151,6 +158,21 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         _ => {}
     }
     std::fs::create_dir_all(dir.join("pgbench"))?;
+    // A broker's speed depends on what its storage already holds: by default, one of
+    // the benchmark's own with empty storage (stopped when `fresh` is dropped).
+    let fresh = if args.phase2.shared_broker {
+        None
+    } else {
+        let broker = kafka::FreshBroker::start(&dir.join("tansu"))?;
+        println!(
+            "broker: a tansu of this benchmark's own, empty, on {}",
+            broker.brokers
+        );
+        Some(broker)
+    };
+    let brokers = fresh
+        .as_ref()
+        .map_or(shared_brokers, |broker| broker.brokers.clone());
 
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?

@@ -117,9 +117,20 @@ fn start(_privilege: Privilege) -> anyhow::Result<Option<Stop>> {
 /// Starts tansu on 127.0.0.1:9092 with the SQLite storage, detached, and waits until
 /// it answers ApiVersions. Returns its pid.
 fn start_broker(tansu: &std::path::Path) -> anyhow::Result<u32> {
-    let dir = storage_dir();
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let listener = format!("tcp://{DEFAULT_BROKERS}");
+    let child = launch(tansu, &storage_dir(), DEFAULT_BROKERS, &log_file())?;
+    Ok(child.id())
+}
+
+/// Starts tansu listening on `addr` with its storage in `dir`, detached, and waits
+/// until it answers ApiVersions.
+fn launch(
+    tansu: &std::path::Path,
+    dir: &std::path::Path,
+    addr: &str,
+    log: &std::path::Path,
+) -> anyhow::Result<std::process::Child> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let listener = format!("tcp://{addr}");
     let mut cmd = Command::new(tansu);
     // tansu 0.6 opens a `sqlite://` path relative to its working directory (an
     // absolute path ends up appended to it), hence the relative URL and the
@@ -128,9 +139,8 @@ fn start_broker(tansu: &std::path::Path) -> anyhow::Result<u32> {
         .args(["--listener-url", &listener])
         .args(["--advertised-listener-url", &listener])
         .args(["--storage-engine", &format!("sqlite://{STORAGE_FILE}")])
-        .current_dir(&dir);
-    let log = log_file();
-    let mut child = process::spawn_detached(&cmd, &log)?;
+        .current_dir(dir);
+    let mut child = process::spawn_detached(&cmd, log)?;
     let pid = child.id();
     let started = Instant::now();
     loop {
@@ -138,26 +148,65 @@ fn start_broker(tansu: &std::path::Path) -> anyhow::Result<u32> {
             bail!(
                 "tansu exited at once ({status}); end of {}:\n{}",
                 log.display(),
-                process::tail(&log, 20)
+                process::tail(log, 20)
             );
         }
-        if is_up() {
+        if kafka_probe::api_versions(addr, PROBE_TIMEOUT).is_ok() {
             println!(
-                "kafka: tansu (pid {pid}) answers ApiVersions after {:.1} s",
+                "kafka: tansu (pid {pid}) answers ApiVersions on {addr} after {:.1} s",
                 started.elapsed().as_secs_f64()
             );
-            return Ok(pid);
+            return Ok(child);
         }
         if started.elapsed() >= START_TIMEOUT {
             let _ = process::kill(pid, PROGRAM);
             bail!(
-                "tansu (pid {pid}) did not answer ApiVersions on {DEFAULT_BROKERS} within \
+                "tansu (pid {pid}) did not answer ApiVersions on {addr} within \
                  {START_TIMEOUT:?}, so it was stopped again; end of {}:\n{}",
                 log.display(),
-                process::tail(&log, 20)
+                process::tail(log, 20)
             );
         }
         std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// A tansu of its own on a free port, with empty storage in `dir` (emptied first),
+/// stopped when dropped. The benchmark uses one: how fast tansu answers depends on
+/// how much its SQLite file already holds, so a shared broker that tests have filled
+/// gives figures that drift from run to run.
+#[derive(Debug)]
+pub struct FreshBroker {
+    child: std::process::Child,
+    /// Its address, for `bootstrap.servers`.
+    pub brokers: String,
+}
+
+impl FreshBroker {
+    pub fn start(dir: &std::path::Path) -> anyhow::Result<FreshBroker> {
+        let tansu = find_tansu().with_context(|| {
+            format!(
+                "tansu is not installed: `cargo xtask up` installs it (or `cargo {}`)",
+                INSTALL_ARGS.join(" ")
+            )
+        })?;
+        match std::fs::remove_dir_all(dir) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                return Err(err).context(format!("clearing {}", dir.display()));
+            }
+            _ => {}
+        }
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let brokers = addr.to_string();
+        let child = launch(&tansu, dir, &brokers, &dir.join("tansu.log"))?;
+        Ok(FreshBroker { child, brokers })
+    }
+}
+
+impl Drop for FreshBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
