@@ -8,7 +8,10 @@
 //! journey's — and asks which part of the machinery limits the throughput.
 //!
 //! 1. Builds the release binary and gives this run fresh databases
-//!    (`ferriseats_bench_orders`, …) and its own topic namespace (`bench-<ms>`).
+//!    (`ferriseats_bench_orders`, …), its own topic namespace (`bench-<ms>`) and, unless
+//!    `--shared-broker`, a tansu of its own with empty storage
+//!    ([`kafka::FreshBroker`]): tansu slows down as its SQLite file fills up, so a
+//!    broker the tests have used gives figures that drift from run to run.
 //! 2. **Database limit**: pgbench runs one order's SQL across all services
 //!    ([`pgbench::phase2_order`]) against the real migrations, one schema per
 //!    service database.
