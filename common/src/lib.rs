@@ -14,6 +14,7 @@
 //! | [`telemetry`]   | JSON logs where every line carries the request id                    |
 //! | [`shutdown`]    | Ctrl-C / SIGTERM as a `CancellationToken`                            |
 //! | [`fault_proxy`] | a TCP proxy that injects latency and partitions (chaos tests)        |
+//! | [`metrics`]     | the Prometheus registry, `GET /metrics`, HTTP metrics by route       |
 //! | `testing`       | (feature `testing`) a fresh database per test                        |
 //!
 //! Heavy dependencies of later phases (Kafka, OpenTelemetry) will be behind cargo
@@ -23,6 +24,7 @@ pub mod db;
 pub mod domain;
 pub mod fault_proxy;
 pub mod http;
+pub mod metrics;
 pub mod payment;
 pub mod resilience;
 pub mod shutdown;
