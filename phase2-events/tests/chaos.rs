@@ -36,7 +36,10 @@ async fn count(db: &sqlx::AnyPool, sql: &'static str) -> i64 {
 ///    had not committed are redelivered, and nobody is charged twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scenario_1_a_consumer_killed_mid_processing_resumes_without_loss() {
+    // A broker of its own: the group coordinator then holds only this test's groups.
+    let broker = PrivateBroker::start(free_port(), None);
     let system = TestSystem::start(Options {
+        brokers: Some(broker.brokers()),
         services: &["order", "inventory", "notification", "delivery"],
         provider_latency: LatencyRange {
             min: Duration::from_millis(50),
