@@ -73,6 +73,17 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 }
 
 /// The phase-1 service's order body; each worker is its own customer.
+/// Flags of a provider simulator that never fails, declines or waits: the benchmarks
+/// measure the machinery, not the simulated world.
+pub(crate) const PERFECT_PROVIDER: [&str; 6] = [
+    "--payment-failure-rate",
+    "0",
+    "--payment-decline-rate",
+    "0",
+    "--payment-latency",
+    "0",
+];
+
 /// Builds `package`'s binary with the release profile; returns its path.
 pub(crate) fn build_release(package: &str) -> anyhow::Result<std::path::PathBuf> {
     let mut build = std::process::Command::new(process::cargo());
@@ -159,17 +170,10 @@ async fn phase1_rows(
     let mut provider = Server::start(
         "payment provider",
         bin,
-        &[
-            "provider",
-            "--provider-addr",
-            &provider_addr.to_string(),
-            "--payment-failure-rate",
-            "0",
-            "--payment-decline-rate",
-            "0",
-            "--payment-latency",
-            "0",
-        ],
+        &["provider", "--provider-addr", &provider_addr.to_string()]
+            .into_iter()
+            .chain(PERFECT_PROVIDER)
+            .collect::<Vec<_>>(),
         provider_addr,
         &dir.join("provider.log"),
     )?;

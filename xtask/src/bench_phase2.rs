@@ -519,7 +519,7 @@ async fn start_system(setup: &Setup) -> anyhow::Result<Server> {
         notification.to_string(),
         provider.to_string(),
     );
-    let flags = [
+    let mut flags = vec![
         "all",
         "--brokers",
         &setup.brokers,
@@ -543,12 +543,6 @@ async fn start_system(setup: &Setup) -> anyhow::Result<Server> {
         &notification_s,
         "--provider-addr",
         &provider_s,
-        "--payment-failure-rate",
-        "0",
-        "--payment-decline-rate",
-        "0",
-        "--payment-latency",
-        "0",
         "--prepare-after",
         "0s",
         "--dispatch-after",
@@ -556,6 +550,7 @@ async fn start_system(setup: &Setup) -> anyhow::Result<Server> {
         "--deliver-after",
         "0s",
     ];
+    flags.extend(crate::bench::PERFECT_PROVIDER);
     println!(
         "\nthe system: every service in one process, fresh databases, namespace {}",
         setup.namespace
