@@ -8,7 +8,8 @@
 //!   label set of a [`Family`] the first time it is seen.
 //! * **HTTP**, recorded by [`track_http`] (an axum middleware):
 //!   `http_requests_total{method, route, status}` and
-//!   `http_request_duration_seconds{method, route}`, a histogram. The `route` label
+//!   `http_request_duration_seconds{method, route}`, a histogram, and
+//!   `http_requests_in_flight{method, route}`, a gauge. The `route` label
 //!   is the *matched route* (`/orders/{id}`), never the raw path: one series per
 //!   order id would grow without bound and kill the metrics server — the classic
 //!   "label cardinality" mistake. Unmatched paths are counted as `route="unmatched"`.
@@ -26,6 +27,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry};
 use std::sync::{Arc, Mutex};
@@ -70,6 +72,7 @@ struct RouteLabels {
 struct HttpMetrics {
     requests: Family<RequestLabels, Counter>,
     duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    in_flight: Family<RouteLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -85,6 +88,7 @@ impl Metrics {
         let http = HttpMetrics {
             requests: Family::default(),
             duration: Family::new_with_constructor(latency_histogram),
+            in_flight: Family::default(),
         };
         registry.register(
             "http_requests",
@@ -95,6 +99,11 @@ impl Metrics {
             "http_request_duration_seconds",
             "Time from a request's arrival to its response, by method and matched route",
             http.duration.clone(),
+        );
+        registry.register(
+            "http_requests_in_flight",
+            "Requests being served right now, by method and matched route",
+            http.in_flight.clone(),
         );
         Metrics {
             registry: Arc::new(Mutex::new(registry)),
@@ -148,15 +157,20 @@ pub async fn track_http(State(metrics): State<Metrics>, request: Request, next: 
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let labels = RouteLabels {
+        method: method.clone(),
+        route: route.clone(),
+    };
+    let in_flight = metrics.http.in_flight.get_or_create(&labels).clone();
+    in_flight.inc();
+    // Decremented on drop, so a request abandoned by its client still leaves.
+    let _leaving = InFlight(in_flight);
     let response = next.run(request).await;
     let status = response.status().as_u16();
     metrics
         .http
         .duration
-        .get_or_create(&RouteLabels {
-            method: method.clone(),
-            route: route.clone(),
-        })
+        .get_or_create(&labels)
         .observe(started.elapsed().as_secs_f64());
     metrics
         .http
@@ -168,6 +182,14 @@ pub async fn track_http(State(metrics): State<Metrics>, request: Request, next: 
         })
         .inc();
     response
+}
+
+struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 #[cfg(test)]
@@ -247,6 +269,10 @@ mod tests {
         get_path(&app, "/orders/x").await;
         get_path(&app, "/orders/y").await;
         let text = metrics.encode();
+        assert!(
+            text.contains(r#"http_requests_in_flight{method="GET",route="/orders/{id}"} 0"#),
+            "every request that came in went out again:\n{text}"
+        );
         assert!(
             text.contains(
                 r#"http_request_duration_seconds_count{method="GET",route="/orders/{id}"} 2"#

@@ -37,6 +37,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::{Any, AnyPool, Transaction};
 use std::future::Future;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// Attempts through the retry topic before a message is dead-lettered.
 pub const MAX_RETRIES: u32 = 3;
@@ -302,7 +303,22 @@ impl<E: Effect> EventConsumer<E> {
             if shutdown.is_cancelled() {
                 break; // not processed, not stored: the next owner gets it
             }
-            self.process(&message).await?;
+            // One `consume` span per message: its fields say what happened (phase 3
+            // counts and times them), and it continues the trace the event carries.
+            let span = tracing::info_span!(
+                "consume",
+                consumer = %self.name,
+                topic = message.topic(),
+                partition = message.partition(),
+                offset = message.offset(),
+                event_type = tracing::field::Empty,
+                order_id = tracing::field::Empty,
+                outcome = tracing::field::Empty,
+                failure = tracing::field::Empty,
+                dlq_reason = tracing::field::Empty,
+            );
+            common::telemetry::continue_trace(&span, header(&message, "traceparent"));
+            self.process(&message).instrument(span).await?;
             consumer.store_offset_from_message(&message)?;
         }
         // Nothing to commit by hand: dropping the consumer closes it, and closing
@@ -329,14 +345,46 @@ impl<E: Effect> EventConsumer<E> {
 
     /// Handles one message to completion: applied, skipped, retried or dead-lettered.
     async fn process(&self, message: &BorrowedMessage<'_>) -> anyhow::Result<()> {
-        let verdict = match message.payload().map(serde_json::from_slice::<Envelope>) {
-            None => Verdict::DeadLetter("empty message".into()),
-            Some(Err(err)) => Verdict::DeadLetter(format!("unreadable envelope: {err}")),
-            Some(Ok(event)) => self.effect.apply(&self.name, &event).await?,
-        };
+        let span = tracing::Span::current();
+        // `dlq_reason` on the span is a short class (a metric label); the message
+        // itself goes into the dead letter's `dlq_reason` header.
+        let (verdict, dead_letter_class) =
+            match message.payload().map(serde_json::from_slice::<Envelope>) {
+                None => (Verdict::DeadLetter("empty message".into()), "empty"),
+                Some(Err(err)) => (
+                    Verdict::DeadLetter(format!("unreadable envelope: {err}")),
+                    "unreadable_envelope",
+                ),
+                Some(Ok(event)) => {
+                    span.record("event_type", event.event_type.as_str());
+                    span.record("order_id", tracing::field::display(event.order_id));
+                    (self.effect.apply(&self.name, &event).await?, "permanent")
+                }
+            };
         let attempt: u32 = header(message, "retry_attempt")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
+        let outcome = match &verdict {
+            Verdict::Applied => "applied",
+            Verdict::Duplicate => "duplicate",
+            Verdict::Retry(_) if attempt < MAX_RETRIES => "retried",
+            Verdict::Retry(_) | Verdict::DeadLetter(_) => "dead_lettered",
+        };
+        span.record("outcome", outcome);
+        match &verdict {
+            Verdict::Retry(_) if attempt >= MAX_RETRIES => {
+                span.record("failure", "transient");
+                span.record("dlq_reason", "retries_exhausted");
+            }
+            Verdict::Retry(_) => {
+                span.record("failure", "transient");
+            }
+            Verdict::DeadLetter(_) => {
+                span.record("failure", "permanent");
+                span.record("dlq_reason", dead_letter_class);
+            }
+            Verdict::Applied | Verdict::Duplicate => {}
+        }
         match verdict {
             Verdict::Applied => {}
             Verdict::Duplicate => {

@@ -4,7 +4,7 @@
 //! (`event_id`), route (`event_type`), keep order (`order_id` is the partition key:
 //! all events of one order land on one partition, in order) and follow a flow across
 //! services (`correlation_id` = the flow, `causation_id` = the event that caused this
-//! one, `traceparent` = W3C trace context for phase 3).
+//! one, `traceparent` = W3C trace context, filled in when phase 3 traces).
 //!
 //! On the wire: key = order id, value = the JSON envelope, and the envelope's
 //! identifying fields repeated as Kafka headers so tools can filter without parsing.
@@ -51,7 +51,9 @@ impl Envelope {
             correlation_id: correlation_id.to_owned(),
             causation_id: None,
             occurred_at: common::db::now(),
-            traceparent: None,
+            // The span this event is made in (the HTTP request, the consumer handling
+            // its cause), so the next service continues the same trace.
+            traceparent: common::telemetry::current_traceparent(),
             payload,
         }
     }
@@ -60,7 +62,7 @@ impl Envelope {
     pub fn caused(&self, event_type: &str, payload: serde_json::Value) -> Self {
         Envelope {
             causation_id: Some(self.event_id),
-            traceparent: self.traceparent.clone(),
+            traceparent: common::telemetry::current_traceparent().or(self.traceparent.clone()),
             ..Envelope::new(event_type, self.order_id, &self.correlation_id, payload)
         }
     }

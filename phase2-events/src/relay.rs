@@ -26,6 +26,7 @@ use sqlx::{AnyPool, Connection, Row};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tracing::Instrument;
 
 /// Arbitrary, fixed: the advisory lock that makes one relay the publisher.
 const LEADER_LOCK: i64 = 0x0F0E_0B0E_0000_0001;
@@ -42,6 +43,8 @@ pub struct RelayFaults {
 
 #[derive(Clone)]
 pub struct Relay {
+    /// Whose outbox this is (`order`, `payment`, …): the `database` of its spans.
+    name: String,
     pool: AnyPool,
     /// For LISTEN (a dedicated PostgreSQL connection).
     database_url: String,
@@ -63,6 +66,7 @@ impl std::fmt::Debug for Relay {
 impl Relay {
     pub fn new(pool: AnyPool, database_url: &str, producer: FutureProducer) -> Self {
         Relay {
+            name: "outbox".to_owned(),
             pool,
             database_url: database_url.to_owned(),
             producer,
@@ -70,6 +74,12 @@ impl Relay {
             batch_size: 200,
             faults: Arc::default(),
         }
+    }
+
+    /// Names the relay after the service whose outbox it publishes.
+    pub fn named(mut self, service: &str) -> Self {
+        self.name = service.to_owned();
+        self
     }
 
     pub fn with_poll_interval(mut self, interval: Duration) -> Self {
@@ -125,6 +135,18 @@ impl Relay {
 
     /// One batch: returns how many rows were published and marked.
     pub async fn publish_batch(&self) -> anyhow::Result<usize> {
+        // A `relay_batch` span says how many rows went out (phase 3 counts them).
+        let span = tracing::info_span!(
+            "relay_batch",
+            database = %self.name,
+            published = tracing::field::Empty
+        );
+        let published = self.publish_rows().instrument(span.clone()).await?;
+        span.record("published", published);
+        Ok(published)
+    }
+
+    async fn publish_rows(&self) -> anyhow::Result<usize> {
         let rows = sqlx::query(
             "SELECT id, topic, message_key, envelope FROM outbox \
              WHERE published_at IS NULL ORDER BY id LIMIT $1",
@@ -167,13 +189,20 @@ impl Relay {
                     value.clone(),
                     headers.clone(),
                 );
-                pending.push((id, async move {
-                    let record = FutureRecord::to(&topic)
-                        .key(&key)
-                        .payload(&value)
-                        .headers(headers);
-                    producer.send(record, Duration::from_secs(60)).await
-                }));
+                // Each row's publish is a span in the trace of the event it carries.
+                let span = tracing::info_span!("relay_publish", topic = %topic, outbox_id = id);
+                common::telemetry::continue_trace(&span, envelope.traceparent.as_deref());
+                pending.push((
+                    id,
+                    async move {
+                        let record = FutureRecord::to(&topic)
+                            .key(&key)
+                            .payload(&value)
+                            .headers(headers);
+                        producer.send(record, Duration::from_secs(60)).await
+                    }
+                    .instrument(span),
+                ));
             }
         }
         let mut delivered = Vec::with_capacity(pending.len());

@@ -9,6 +9,7 @@ use crate::services::notification::NotificationService;
 use crate::services::order::OrderService;
 use crate::services::payment::PaymentService;
 use crate::services::{open_database, supervise};
+use axum::Router;
 use common::payment::Simulator;
 use common::shutdown::CancellationToken;
 use std::net::SocketAddr;
@@ -29,6 +30,7 @@ impl Relays {
         for (service, url) in settings.databases() {
             let pool = open_database(url, 2, Vec::new()).await?;
             let relay = Relay::new(pool, url, producer.clone())
+                .named(service)
                 .with_poll_interval(settings.relay_poll_interval);
             relays.push((format!("{service} outbox relay"), relay));
         }
@@ -124,6 +126,15 @@ impl System {
             relays: Relays::build(&settings).await?,
             provider,
         })
+    }
+
+    /// Wraps the routers of the services with an HTTP API (`order`, `notification`).
+    pub fn map_routers(mut self, wrap: impl Fn(&'static str, Router) -> Router) -> Self {
+        self.order = self.order.map_router(|router| wrap("order", router));
+        self.notification = self
+            .notification
+            .map_router(|router| wrap("notification", router));
+        self
     }
 
     pub fn order_addr(&self) -> SocketAddr {

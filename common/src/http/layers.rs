@@ -84,12 +84,19 @@ fn request_span<B>(req: &Request<B>) -> Span {
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "request",
         request_id,
         method = %req.method(),
         path = req.uri().path(),
-    )
+    );
+    // A caller that is being traced sends `traceparent`: this request joins its trace.
+    let traceparent = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok());
+    crate::telemetry::continue_trace(&span, traceparent);
+    span
 }
 
 async fn not_found() -> Problem {

@@ -129,6 +129,17 @@ pub enum PaymentOutcome {
     Unknown { reason: String },
 }
 
+impl PaymentOutcome {
+    /// `captured`, `declined` or `unknown`: a label, not a message.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PaymentOutcome::Captured { .. } => "captured",
+            PaymentOutcome::Declined { .. } => "declined",
+            PaymentOutcome::Unknown { .. } => "unknown",
+        }
+    }
+}
+
 /// Why one attempt failed.
 #[derive(Debug, thiserror::Error)]
 enum AttemptError {
@@ -213,6 +224,24 @@ impl PaymentClient {
 
     /// Charges `amount` for `order`, with every protection described above.
     pub async fn charge(&self, order: OrderId, amount: Cents, request_id: &str) -> PaymentOutcome {
+        // One `payment` span per charge, retries included: what the customer waits for
+        // (phase 3 turns it into `payment_duration_seconds{outcome}`).
+        let span =
+            tracing::info_span!("payment", order_id = %order, outcome = tracing::field::Empty);
+        let outcome = self
+            .charge_with_retries(order, amount, request_id)
+            .instrument(span.clone())
+            .await;
+        span.record("outcome", outcome.kind());
+        outcome
+    }
+
+    async fn charge_with_retries(
+        &self,
+        order: OrderId,
+        amount: Cents,
+        request_id: &str,
+    ) -> PaymentOutcome {
         let attempts = AtomicU32::new(0);
         let attempt = || {
             let n = attempts.fetch_add(1, Ordering::Relaxed) + 1;
@@ -274,6 +303,9 @@ impl PaymentClient {
             });
         if self.config.idempotency {
             request = request.header(IDEMPOTENCY_KEY_HEADER, order.to_string());
+        }
+        if let Some(traceparent) = crate::telemetry::current_traceparent() {
+            request = request.header("traceparent", traceparent);
         }
         let response = match request.send().await {
             Ok(response) => response,

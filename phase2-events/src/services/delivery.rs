@@ -67,13 +67,14 @@ impl Handler for Scheduler {
             return Ok(());
         }
         sqlx::query(
-            "INSERT INTO deliveries (order_id, stage, due_at, correlation_id, last_event_id) \
-             VALUES ($1, 'confirmed', $2, $3, $4) ON CONFLICT (order_id) DO NOTHING",
+            "INSERT INTO deliveries (order_id, stage, due_at, correlation_id, last_event_id, traceparent) \
+             VALUES ($1, 'confirmed', $2, $3, $4, $5) ON CONFLICT (order_id) DO NOTHING",
         )
         .bind(event.order_id.to_string())
         .bind(due(self.delays.prepare))
         .bind(&event.correlation_id)
         .bind(event.event_id.to_string())
+        .bind(common::telemetry::current_traceparent().or(event.traceparent.clone()))
         .execute(&mut **tx)
         .await
         .map_err(|e| HandleError::Transient(e.into()))?;
@@ -86,7 +87,7 @@ impl Handler for Scheduler {
 pub async fn tick(pool: &AnyPool, topics: &Topics, delays: &Delays) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await?;
     let rows = sqlx::query(
-        "SELECT order_id, stage, correlation_id, last_event_id FROM deliveries \
+        "SELECT order_id, stage, correlation_id, last_event_id, traceparent FROM deliveries \
          WHERE stage <> 'delivered' AND due_at <= $1 ORDER BY due_at LIMIT 100 \
          FOR UPDATE SKIP LOCKED",
     )
@@ -110,6 +111,7 @@ pub async fn tick(pool: &AnyPool, topics: &Topics, delays: &Delays) -> anyhow::R
             serde_json::json!({ "stage": next }),
         );
         step.causation_id = row.try_get::<String, _>("last_event_id")?.parse().ok();
+        step.traceparent = row.try_get("traceparent")?;
         enqueue(&mut tx, &topics.delivery, &step)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
