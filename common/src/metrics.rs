@@ -121,6 +121,15 @@ impl Metrics {
         metric
     }
 
+    /// Registers a collector: metrics computed afresh on every scrape (e.g. the
+    /// process's memory and CPU, read from the operating system).
+    pub fn register_collector(&self, collector: impl prometheus_client::collector::Collector) {
+        self.registry
+            .lock()
+            .expect("the metrics registry lock is never held across a panic")
+            .register_collector(Box::new(collector));
+    }
+
     /// Everything registered, as OpenMetrics text.
     pub fn encode(&self) -> String {
         let mut text = String::new();

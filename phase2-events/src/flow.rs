@@ -28,7 +28,7 @@
 //! Each topic has a `.retry` and a `.dlq` companion (see [`crate::consumer`]). Every
 //! message's key is the order id, so one order's events stay in order.
 
-use crate::consumer::{dlq_topic, retry_topic};
+use crate::consumer::{dlq_topic, retry_group, retry_topic};
 use common::domain::{CancellationReason, OrderStatus};
 use serde::{Deserialize, Serialize};
 
@@ -64,6 +64,15 @@ pub fn status_event(status: OrderStatus) -> &'static str {
         OrderStatus::Cancelled => event::ORDER_CANCELLED,
     }
 }
+
+/// The services that consume, by the name of their consumer group.
+pub const CONSUMER_SERVICES: [&str; 5] = [
+    "order-service",
+    "payment-service",
+    "inventory-service",
+    "notification-service",
+    "delivery-service",
+];
 
 /// Topic names. A non-empty namespace prefixes every topic and consumer group
 /// (`<namespace>.orders`), so several systems — e.g. parallel tests — can share one
@@ -102,6 +111,35 @@ impl Topics {
         } else {
             format!("{}.{service}", self.namespace)
         }
+    }
+
+    /// The topics the consumer group of `service` (one of [`CONSUMER_SERVICES`])
+    /// reads; its `.retry` group reads their retry topics.
+    pub fn reads(&self, service: &str) -> Vec<String> {
+        match service {
+            // The saga hears back from everyone else.
+            "order-service" => vec![
+                self.payments.clone(),
+                self.inventory.clone(),
+                self.delivery.clone(),
+            ],
+            // Everyone else reacts to the order's events.
+            _ => vec![self.orders.clone()],
+        }
+    }
+
+    /// Every consumer group and what it reads: `(group, topics)`, the retry groups
+    /// included (what a lag monitor must watch).
+    pub fn subscriptions(&self) -> Vec<(String, Vec<String>)> {
+        CONSUMER_SERVICES
+            .iter()
+            .flat_map(|service| {
+                let group = self.group(service);
+                let reads = self.reads(service);
+                let retries = reads.iter().map(|t| retry_topic(t)).collect();
+                [(retry_group(&group), retries), (group, reads)]
+            })
+            .collect()
     }
 
     /// The four event topics.

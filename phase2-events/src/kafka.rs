@@ -59,3 +59,111 @@ pub async fn ensure_topics(brokers: &str, topics: &[&str], partitions: i32) -> a
     }
     Ok(())
 }
+
+/// One partition as a consumer group sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: i32,
+    /// The group's committed offset: the next message it will read. `None`: the
+    /// group never committed here (it starts from `earliest`).
+    pub committed: Option<i64>,
+    /// The first offset still on the broker.
+    pub low_watermark: i64,
+    /// The offset the next message published will get.
+    pub high_watermark: i64,
+}
+
+impl PartitionLag {
+    /// Messages published but not yet finished by the group.
+    pub fn lag(&self) -> i64 {
+        let done = self.committed.unwrap_or(self.low_watermark);
+        (self.high_watermark - done).max(0)
+    }
+}
+
+/// Measures a consumer group's lag from outside the group: committed offsets (what
+/// the group finished) against high watermarks (what was published). A probe never
+/// joins the group, so measuring does not cause a rebalance.
+pub struct LagProbe {
+    group: String,
+    topics: Vec<String>,
+    consumer: rdkafka::consumer::BaseConsumer,
+}
+
+impl std::fmt::Debug for LagProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LagProbe")
+            .field("group", &self.group)
+            .field("topics", &self.topics)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LagProbe {
+    pub fn new(brokers: &str, group: &str, topics: Vec<String>) -> anyhow::Result<LagProbe> {
+        let consumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .with_context(|| format!("creating a lag probe for group {group}"))?;
+        Ok(LagProbe {
+            group: group.to_owned(),
+            topics,
+            consumer,
+        })
+    }
+
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// Every partition of the group's topics. Blocking (librdkafka round trips):
+    /// call it from `spawn_blocking`.
+    pub fn sample(&self, timeout: Duration) -> anyhow::Result<Vec<PartitionLag>> {
+        use rdkafka::consumer::Consumer;
+        let mut wanted = rdkafka::TopicPartitionList::new();
+        for topic in &self.topics {
+            let metadata = self.consumer.fetch_metadata(Some(topic), timeout)?;
+            for t in metadata.topics() {
+                for p in t.partitions() {
+                    wanted.add_partition(t.name(), p.id());
+                }
+            }
+        }
+        let committed = self.consumer.committed_offsets(wanted, timeout)?;
+        let mut partitions = Vec::new();
+        for element in committed.elements() {
+            let (low, high) =
+                self.consumer
+                    .fetch_watermarks(element.topic(), element.partition(), timeout)?;
+            partitions.push(PartitionLag {
+                topic: element.topic().to_owned(),
+                partition: element.partition(),
+                committed: match element.offset() {
+                    rdkafka::Offset::Offset(offset) => Some(offset),
+                    _ => None,
+                },
+                low_watermark: low,
+                high_watermark: high,
+            });
+        }
+        Ok(partitions)
+    }
+
+    /// Messages on `topic` (all partitions): high minus low watermark. For a topic
+    /// nobody consumes — a dead-letter topic — that is its depth.
+    pub fn depth(&self, topic: &str, timeout: Duration) -> anyhow::Result<i64> {
+        use rdkafka::consumer::Consumer;
+        let metadata = self.consumer.fetch_metadata(Some(topic), timeout)?;
+        let mut depth = 0;
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                let (low, high) = self.consumer.fetch_watermarks(t.name(), p.id(), timeout)?;
+                depth += (high - low).max(0);
+            }
+        }
+        Ok(depth)
+    }
+}

@@ -7,7 +7,7 @@
 //!
 //! | command | module |
 //! |---|---|
-//! | `cargo xtask up` / `down` / `status` | [`services`] (the generic flow), [`postgres`], [`redis`], [`kafka`] ([`kafka_probe`]) |
+//! | `cargo xtask up [--observability]` / `down` / `status` | [`services`] (the generic flow), [`postgres`], [`redis`], [`kafka`] ([`kafka_probe`]), [`prometheus`] |
 //! | `cargo xtask broker restart [--down-for 5s]` | [`kafka`] |
 //! | `cargo xtask test [-- ARGS]` | [`test`] |
 //! | `cargo xtask bench [phase1\|phase2]` | [`bench`], [`bench_phase2`], [`loadgen`], [`openloop`], [`pgbench`] |
@@ -23,6 +23,7 @@ mod openloop;
 mod pgbench;
 mod postgres;
 mod process;
+mod prometheus;
 mod redis;
 mod services;
 mod test;
@@ -44,7 +45,7 @@ struct Cli {
 enum Command {
     /// Make local infrastructure available on its standard port: reuse what is
     /// running, start what is installed, install what is missing (where possible).
-    Up,
+    Up(UpArgs),
     /// Stop the services that `cargo xtask up` started (never one it found running).
     Down,
     /// One line per service: address, up/down, and who started it.
@@ -58,10 +59,18 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+#[derive(Debug, clap::Args)]
+struct UpArgs {
+    /// Also Prometheus on 127.0.0.1:9090, scraping the phase-3 services with the
+    /// rules in phase3-observability/deploy/prometheus/.
+    #[arg(long)]
+    observability: bool,
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Up => services::up(),
+        Command::Up(args) => services::up(args.observability),
         Command::Down => services::down(),
         Command::Status => services::status(),
         Command::Broker(args) => kafka::run(&args),

@@ -18,9 +18,13 @@
 //!
 //! Adding a service is one module (like [`crate::postgres`]) and one entry in
 //! [`SERVICES`]; the flow does not change.
+//!
+//! [`OBSERVABILITY`] lists the services that only `up --observability` brings up
+//! (Prometheus, [`crate::prometheus`]): the same flow, for whoever wants to look at
+//! the system's metrics; the tests need no running server.
 
 use crate::process::{self, Privilege};
-use crate::{kafka, postgres, redis};
+use crate::{kafka, postgres, prometheus, redis};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -74,6 +78,14 @@ pub enum Stop {
 /// All the infrastructure, in start order.
 pub const SERVICES: &[Service] = &[postgres::SERVICE, redis::SERVICE, kafka::SERVICE];
 
+/// Started after [`SERVICES`], only by `cargo xtask up --observability`.
+pub const OBSERVABILITY: &[Service] = &[prometheus::SERVICE];
+
+/// Every service xtask knows, in start order.
+fn all_services() -> impl Iterator<Item = &'static Service> {
+    SERVICES.iter().chain(OBSERVABILITY)
+}
+
 /// The value of `service.env_override` if it points somewhere else than the local
 /// default (set to the default, it changes nothing: e.g. exported for the tests).
 pub fn override_url(service: &Service) -> Option<String> {
@@ -93,11 +105,14 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long to wait for a server that is listening but not ready yet (still starting).
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
 
-pub fn up() -> anyhow::Result<()> {
+/// `cargo xtask up [--observability]`: [`SERVICES`], and with `observability` also
+/// [`OBSERVABILITY`].
+pub fn up(observability: bool) -> anyhow::Result<()> {
     let mut state = State::load()?;
     let mut failed = Vec::new();
     let mut cached = None;
-    for service in SERVICES {
+    let extra = if observability { OBSERVABILITY } else { &[] };
+    for service in SERVICES.iter().chain(extra) {
         // Asking about sudo can take a moment: only do it when something must change.
         let mut privilege = || *cached.get_or_insert_with(process::privilege);
         if let Err(err) = up_one(service, &mut state, &mut privilege) {
@@ -203,8 +218,7 @@ pub fn down() -> anyhow::Result<()> {
             Stop::Process { .. } => stop(&started),
             // A stop command needs a server to talk to.
             Stop::Command(_) => {
-                let is_up = SERVICES
-                    .iter()
+                let is_up = all_services()
                     .find(|s| s.name == started.name)
                     .is_none_or(|s| (s.is_up)());
                 if is_up { stop(&started) } else { Ok(false) }
@@ -249,9 +263,10 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 
 pub fn status() -> anyhow::Result<()> {
     let state = State::load()?;
-    for service in SERVICES {
+    for service in all_services() {
         let up = (service.is_up)();
         let started = state.find(service.name);
+        let optional = OBSERVABILITY.iter().any(|s| s.name == service.name);
         let origin = match (up, started) {
             (true, Some(started)) => {
                 let mut words = "started by xtask".to_owned();
@@ -264,6 +279,9 @@ pub fn status() -> anyhow::Result<()> {
                 words
             }
             (true, None) => "external".to_owned(),
+            (false, None) if optional => {
+                "not started (use `cargo xtask up --observability`)".to_owned()
+            }
             (false, _) => "-".to_owned(),
         };
         println!(

@@ -3,7 +3,9 @@
 //! Integration tests need PostgreSQL, Redis and a Kafka-protocol broker, and they
 //! must fail (not skip) when one is missing. So this first runs `cargo xtask up`,
 //! then the tests with `TEST_DATABASE_URL`, `REDIS_URL` and `KAFKA_BROKERS`
-//! exported, so every test process agrees on the servers.
+//! exported, so every test process agrees on the servers. Phase 3's tests check
+//! the Prometheus configuration with `promtool`: it is installed if missing (no
+//! Prometheus server is started) and exported as `PROMTOOL`.
 //!
 //! The runner is cargo-nextest when installed (one process per test: faster on
 //! many cores, and a test that hangs or crashes cannot take the others with it).
@@ -30,11 +32,17 @@ pub struct TestArgs {
 const STEP_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
 pub fn run(args: &TestArgs) -> anyhow::Result<()> {
-    crate::services::up()?;
-    let env: Vec<(&str, String)> = crate::services::SERVICES
+    crate::services::up(false)?;
+    let mut env: Vec<(&str, String)> = crate::services::SERVICES
         .iter()
         .map(|service| (service.env_override, crate::services::url(service)))
         .collect();
+    // Keep one the user chose; otherwise find (or install) it.
+    let promtool = match std::env::var("PROMTOOL") {
+        Ok(path) if !path.is_empty() => path,
+        _ => crate::prometheus::promtool()?.display().to_string(),
+    };
+    env.push(("PROMTOOL", promtool));
     println!();
     for (name, value) in &env {
         println!("tests use {name}={}", crate::services::redact(value));

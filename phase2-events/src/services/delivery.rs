@@ -156,8 +156,8 @@ impl DeliveryService {
         };
         let consumer = super::consumer(
             settings,
-            topics.group("delivery-service"),
-            &[&topics.orders],
+            &topics,
+            "delivery-service",
             producer,
             Transactional {
                 pool: pool.clone(),

@@ -193,7 +193,6 @@ impl InventoryService {
             SERVICE,
             &settings.inventory_database_url,
             migrators(),
-            |topics| vec![topics.orders.clone()],
             |topics| Inventory { topics },
         )
         .await

@@ -53,18 +53,19 @@ pub async fn connect_kafka(settings: &Settings) -> anyhow::Result<(Topics, Futur
     Ok((topics, kafka::producer(&settings.brokers)?))
 }
 
-/// A consumer for `service`'s group, reading `topics`.
+/// The consumer of `service` (e.g. `payment-service`): its group, reading what
+/// [`Topics::reads`] says it reads.
 pub fn consumer<E: Effect>(
     settings: &Settings,
-    group: String,
-    topics: &[&str],
+    topics: &Topics,
+    service: &str,
     producer: FutureProducer,
     effect: E,
 ) -> EventConsumer<E> {
     EventConsumer {
-        name: group,
+        name: topics.group(service),
         brokers: settings.brokers.clone(),
-        topics: topics.iter().map(|t| t.to_string()).collect(),
+        topics: topics.reads(service),
         producer,
         effect,
     }
@@ -113,25 +114,22 @@ pub struct ConsumerService<H> {
 
 impl<H: Handler + Clone> ConsumerService<H> {
     /// Opens (and migrates) `database_url`, connects to Kafka, and builds the
-    /// consumer group `<service>-service` reading `read(topics)` with the handler
+    /// consumer group `<service>-service` (reading what [`Topics::reads`] says) with the handler
     /// that `handler(topics)` makes.
     pub async fn open(
         settings: &Settings,
         service: &str,
         database_url: &str,
         migrators: Vec<Migrator>,
-        read: impl FnOnce(&Topics) -> Vec<String>,
         handler: impl FnOnce(Arc<Topics>) -> H,
     ) -> anyhow::Result<Self> {
         let pool = open_database(database_url, settings.db_max_connections, migrators).await?;
         let (topics, producer) = connect_kafka(settings).await?;
         let topics = Arc::new(topics);
-        let read = read(&topics);
-        let read: Vec<&str> = read.iter().map(String::as_str).collect();
         let consumer = consumer(
             settings,
-            topics.group(&format!("{service}-service")),
-            &read,
+            &topics,
+            &format!("{service}-service"),
             producer,
             Transactional {
                 pool: pool.clone(),

@@ -253,8 +253,8 @@ impl NotificationService {
         let keys = Keys::new(&topics);
         let consumer = super::consumer(
             settings,
-            topics.group("notification-service"),
-            &[&topics.orders],
+            &topics,
+            "notification-service",
             producer,
             Notifier {
                 redis: redis.clone(),

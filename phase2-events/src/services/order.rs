@@ -306,8 +306,8 @@ impl OrderService {
         })?;
         let consumer = super::consumer(
             settings,
-            topics.group("order-service"),
-            &[&topics.payments, &topics.inventory, &topics.delivery],
+            &topics,
+            "order-service",
             producer,
             Transactional {
                 pool: pool.clone(),

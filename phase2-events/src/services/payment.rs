@@ -203,7 +203,6 @@ impl PaymentService {
             SERVICE,
             &settings.payment_database_url,
             migrators(),
-            |topics| vec![topics.orders.clone()],
             |topics| Payments { client, topics },
         )
         .await

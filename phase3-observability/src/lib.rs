@@ -1,0 +1,50 @@
+//! # FerrisEats phase 3 — observability that finds the planned incidents
+//!
+//! Phase 2's services, unchanged, made visible: metrics on `/metrics`, one trace per
+//! order across every service, and planned incidents to find with them. Phase 3 adds
+//! instrumentation *around* the phase 2 code — a tracing layer, router middleware,
+//! probes and proxies — and copies none of it.
+//!
+//! ## Layout
+//!
+//! | module         | what it shows                                                        |
+//! |----------------|----------------------------------------------------------------------|
+//! | [`signals`]    | spans → metrics: events, failures, DLQ, payments, orders, breaker     |
+//! | [`probes`]     | sampled quantities: consumer lag, DLQ depth, outbox backlog and age, process memory and CPU |
+//! | [`telemetry`]  | the subscriber: JSON logs with trace ids, OpenTelemetry + OTLP, W3C propagation |
+//! | [`incidents`]  | the planned incidents and their switches                             |
+//! | [`ops`]        | the ops server: `/metrics`, `/health`, `/admin/incidents`            |
+//! | [`node`]       | one process: phase 2's services with all of the above wired around them |
+//! | [`client`]     | the `incident` command: switch incidents of a running process        |
+
+pub mod client;
+pub mod incidents;
+pub mod node;
+pub mod ops;
+pub mod probes;
+pub mod signals;
+pub mod telemetry;
+
+use common::metrics::Metrics;
+
+/// What a process records into, made before anything logs: the registry with the
+/// process collector, the span-metrics layer and the leak (its layer goes into the
+/// subscriber; its switch into the node's incidents).
+#[derive(Debug, Clone)]
+pub struct Instruments {
+    pub metrics: Metrics,
+    pub spans: signals::SpanMetrics,
+    pub leak: incidents::Leak,
+}
+
+impl Instruments {
+    pub fn new(leak_bytes_per_event: usize) -> Instruments {
+        let metrics = Metrics::new();
+        metrics.register_collector(probes::ProcessCollector);
+        Instruments {
+            spans: signals::SpanMetrics::new(&metrics),
+            leak: incidents::Leak::new(leak_bytes_per_event),
+            metrics,
+        }
+    }
+}
