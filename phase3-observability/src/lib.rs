@@ -16,12 +16,14 @@
 //! | [`ops`]        | the ops server: `/metrics`, `/health`, `/admin/incidents`            |
 //! | [`node`]       | one process: phase 2's services with all of the above wired around them |
 //! | [`client`]     | the `incident` command: switch incidents of a running process        |
+//! | [`scrape`]     | reading `/metrics` back: samples, and percentiles from histogram buckets |
 
 pub mod client;
 pub mod incidents;
 pub mod node;
 pub mod ops;
 pub mod probes;
+pub mod scrape;
 pub mod signals;
 pub mod telemetry;
 

@@ -79,6 +79,7 @@ async fn main() -> anyhow::Result<()> {
         &provider,
         instruments.spans.clone(),
         instruments.leak.layer(),
+        "info",
     )?;
     let shutdown = common::shutdown::on_signal();
     let node = Node::build(role, *observed, instruments.metrics, &instruments.leak).await?;

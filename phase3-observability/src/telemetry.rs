@@ -74,12 +74,15 @@ fn ours() -> Targets {
 /// Installs the process-wide subscriber (and the propagation). Call once, early.
 /// Keep the provider to [`SdkTracerProvider::shutdown`] it at exit: that flushes
 /// the spans still waiting in the batch.
+/// `default_logs` filters the log lines when `RUST_LOG` is not set (`info`).
 pub fn install(
     provider: &SdkTracerProvider,
     metrics: SpanMetrics,
     leak: LeakLayer,
+    default_logs: &str,
 ) -> anyhow::Result<()> {
-    let logs_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs_filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_logs));
     let dispatch = DispatchSlot::default();
     let logs = tracing_subscriber::fmt::layer()
         .fmt_fields(JsonFields::new())
