@@ -22,6 +22,12 @@
 //!
 //! Dead letters carry: `dlq_reason`, `dlq_source_topic`, `dlq_source_partition`,
 //! `dlq_source_offset`, `dlq_consumer`, plus the original headers.
+//!
+//! Each message is handled inside a `consume` span whose fields record what became
+//! of it (`outcome`: applied, duplicate, retried, dead_lettered; `failure`;
+//! `dlq_reason` as a short class) and which continues the trace in the message's
+//! `traceparent` header. Phase 3 turns these spans into metrics and traces; here they
+//! only give every log line of a message its context.
 
 use crate::events::Envelope;
 use anyhow::Context;

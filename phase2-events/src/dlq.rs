@@ -19,7 +19,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-const GROUP: &str = "dlq-replay";
+pub const REPLAY_GROUP: &str = "dlq-replay";
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One dead letter, as `phase2-events dlq list` prints it.
@@ -52,7 +52,7 @@ pub async fn replay(
     dlq_topic: &str,
     producer: &FutureProducer,
 ) -> anyhow::Result<usize> {
-    let consumer = base_consumer(brokers, GROUP)?;
+    let consumer = base_consumer(brokers, REPLAY_GROUP)?;
     let mut pending = Vec::new();
     read_to_end(&consumer, dlq_topic, true, |letter| {
         pending.push(letter);

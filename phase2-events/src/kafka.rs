@@ -151,19 +151,4 @@ impl LagProbe {
         }
         Ok(partitions)
     }
-
-    /// Messages on `topic` (all partitions): high minus low watermark. For a topic
-    /// nobody consumes — a dead-letter topic — that is its depth.
-    pub fn depth(&self, topic: &str, timeout: Duration) -> anyhow::Result<i64> {
-        use rdkafka::consumer::Consumer;
-        let metadata = self.consumer.fetch_metadata(Some(topic), timeout)?;
-        let mut depth = 0;
-        for t in metadata.topics() {
-            for p in t.partitions() {
-                let (low, high) = self.consumer.fetch_watermarks(t.name(), p.id(), timeout)?;
-                depth += (high - low).max(0);
-            }
-        }
-        Ok(depth)
-    }
 }

@@ -45,23 +45,23 @@ pub const CPU_HOT_PATH: &str = "cpu-hot-path";
 #[derive(Debug, Clone, clap::Args)]
 pub struct IncidentSettings {
     /// payment-slowdown: latency added each way between payment service and provider.
-    #[arg(long, env = "INCIDENT_PAYMENT_LATENCY", default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long = "incident-payment-latency", env = "INCIDENT_PAYMENT_LATENCY", default_value = "1s", value_parser = humantime::parse_duration)]
     pub payment_latency: Duration,
     /// notification-backlog: latency added each way between notification and Redis.
-    #[arg(long, env = "INCIDENT_REDIS_LATENCY", default_value = "200ms", value_parser = humantime::parse_duration)]
+    #[arg(long = "incident-redis-latency", env = "INCIDENT_REDIS_LATENCY", default_value = "200ms", value_parser = humantime::parse_duration)]
     pub redis_latency: Duration,
     /// memory-leak: bytes kept for every event consumed while it is on.
-    #[arg(long, env = "INCIDENT_LEAK_BYTES", default_value_t = 256 * 1024)]
+    #[arg(long = "incident-leak-bytes", env = "INCIDENT_LEAK_BYTES", default_value_t = 256 * 1024)]
     pub leak_bytes_per_event: usize,
     /// cpu-hot-path: CPU time burnt in every order API request while it is on.
-    #[arg(long, env = "INCIDENT_CPU_BURN", default_value = "25ms", value_parser = humantime::parse_duration)]
+    #[arg(long = "incident-cpu-burn", env = "INCIDENT_CPU_BURN", default_value = "25ms", value_parser = humantime::parse_duration)]
     pub cpu_burn: Duration,
 }
 
 impl Default for IncidentSettings {
     fn default() -> Self {
         IncidentSettings {
-            payment_latency: Duration::from_secs(2),
+            payment_latency: Duration::from_secs(1),
             redis_latency: Duration::from_millis(200),
             leak_bytes_per_event: 256 * 1024,
             cpu_burn: Duration::from_millis(25),

@@ -8,7 +8,9 @@
 //!   against the partition's high watermark ([`phase2_events::kafka::LagProbe`]).
 //!   The probe never joins the group. Lag is the queue in front of a consumer; its
 //!   *trend* says whether the consumer keeps up (lag flat) or not (lag growing).
-//! * **Dead-letter depth** per topic: messages sitting on `<topic>.dlq`.
+//! * **Dead-letter depth** per source topic: dead letters on `<topic>.dlq` not yet
+//!   replayed — the lag of `phase2-events dlq replay`'s group on it, so the depth
+//!   falls back to 0 once the dead letters have been re-driven.
 //! * **Outbox backlog** per service database: unpublished rows, and the age of the
 //!   oldest. A backlog that is high but young is a burst; an old oldest row is a
 //!   relay that is stuck.
@@ -64,7 +66,8 @@ pub struct Watch {
 #[derive(Clone)]
 pub struct Probes {
     groups: Arc<Vec<LagProbe>>,
-    dead_letter_topics: Arc<Vec<String>>,
+    /// The replay command's group, on the dead-letter topics.
+    dead_letters: Option<Arc<LagProbe>>,
     outboxes: Vec<(String, AnyPool)>,
     interval: Duration,
     lag: Family<PartitionLabels, Gauge>,
@@ -96,9 +99,17 @@ impl Probes {
             .into_iter()
             .map(|(group, topics)| LagProbe::new(brokers, &group, topics))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let dead_letters = match watch.dead_letter_topics.is_empty() {
+            true => None,
+            false => Some(Arc::new(LagProbe::new(
+                brokers,
+                phase2_events::dlq::REPLAY_GROUP,
+                watch.dead_letter_topics,
+            )?)),
+        };
         Ok(Probes {
             groups: Arc::new(groups),
-            dead_letter_topics: Arc::new(watch.dead_letter_topics),
+            dead_letters,
             outboxes: watch.outboxes,
             interval,
             lag: metrics.register(
@@ -118,7 +129,7 @@ impl Probes {
             ),
             dlq_depth: metrics.register(
                 "dlq_depth",
-                "Messages sitting on the topic's dead-letter topic (<topic>.dlq)",
+                "Dead letters of the topic (on <topic>.dlq) not replayed yet",
                 Family::default(),
             ),
             outbox_backlog: metrics.register(
@@ -200,13 +211,19 @@ impl Probes {
                     .set(partition.high_watermark);
             }
         }
-        if let Some(probe) = self.groups.first() {
-            for topic in self.dead_letter_topics.iter() {
-                let depth = probe.depth(topic, timeout)?;
+        if let Some(probe) = &self.dead_letters {
+            let mut depth: std::collections::BTreeMap<String, i64> = Default::default();
+            for partition in probe.sample(timeout)? {
+                let source = partition
+                    .topic
+                    .strip_suffix(".dlq")
+                    .unwrap_or(&partition.topic)
+                    .to_owned();
+                *depth.entry(source).or_default() += partition.lag();
+            }
+            for (topic, depth) in depth {
                 self.dlq_depth
-                    .get_or_create(&TopicLabel {
-                        topic: topic.clone(),
-                    })
+                    .get_or_create(&TopicLabel { topic })
                     .set(depth);
             }
         }

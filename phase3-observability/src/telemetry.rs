@@ -34,7 +34,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::format::{Format, Json, JsonFields, Writer};
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 
@@ -73,35 +73,49 @@ fn ours() -> Targets {
 
 /// Installs the process-wide subscriber (and the propagation). Call once, early.
 /// Keep the provider to [`SdkTracerProvider::shutdown`] it at exit: that flushes
-/// the spans still waiting in the batch.
-/// `default_logs` filters the log lines when `RUST_LOG` is not set (`info`).
+/// the spans still waiting in the batch. `default_logs` filters the log lines when
+/// `RUST_LOG` is not set (`info`).
 pub fn install(
     provider: &SdkTracerProvider,
     metrics: SpanMetrics,
     leak: LeakLayer,
     default_logs: &str,
 ) -> anyhow::Result<()> {
+    let subscriber = subscriber(provider, metrics, leak, default_logs, std::io::stdout);
+    tracing::subscriber::set_global_default(subscriber)
+        .map_err(|_| anyhow::anyhow!("a tracing subscriber is already installed"))?;
+    common::telemetry::install_propagation(W3cPropagation);
+    Ok(())
+}
+
+/// The subscriber of [`install`], writing its log lines to `writer`.
+pub fn subscriber<W>(
+    provider: &SdkTracerProvider,
+    metrics: SpanMetrics,
+    leak: LeakLayer,
+    default_logs: &str,
+    writer: W,
+) -> impl Subscriber + Send + Sync + 'static
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     let logs_filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_logs));
     let dispatch = DispatchSlot::default();
     let logs = tracing_subscriber::fmt::layer()
         .fmt_fields(JsonFields::new())
         .event_format(JsonWithTrace::new(dispatch.clone()))
-        .with_writer(std::io::stdout)
+        .with_writer(writer)
         .with_filter(logs_filter);
     let traces = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("ferriseats"))
         .with_filter(ours());
-    let subscriber = tracing_subscriber::registry()
+    tracing_subscriber::registry()
         .with(dispatch)
         .with(logs)
         .with(traces)
         .with(metrics.with_filter(ours()))
-        .with(leak.with_filter(ours()));
-    tracing::subscriber::set_global_default(subscriber)
-        .map_err(|_| anyhow::anyhow!("a tracing subscriber is already installed"))?;
-    common::telemetry::install_propagation(W3cPropagation);
-    Ok(())
+        .with(leak.with_filter(ours()))
 }
 
 /// `common::telemetry`'s propagation seam, in the W3C Trace Context format.
@@ -189,5 +203,74 @@ where
             ),
             _ => writer.write_str(&line),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::metrics::Metrics;
+    use common::telemetry::TracePropagation;
+    use std::sync::Mutex;
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'w> MakeWriter<'w> for Buffer {
+        type Writer = Buffer;
+        fn make_writer(&'w self) -> Buffer {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn log_lines_carry_the_trace_and_a_span_continues_a_remote_trace() {
+        let provider = SdkTracerProvider::builder().build();
+        let buffer = Buffer::default();
+        let subscriber = subscriber(
+            &provider,
+            SpanMetrics::new(&Metrics::new()),
+            crate::incidents::Leak::new(0).layer(),
+            "info",
+            buffer.clone(),
+        );
+        let remote = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let outgoing = tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("request", request_id = "req-1");
+            W3cPropagation.continue_trace(&span, remote);
+            let _entered = span.enter();
+            tracing::info!("inside");
+            W3cPropagation.traceparent(&Span::current())
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(
+            line["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+            "{line}"
+        );
+        assert_eq!(line["span_id"].as_str().unwrap().len(), 16, "{line}");
+        assert_ne!(line["span_id"], "00f067aa0ba902b7", "a span of its own");
+        assert_eq!(
+            line["spans"][0]["request_id"], "req-1",
+            "next to the request id"
+        );
+        assert_eq!(line["message"], "inside");
+        // What goes out names the same trace and this span as the parent.
+        let outgoing = outgoing.expect("a traced span has a traceparent");
+        assert!(
+            outgoing.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{outgoing}"
+        );
+        assert!(outgoing.contains(line["span_id"].as_str().unwrap()));
     }
 }

@@ -33,12 +33,12 @@ async fn an_order_flow_shows_in_every_metric() {
 
     let payment = system.ns("payment-service");
     let orders_topic = system.ns("orders");
-    let dlq = system.ns("orders.dlq");
+
     let s = system
         .scrape_until(Duration::from_secs(60), "the flow is fully counted", |s| {
             value(s, "orders_total", &[("status", "delivered")]) >= 5.0
                 && value(s, "dlq_messages_total", &[("consumer", &payment)]) >= 1.0
-                && value(s, "dlq_depth", &[("topic", &dlq)]) >= 1.0
+                && value(s, "dlq_depth", &[("topic", &orders_topic)]) >= 1.0
                 // Lag is sampled: wait until the last events are committed and seen.
                 && s.sum("kafka_consumer_lag", &[]) == Some(0.0)
                 && value(s, "outbox_backlog", &[]) == 0.0

@@ -1,7 +1,9 @@
-//! `cargo xtask bench [phase1|phase2]`: throughput and latency of the real service,
-//! next to the limit of the machine. This file runs phase 1 and holds what both
-//! phases share; phase 2 (an event-driven system, measured end to end with an open
-//! load model) is in [`crate::bench_phase2`].
+//! `cargo xtask bench [phase1|phase2|phase3]`: throughput and latency of the real
+//! service, next to the limit of the machine. This file runs phase 1 and holds what
+//! all phases share; phase 2 (an event-driven system, measured end to end with an
+//! open load model) is in [`crate::bench_phase2`]; phase 3 (what its instrumentation
+//! costs: phase 2's system and phase 3's measured in alternating rounds of one run,
+//! with phase 2's machinery) in [`crate::bench_phase3`].
 //!
 //! Speed is measured here and only here — never in timed unit tests, which flake on
 //! a busy laptop and prove nothing on a fast one. A benchmark run:
@@ -47,6 +49,8 @@ pub struct BenchArgs {
     pub(crate) warmup: Duration,
     #[command(flatten)]
     pub(crate) phase2: crate::bench_phase2::Phase2Args,
+    #[command(flatten)]
+    pub(crate) phase3: crate::bench_phase3::Phase3Args,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -56,6 +60,10 @@ enum Phase {
     /// Phase 2's services end to end (POST /orders → delivered), beside the broker's
     /// produce rate and pgbench running one order's SQL.
     Phase2,
+    /// The cost of phase 3's instrumentation: phase 2's system and phase 3's, in
+    /// alternating rounds of the same run — sustained orders/s, API and end-to-end
+    /// p99 at one arrival rate, CPU per order.
+    Phase3,
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
@@ -67,6 +75,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         match phase {
             Phase::Phase1 => phase1(args)?,
             Phase::Phase2 => crate::bench_phase2::run(args)?,
+            Phase::Phase3 => crate::bench_phase3::run(args)?,
         }
     }
     Ok(())
@@ -276,15 +285,39 @@ impl Server {
         addr: SocketAddr,
         log: &Path,
     ) -> anyhow::Result<Server> {
+        Server::start_with_env(name, bin, args, &[], addr, log)
+    }
+
+    /// [`Server::start`], with `env` changed for the child: `(name, Some(value))` sets
+    /// a variable, `(name, None)` removes one it would inherit.
+    pub(crate) fn start_with_env(
+        name: &str,
+        bin: &Path,
+        args: &[&str],
+        env: &[(String, Option<String>)],
+        addr: SocketAddr,
+        log: &Path,
+    ) -> anyhow::Result<Server> {
         let file =
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let set: String = env
+            .iter()
+            .filter_map(|(key, value)| Some(format!("{key}={} ", value.as_ref()?)))
+            .collect();
         println!(
-            "$ RUST_LOG=warn {} {} > {}",
+            "$ RUST_LOG=warn {set}{} {} > {}",
             bin.display(),
             args.join(" "),
             log.display()
         );
-        let child = tokio::process::Command::new(bin)
+        let mut command = tokio::process::Command::new(bin);
+        for (key, value) in env {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
+        let child = command
             .args(args)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())

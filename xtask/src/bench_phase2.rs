@@ -67,16 +67,17 @@ use tokio::time::Instant;
 #[command(next_help_heading = "Phase 2")]
 pub struct Phase2Args {
     /// Latency run: orders arriving per second (open model). Default: half the
-    /// sustained rate the saturation run (which goes first) measured.
+    /// sustained rate the saturation run (which goes first) measured. Phase 3: the
+    /// rate of every latency run (default: half the first run's sustained rate).
     #[arg(long, value_parser = parse_rate)]
-    latency_rate: Option<f64>,
+    pub(crate) latency_rate: Option<f64>,
     /// Latency run: how long orders arrive (the first --warmup is not measured).
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     latency_duration: Duration,
     /// Saturation run: orders in the system at any time (closed loop: each finished
-    /// order is replaced by a new one).
+    /// order is replaced by a new one). Phase 3 too.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
-    saturation_in_flight: u16,
+    pub(crate) saturation_in_flight: u16,
     /// Saturation run: how long (the first --warmup is not measured).
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     saturation_duration: Duration,
@@ -90,9 +91,9 @@ pub struct Phase2Args {
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(100..=1_000_000))]
     produce_messages: u32,
     /// Measure on the broker `cargo xtask up` runs (or KAFKA_BROKERS) instead of a
-    /// tansu of the benchmark's own with empty storage.
+    /// tansu of the benchmark's own with empty storage (phase 3: of each run's own).
     #[arg(long)]
-    shared_broker: bool,
+    pub(crate) shared_broker: bool,
     /// Database limit: pgbench clients, each running one order's SQL after another
     /// (for --duration).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -185,9 +186,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         brokers,
         redis_url,
         namespace: format!("bench-{millis}"),
+        subject: Subject::Phase2,
         bin,
         dir: dir.clone(),
         have_pgbench,
+        ops_addr: None,
+        otlp_endpoint: None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -217,14 +221,21 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 
 /// What every step needs to know.
 #[derive(Debug)]
-struct Setup {
-    admin_url: String,
-    brokers: String,
-    redis_url: String,
-    namespace: String,
-    bin: std::path::PathBuf,
-    dir: std::path::PathBuf,
-    have_pgbench: bool,
+pub(crate) struct Setup {
+    pub(crate) admin_url: String,
+    pub(crate) brokers: String,
+    pub(crate) redis_url: String,
+    pub(crate) namespace: String,
+    /// Which system `bin` is.
+    pub(crate) subject: Subject,
+    pub(crate) bin: std::path::PathBuf,
+    /// Logs go here.
+    pub(crate) dir: std::path::PathBuf,
+    pub(crate) have_pgbench: bool,
+    /// Phase 3: where its ops server (/metrics) listens.
+    pub(crate) ops_addr: Option<std::net::SocketAddr>,
+    /// Phase 3: the OTLP/HTTP receiver its traces are exported to; none: no export.
+    pub(crate) otlp_endpoint: Option<String>,
 }
 
 impl Setup {
@@ -233,7 +244,9 @@ impl Setup {
     }
 }
 
-fn drop_databases(admin_url: &str) {
+/// Drops the system's databases (and pgbench's) if they exist; the services create
+/// theirs when missing, so the next system starts on empty ones.
+pub(crate) fn drop_databases(admin_url: &str) {
     for name in DATABASES
         .iter()
         .map(|(_, name)| *name)
@@ -506,7 +519,59 @@ fn with_search_path(url: &str, schema: &str) -> String {
 // ---------------------------------------------------------------------------------
 // The system under test.
 
-async fn start_system(setup: &Setup) -> anyhow::Result<Server> {
+/// The system under test: phase 2's services, or the very same services with phase 3's
+/// instrumentation around them (`phase3-observability all` takes all of phase 2's
+/// flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Subject {
+    Phase2,
+    Phase3,
+}
+
+impl Subject {
+    /// Its package, which is also the name of its binary.
+    pub(crate) fn package(self) -> &'static str {
+        match self {
+            Subject::Phase2 => "phase2-events",
+            Subject::Phase3 => "phase3-observability",
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Subject::Phase2 => "phase2",
+            Subject::Phase3 => "phase3",
+        }
+    }
+
+    /// The process's name as the kernel keeps it (`/proc/PID/comm`): the binary's
+    /// name cut to 15 bytes.
+    fn comm(self) -> &'static str {
+        match self {
+            Subject::Phase2 => "phase2-events",
+            Subject::Phase3 => "phase3-observab",
+        }
+    }
+
+    /// [`CPU_PROGRAMS`], with this subject's process in phase 2's place.
+    fn cpu_programs(self) -> Vec<&'static str> {
+        CPU_PROGRAMS
+            .iter()
+            .map(|&name| {
+                if name == Subject::Phase2.comm() {
+                    self.comm()
+                } else {
+                    name
+                }
+            })
+            .collect()
+    }
+}
+
+/// Starts `setup.subject` with every service in one process, and waits until it is
+/// ready (the order API's `/ready`; phase 3's ops server's too).
+pub(crate) async fn start_system(setup: &Setup) -> anyhow::Result<Server> {
     let [api, notification, provider] =
         [free_local_addr()?, free_local_addr()?, free_local_addr()?];
     let urls: Vec<String> = DATABASES
@@ -551,21 +616,72 @@ async fn start_system(setup: &Setup) -> anyhow::Result<Server> {
         "0s",
     ];
     flags.extend(crate::bench::PERFECT_PROVIDER);
+    let ops_s = setup.ops_addr.map(|addr| addr.to_string());
+    let mut env = Vec::new();
+    if setup.subject == Subject::Phase3 {
+        let ops = ops_s
+            .as_deref()
+            .context("phase 3 needs the address of its ops server")?;
+        flags.extend(["--ops-addr", ops]);
+        // Traces go where this run says, not where the caller's shell points.
+        env.extend(
+            std::env::vars_os()
+                .filter_map(|(key, _)| key.into_string().ok())
+                .filter(|key| key.starts_with("OTEL_"))
+                .map(|key| (key, None)),
+        );
+        if let Some(endpoint) = &setup.otlp_endpoint {
+            env.push((
+                "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
+                Some(endpoint.clone()),
+            ));
+        }
+    }
     println!(
         "\nthe system: every service in one process, fresh databases, namespace {}",
         setup.namespace
     );
-    let mut server = Server::start(
-        "phase2-events all",
+    let mut server = Server::start_with_env(
+        &format!("{} all", setup.subject.package()),
         &setup.bin,
         &flags,
+        &env,
         api,
         &setup.dir.join("system.log"),
     )?;
     server.wait_for("/ready", Duration::from_secs(90)).await?;
+    if let Some(ops) = setup.ops_addr {
+        wait_ok(
+            &mut server,
+            &format!("http://{ops}/ready"),
+            Duration::from_secs(30),
+        )
+        .await?;
+    }
     // Enough stock for every order of the run (the migration seeds 1,000 each).
     postgres::execute(&urls[2], "UPDATE stock SET available = 1000000")?;
     Ok(server)
+}
+
+/// Polls `GET url` until it answers 200 while `server` runs, for up to `limit`.
+async fn wait_ok(server: &mut Server, url: &str, limit: Duration) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    let deadline = Instant::now() + limit;
+    loop {
+        server.check_running()?;
+        if let Ok(response) = client.get(url).send().await
+            && response.status() == reqwest::StatusCode::OK
+        {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("GET {url} did not answer 200 within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Priming, then the latency, saturation and overload runs, against a running system.
@@ -575,6 +691,70 @@ async fn drive(
     server: &mut Server,
 ) -> anyhow::Result<(LatencyRun, SaturationRun, OverloadRun)> {
     let p2 = &args.phase2;
+    let observer = prime(setup, server).await?;
+    let url = format!("http://{}/orders", server.addr());
+
+    println!(
+        "\nsaturation run: {} orders in the system for {:?} (first {:?} not measured)…",
+        p2.saturation_in_flight, p2.saturation_duration, args.warmup
+    );
+    let probe = QueueProbe::new(setup)?;
+    let plan = SaturationPlan {
+        in_flight: p2.saturation_in_flight,
+        duration: p2.saturation_duration,
+        warmup: args.warmup,
+    };
+    let (saturation, unfinished) =
+        saturation_run(&plan, setup.subject, &url, &observer, &probe).await?;
+    server.check_running()?;
+    // The latency run starts on an idle system.
+    drain(&observer, &unfinished).await;
+
+    let rate = p2
+        .latency_rate
+        .unwrap_or_else(|| half_rate(saturation.finished_per_second));
+    println!(
+        "\nlatency run: {rate} orders/s arriving for {:?} (first {:?} not measured)…",
+        p2.latency_duration, args.warmup
+    );
+    let plan = LatencyPlan {
+        rate,
+        rate_from_saturation: p2.latency_rate.is_none(),
+        duration: p2.latency_duration,
+        warmup: args.warmup,
+    };
+    let latency = latency_run(&plan, &url, &observer).await?;
+    server.check_running()?;
+
+    println!(
+        "\noverload run: {} orders/s arriving for {:?} (first {:?} not measured)…",
+        p2.overload_rate, p2.overload_duration, args.warmup
+    );
+    let mut overload = overload_run(args, &url, &observer).await?;
+    overload.queues_at_end = probe.sample().await.ok();
+    server.check_running()?;
+    observer.stop().await;
+    Ok((latency, saturation, overload))
+}
+
+/// The latency run's default arrival rate: half the sustained one, to 0.1/s, at
+/// least 0.5/s.
+pub(crate) fn half_rate(sustained_per_second: f64) -> f64 {
+    (sustained_per_second / 2.0 * 10.0).round().max(5.0) / 10.0
+}
+
+/// Waits (up to [`DRAIN_LIMIT`]) for `unfinished` orders to finish.
+pub(crate) async fn drain(observer: &Observer, unfinished: &[String]) {
+    let left = observer.wait_for(unfinished, DRAIN_LIMIT).await;
+    if left > 0 {
+        eprintln!("{left} orders of the saturation run still unfinished after {DRAIN_LIMIT:?}");
+    }
+}
+
+/// Starts the observer on the running system, and sends a few orders all the way
+/// through, so every consumer group (and the observer's) has its partitions before
+/// anything is measured.
+pub(crate) async fn prime(setup: &Setup, server: &mut Server) -> anyhow::Result<Observer> {
     let topics = Topics::new(&setup.namespace);
     let observer = Observer::start(
         &setup.brokers,
@@ -627,42 +807,7 @@ async fn drive(
         "primed: {PRIMING_ORDERS} orders delivered in {:.1} s (consumer groups joined)",
         primed.elapsed().as_secs_f64()
     );
-
-    println!(
-        "\nsaturation run: {} orders in the system for {:?} (first {:?} not measured)…",
-        p2.saturation_in_flight, p2.saturation_duration, args.warmup
-    );
-    let probe = QueueProbe::new(setup)?;
-    let (saturation, unfinished) = saturation_run(args, &url, &observer, &probe).await?;
-    server.check_running()?;
-    // The latency run starts on an idle system.
-    let left = observer.wait_for(&unfinished, DRAIN_LIMIT).await;
-    if left > 0 {
-        eprintln!("{left} orders of the saturation run still unfinished after {DRAIN_LIMIT:?}");
-    }
-
-    let rate = p2.latency_rate.unwrap_or_else(|| {
-        (saturation.finished_per_second / 2.0 * 10.0)
-            .round()
-            .max(5.0)
-            / 10.0
-    });
-    println!(
-        "\nlatency run: {rate} orders/s arriving for {:?} (first {:?} not measured)…",
-        p2.latency_duration, args.warmup
-    );
-    let latency = latency_run(args, rate, &url, &observer).await?;
-    server.check_running()?;
-
-    println!(
-        "\noverload run: {} orders/s arriving for {:?} (first {:?} not measured)…",
-        p2.overload_rate, p2.overload_duration, args.warmup
-    );
-    let mut overload = overload_run(args, &url, &observer).await?;
-    overload.queues_at_end = probe.sample().await.ok();
-    server.check_running()?;
-    observer.stop().await;
-    Ok((latency, saturation, overload))
+    Ok(observer)
 }
 
 /// `/orders/0195…` → `0195…`.
@@ -674,8 +819,30 @@ fn order_id_of(location: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// What a latency run does.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LatencyPlan {
+    /// Orders arriving per second.
+    pub(crate) rate: f64,
+    /// `rate` is half a saturation run's (no --latency-rate).
+    pub(crate) rate_from_saturation: bool,
+    /// How long orders arrive (the first `warmup` is not measured).
+    pub(crate) duration: Duration,
+    pub(crate) warmup: Duration,
+}
+
+/// What a saturation run does.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SaturationPlan {
+    /// Orders in the system at any time.
+    pub(crate) in_flight: u16,
+    /// How long (the first `warmup` is not measured).
+    pub(crate) duration: Duration,
+    pub(crate) warmup: Duration,
+}
+
 #[derive(Debug, Serialize)]
-struct LatencyRun {
+pub(crate) struct LatencyRun {
     offered_per_second: f64,
     /// The rate is half the saturation run's (no --latency-rate).
     rate_from_saturation: bool,
@@ -684,26 +851,32 @@ struct LatencyRun {
     /// Measured requests (due after the warm-up).
     measured: usize,
     accepted: usize,
-    api_errors: usize,
+    pub(crate) api_errors: usize,
     not_sent: u64,
     first_error: Option<String>,
-    api: Percentiles,
-    delivered: usize,
-    cancelled: usize,
+    pub(crate) api: Percentiles,
+    pub(crate) delivered: usize,
+    pub(crate) cancelled: usize,
     /// Accepted, but no final event within [`DRAIN_LIMIT`] after the run.
-    incomplete: usize,
-    end_to_end: Percentiles,
+    pub(crate) incomplete: usize,
+    pub(crate) end_to_end: Percentiles,
+    /// The measured API latencies, in µs (to merge runs).
+    #[serde(skip)]
+    pub(crate) api_us: Histogram<u64>,
+    /// The measured end-to-end latencies, in µs (to merge runs).
+    #[serde(skip)]
+    pub(crate) end_to_end_us: Histogram<u64>,
 }
 
-#[derive(Debug, Serialize)]
-struct Percentiles {
-    p50_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct Percentiles {
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) max_ms: f64,
 }
 
 impl Percentiles {
-    fn of(histogram: &Histogram<u64>) -> Percentiles {
+    pub(crate) fn of(histogram: &Histogram<u64>) -> Percentiles {
         let ms = |us: u64| us as f64 / 1000.0;
         if histogram.is_empty() {
             return Percentiles {
@@ -724,22 +897,20 @@ fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
-async fn latency_run(
-    args: &BenchArgs,
-    rate: f64,
+pub(crate) async fn latency_run(
+    plan: &LatencyPlan,
     url: &str,
     observer: &Observer,
 ) -> anyhow::Result<LatencyRun> {
-    let p2 = &args.phase2;
     let load = OpenLoad {
         url: url.to_owned(),
-        rate,
-        duration: p2.latency_duration,
+        rate: plan.rate,
+        duration: plan.duration,
         max_in_flight: MAX_IN_FLIGHT,
         body: order_body,
     };
     let report = openloop::open_loop(&load).await?;
-    let measure_from = report.start + args.warmup;
+    let measure_from = report.start + plan.warmup;
     let measured: Vec<&Outcome> = report
         .outcomes
         .iter()
@@ -777,13 +948,10 @@ async fn latency_run(
     }
     let api_errors = measured.iter().filter(|o| !o.is_success()).count();
     Ok(LatencyRun {
-        offered_per_second: rate,
-        rate_from_saturation: p2.latency_rate.is_none(),
-        seconds: p2.latency_duration.as_secs_f64(),
-        measured_seconds: p2
-            .latency_duration
-            .saturating_sub(args.warmup)
-            .as_secs_f64(),
+        offered_per_second: plan.rate,
+        rate_from_saturation: plan.rate_from_saturation,
+        seconds: plan.duration.as_secs_f64(),
+        measured_seconds: plan.duration.saturating_sub(plan.warmup).as_secs_f64(),
         measured: measured.len(),
         accepted: measured.len() - api_errors,
         api_errors,
@@ -794,19 +962,21 @@ async fn latency_run(
         cancelled,
         incomplete,
         end_to_end: Percentiles::of(&end_to_end),
+        api_us: api,
+        end_to_end_us: end_to_end,
     })
 }
 
 #[derive(Debug, Serialize)]
-struct SaturationRun {
+pub(crate) struct SaturationRun {
     in_flight: u16,
     seconds: f64,
     window_seconds: f64,
     /// Orders finished per second in the window: the sustained end-to-end rate.
-    finished_per_second: f64,
-    finished: usize,
-    cancelled: usize,
-    api_errors: usize,
+    pub(crate) finished_per_second: f64,
+    pub(crate) finished: usize,
+    pub(crate) cancelled: usize,
+    pub(crate) api_errors: usize,
     first_error: Option<String>,
     /// POST → 202, with the system saturated.
     api: Percentiles,
@@ -816,7 +986,7 @@ struct SaturationRun {
     /// Where the orders waited, on average over the window.
     queues: Option<Queues>,
     /// CPU used by each program during the window, in % of one core (Linux only).
-    cpu: Option<Vec<(String, f64)>>,
+    pub(crate) cpu: Option<Vec<(String, f64)>>,
 }
 
 /// The programs whose CPU time is shown (by process name; all processes of a name
@@ -862,21 +1032,23 @@ fn cpu_seconds(names: &[&str]) -> Option<Vec<f64>> {
 /// Closed loop over the whole journey: each of `in_flight` customers places an
 /// order, waits for its final event, and places the next.
 /// Also returns the orders still unfinished at the end.
-async fn saturation_run(
-    args: &BenchArgs,
+/// CPU use is noted for `subject`'s programs ([`CPU_PROGRAMS`]).
+pub(crate) async fn saturation_run(
+    plan: &SaturationPlan,
+    subject: Subject,
     url: &str,
     observer: &Observer,
     probe: &QueueProbe,
 ) -> anyhow::Result<(SaturationRun, Vec<String>)> {
-    let p2 = &args.phase2;
+    let programs = subject.cpu_programs();
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(10))
-        .pool_max_idle_per_host(usize::from(p2.saturation_in_flight))
+        .pool_max_idle_per_host(usize::from(plan.in_flight))
         .build()?;
     let start = Instant::now();
-    let from = start + args.warmup;
-    let end = start + p2.saturation_duration;
+    let from = start + plan.warmup;
+    let end = start + plan.duration;
     let window = end.saturating_duration_since(from);
     anyhow::ensure!(
         !window.is_zero(),
@@ -952,28 +1124,35 @@ async fn saturation_run(
     let sampling = async {
         let mut samples = Vec::new();
         tokio::time::sleep_until(from).await;
-        let cpu_from = cpu_seconds(CPU_PROGRAMS);
+        let cpu_from = cpu_seconds(&programs);
         while Instant::now() < end {
             match probe.sample().await {
                 Ok(sample) => samples.push(sample),
                 Err(err) => eprintln!("queue probe: {err:#}"),
             }
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            // The CPU times are read at the end of the window, not up to 2 s later.
+            tokio::time::sleep_until(end.min(Instant::now() + Duration::from_secs(2))).await;
         }
-        let cpu = cpu_from
-            .zip(cpu_seconds(CPU_PROGRAMS))
-            .map(|(before, after)| {
-                let seconds = (Instant::now() - from).as_secs_f64();
-                CPU_PROGRAMS
-                    .iter()
-                    .zip(before.iter().zip(&after))
-                    .map(|(name, (b, a))| (name.to_string(), 100.0 * (a - b) / seconds))
-                    .collect()
-            });
+        let cpu = cpu_from.zip(cpu_seconds(&programs)).map(|(before, after)| {
+            let seconds = (Instant::now() - from).as_secs_f64();
+            programs
+                .iter()
+                .zip(before.iter().zip(&after))
+                .map(|(&name, (b, a))| {
+                    // The subject's process by its binary's name, not the kernel's.
+                    let name = if name == subject.comm() {
+                        subject.package()
+                    } else {
+                        name
+                    };
+                    (name.to_owned(), 100.0 * (a - b) / seconds)
+                })
+                .collect()
+        });
         (samples, cpu)
     };
     let (customers, (samples, cpu)) = tokio::join!(
-        futures::future::join_all((0..u64::from(p2.saturation_in_flight)).map(customer)),
+        futures::future::join_all((0..u64::from(plan.in_flight)).map(customer)),
         sampling
     );
 
@@ -998,8 +1177,8 @@ async fn saturation_run(
         first_error = first_error.or(seen.first_error);
     }
     let run = SaturationRun {
-        in_flight: p2.saturation_in_flight,
-        seconds: p2.saturation_duration.as_secs_f64(),
+        in_flight: plan.in_flight,
+        seconds: plan.duration.as_secs_f64(),
         window_seconds: window.as_secs_f64(),
         finished_per_second: finished as f64 / window.as_secs_f64(),
         finished,
@@ -1171,7 +1350,7 @@ impl Queues {
 
 /// Reads the queue lengths of the system under test.
 #[derive(Clone)]
-struct QueueProbe {
+pub(crate) struct QueueProbe {
     /// (service, database URL).
     databases: Vec<(&'static str, String)>,
     /// (group, a consumer in that group that never subscribes, the topics it reads).
@@ -1188,7 +1367,7 @@ impl std::fmt::Debug for QueueProbe {
 }
 
 impl QueueProbe {
-    fn new(setup: &Setup) -> anyhow::Result<QueueProbe> {
+    pub(crate) fn new(setup: &Setup) -> anyhow::Result<QueueProbe> {
         let topics = Topics::new(&setup.namespace);
         let databases = DATABASES
             .iter()
@@ -1289,7 +1468,7 @@ struct Final {
 /// Consumes `<namespace>.orders` in a group of its own and remembers the first final
 /// event of each order (the key is the order id; redeliveries are ignored).
 #[derive(Debug)]
-struct Observer {
+pub(crate) struct Observer {
     finals: Arc<Mutex<HashMap<String, Final>>>,
     /// Woken at every final event (for [`Observer::wait_final`]).
     arrived: Arc<Notify>,
@@ -1371,7 +1550,7 @@ impl Observer {
         }
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.stop.cancel();
         let _ = self.task.await;
     }
@@ -1559,7 +1738,7 @@ fn print_table(r: &Results) {
             ),
         ]);
     }
-    print_markdown(&rows);
+    print_markdown(&rows, 1..=4);
 
     println!(
         "\nLatencies are measured from when an order was due (open model) or sent (closed \
@@ -1618,11 +1797,14 @@ fn print_table(r: &Results) {
     }
 }
 
-/// A markdown table, padded so it also reads as plain text; columns 1–4 (numbers)
+/// A markdown table, padded so it also reads as plain text; the `numeric` columns
 /// right-aligned.
-fn print_markdown(rows: &[[String; 6]]) {
-    let numeric = |column: usize| (1..=4).contains(&column);
-    let widths: Vec<usize> = (0..6)
+pub(crate) fn print_markdown<const N: usize>(
+    rows: &[[String; N]],
+    numeric: std::ops::RangeInclusive<usize>,
+) {
+    let numeric = |column: usize| numeric.contains(&column);
+    let widths: Vec<usize> = (0..N)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     for (i, row) in rows.iter().enumerate() {

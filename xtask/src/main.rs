@@ -10,12 +10,13 @@
 //! | `cargo xtask up [--observability]` / `down` / `status` | [`services`] (the generic flow), [`postgres`], [`redis`], [`kafka`] ([`kafka_probe`]), [`prometheus`] |
 //! | `cargo xtask broker restart [--down-for 5s]` | [`kafka`] |
 //! | `cargo xtask test [-- ARGS]` | [`test`] |
-//! | `cargo xtask bench [phase1\|phase2]` | [`bench`], [`bench_phase2`], [`loadgen`], [`openloop`], [`pgbench`] |
+//! | `cargo xtask bench [phase1\|phase2\|phase3]` | [`bench`], [`bench_phase2`], [`bench_phase3`], [`loadgen`], [`openloop`], [`pgbench`] |
 //!
 //! This file only parses the command line and dispatches.
 
 mod bench;
 mod bench_phase2;
+mod bench_phase3;
 mod kafka;
 mod kafka_probe;
 mod loadgen;
