@@ -85,10 +85,16 @@ impl PartitionLag {
 /// Measures a consumer group's lag from outside the group: committed offsets (what
 /// the group finished) against high watermarks (what was published). A probe never
 /// joins the group, so measuring does not cause a rebalance.
+///
+/// A probe is cheap for the broker, which matters when the broker is the bottleneck:
+/// the partition list is fetched once, and [`sample_all`] asks for the watermarks of
+/// every partition of every probe in two `ListOffsets` requests (latest, earliest)
+/// rather than two per partition.
 pub struct LagProbe {
     group: String,
     topics: Vec<String>,
     consumer: rdkafka::consumer::BaseConsumer,
+    partitions: std::sync::OnceLock<Vec<(String, i32)>>,
 }
 
 impl std::fmt::Debug for LagProbe {
@@ -112,6 +118,7 @@ impl LagProbe {
             group: group.to_owned(),
             topics,
             consumer,
+            partitions: std::sync::OnceLock::new(),
         })
     }
 
@@ -119,36 +126,92 @@ impl LagProbe {
         &self.group
     }
 
-    /// Every partition of the group's topics. Blocking (librdkafka round trips):
-    /// call it from `spawn_blocking`.
-    pub fn sample(&self, timeout: Duration) -> anyhow::Result<Vec<PartitionLag>> {
+    /// The partitions of the group's topics (asked once: partitions are created with
+    /// the topic and never change here).
+    fn partitions(&self, timeout: Duration) -> anyhow::Result<&[(String, i32)]> {
         use rdkafka::consumer::Consumer;
-        let mut wanted = rdkafka::TopicPartitionList::new();
+        if let Some(partitions) = self.partitions.get() {
+            return Ok(partitions);
+        }
+        let mut partitions = Vec::new();
         for topic in &self.topics {
             let metadata = self.consumer.fetch_metadata(Some(topic), timeout)?;
             for t in metadata.topics() {
                 for p in t.partitions() {
-                    wanted.add_partition(t.name(), p.id());
+                    partitions.push((t.name().to_owned(), p.id()));
                 }
             }
         }
-        let committed = self.consumer.committed_offsets(wanted, timeout)?;
+        Ok(self.partitions.get_or_init(|| partitions))
+    }
+
+    /// Every partition of the group's topics. Blocking (librdkafka round trips):
+    /// call it from `spawn_blocking`.
+    pub fn sample(&self, timeout: Duration) -> anyhow::Result<Vec<PartitionLag>> {
+        Ok(sample_all(std::slice::from_ref(self), timeout)?
+            .pop()
+            .unwrap_or_default())
+    }
+}
+
+/// [`LagProbe::sample`] of each probe, with the watermarks of all their partitions
+/// fetched together. Blocking.
+pub fn sample_all(
+    probes: &[LagProbe],
+    timeout: Duration,
+) -> anyhow::Result<Vec<Vec<PartitionLag>>> {
+    use rdkafka::consumer::Consumer;
+    use std::collections::BTreeSet;
+    let Some(first) = probes.first() else {
+        return Ok(Vec::new());
+    };
+    let mut every = BTreeSet::new();
+    for probe in probes {
+        every.extend(probe.partitions(timeout)?.iter().cloned());
+    }
+    // ListOffsets with the special timestamps -1 (latest) and -2 (earliest).
+    let watermarks =
+        |which: rdkafka::Offset| -> anyhow::Result<std::collections::HashMap<(String, i32), i64>> {
+            let mut wanted = rdkafka::TopicPartitionList::new();
+            for (topic, partition) in &every {
+                wanted.add_partition_offset(topic, *partition, which)?;
+            }
+            let answer = first.consumer.offsets_for_times(wanted, timeout)?;
+            Ok(answer
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    rdkafka::Offset::Offset(offset) => {
+                        Some(((e.topic().to_owned(), e.partition()), offset))
+                    }
+                    _ => None,
+                })
+                .collect())
+        };
+    let high = watermarks(rdkafka::Offset::End)?;
+    let low = watermarks(rdkafka::Offset::Beginning)?;
+    let mut samples = Vec::with_capacity(probes.len());
+    for probe in probes {
+        let mut wanted = rdkafka::TopicPartitionList::new();
+        for (topic, partition) in probe.partitions(timeout)? {
+            wanted.add_partition(topic, *partition);
+        }
+        let committed = probe.consumer.committed_offsets(wanted, timeout)?;
         let mut partitions = Vec::new();
         for element in committed.elements() {
-            let (low, high) =
-                self.consumer
-                    .fetch_watermarks(element.topic(), element.partition(), timeout)?;
+            let key = (element.topic().to_owned(), element.partition());
             partitions.push(PartitionLag {
-                topic: element.topic().to_owned(),
-                partition: element.partition(),
+                topic: key.0.clone(),
+                partition: key.1,
                 committed: match element.offset() {
                     rdkafka::Offset::Offset(offset) => Some(offset),
                     _ => None,
                 },
-                low_watermark: low,
-                high_watermark: high,
+                low_watermark: low.get(&key).copied().unwrap_or(0),
+                high_watermark: high.get(&key).copied().unwrap_or(0),
             });
         }
-        Ok(partitions)
+        samples.push(partitions);
     }
+    Ok(samples)
 }

@@ -192,8 +192,9 @@ impl Probes {
 
     fn sample_kafka(&self) -> anyhow::Result<()> {
         let timeout = Duration::from_secs(5);
-        for probe in self.groups.iter() {
-            for partition in probe.sample(timeout)? {
+        let samples = phase2_events::kafka::sample_all(&self.groups, timeout)?;
+        for (probe, partitions) in self.groups.iter().zip(samples) {
+            for partition in partitions {
                 let labels = PartitionLabels {
                     group: probe.group().to_owned(),
                     topic: partition.topic.clone(),

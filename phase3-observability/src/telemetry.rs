@@ -211,32 +211,12 @@ mod tests {
     use super::*;
     use common::metrics::Metrics;
     use common::telemetry::TracePropagation;
-    use std::sync::Mutex;
-
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Buffer {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'w> MakeWriter<'w> for Buffer {
-        type Writer = Buffer;
-        fn make_writer(&'w self) -> Buffer {
-            self.clone()
-        }
-    }
+    use common::testing::LogBuffer;
 
     #[test]
     fn log_lines_carry_the_trace_and_a_span_continues_a_remote_trace() {
         let provider = SdkTracerProvider::builder().build();
-        let buffer = Buffer::default();
+        let buffer = LogBuffer::default();
         let subscriber = subscriber(
             &provider,
             SpanMetrics::new(&Metrics::new()),
@@ -252,7 +232,7 @@ mod tests {
             tracing::info!("inside");
             W3cPropagation.traceparent(&Span::current())
         });
-        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let text = buffer.contents();
         let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
         assert_eq!(
             line["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
