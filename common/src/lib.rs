@@ -15,7 +15,7 @@
 //! | [`shutdown`]    | Ctrl-C / SIGTERM as a `CancellationToken`                            |
 //! | [`fault_proxy`] | a TCP proxy that injects latency and partitions (chaos tests)        |
 //! | [`metrics`]     | the Prometheus registry, `GET /metrics`, HTTP metrics by route       |
-//! | `testing`       | (feature `testing`) a fresh database per test                        |
+//! | `testing`       | (feature `testing`) a fresh database per test, logs kept in memory   |
 //!
 //! Heavy dependencies of later phases (Kafka, OpenTelemetry) will be behind cargo
 //! features, so phase 1 builds without them.

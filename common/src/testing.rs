@@ -4,6 +4,9 @@
 //! new PostgreSQL database on the server named by `TEST_DATABASE_URL` — so tests run
 //! in parallel without seeing each other's rows. When PostgreSQL is unreachable the
 //! test fails with a message naming it and `cargo xtask up`; it never skips.
+//!
+//! [`LogBuffer`] keeps a subscriber's log output in memory, for tests that look at
+//! what was logged.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -77,5 +80,36 @@ impl TestDb {
                 }
             }
         }
+    }
+}
+
+/// Log output kept in memory: give a clone to a `tracing_subscriber::fmt` layer (or
+/// subscriber) as its writer, and read what it wrote with [`LogBuffer::contents`].
+/// Clones share one buffer.
+#[derive(Debug, Clone, Default)]
+pub struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogBuffer {
+    /// Everything written so far.
+    pub fn contents(&self) -> String {
+        let bytes = self.0.lock().unwrap().clone();
+        String::from_utf8(bytes).expect("log output is UTF-8")
+    }
+}
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for LogBuffer {
+    type Writer = LogBuffer;
+    fn make_writer(&'w self) -> LogBuffer {
+        self.clone()
     }
 }

@@ -7,45 +7,20 @@
 #[path = "support/mod.rs"]
 mod support;
 
+use common::testing::LogBuffer;
 use serde_json::Value;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::{Backend, order_body, spawn_app_with};
-use tracing_subscriber::fmt::MakeWriter;
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-impl Captured {
-    fn lines(&self) -> Vec<Value> {
-        let bytes = self.0.lock().unwrap().clone();
-        String::from_utf8(bytes)
-            .unwrap()
-            .lines()
-            .map(|line| {
-                serde_json::from_str(line)
-                    .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line}"))
-            })
-            .collect()
-    }
+/// The JSON lines written to `logs`, parsed.
+fn json_lines(logs: &LogBuffer) -> Vec<Value> {
+    logs.contents()
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line}"))
+        })
+        .collect()
 }
 
 fn request_id_of(line: &Value) -> Option<&str> {
@@ -60,7 +35,7 @@ fn request_id_of(line: &Value) -> Option<&str> {
 // subscriber sees every line.
 #[tokio::test(flavor = "current_thread")]
 async fn every_log_line_of_a_request_carries_its_request_id() {
-    let logs = Captured::default();
+    let logs = LogBuffer::default();
     let _guard =
         tracing::subscriber::set_default(common::telemetry::json_subscriber(logs.clone(), "info"));
     // Attempts time out (100 ms < 150 ms latency) so the request logs retries too.
@@ -86,7 +61,7 @@ async fn every_log_line_of_a_request_carries_its_request_id() {
     tokio::time::sleep(Duration::from_millis(300)).await; // the provider's late answers
     app.stop().await;
 
-    let lines = logs.lines();
+    let lines = json_lines(&logs);
     for (request_id, order) in [("req-alpha", &first), ("req-beta", &second)] {
         let order_id = order["id"].as_str().unwrap();
         let mine: Vec<&Value> = lines

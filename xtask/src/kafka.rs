@@ -44,24 +44,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a freshly started broker may take to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub const SERVICE: Service = Service {
-    name: NAME,
-    port: PORT,
-    env_override: ENV_BROKERS,
-    default_url: DEFAULT_BROKERS,
-    is_up,
-    start,
-    install,
-    prepare,
-    check_url,
-    manual,
-    details: || {
-        Some(format!(
-            "storage {}, log {}",
-            storage_file().display(),
-            log_file().display()
-        ))
-    },
+pub const SERVICE: Service = services::service! {
+    name: NAME, port: PORT, env_override: ENV_BROKERS, default_url: DEFAULT_BROKERS,
 };
 
 /// Where the broker xtask starts keeps its log of messages (one SQLite file).
@@ -88,19 +72,10 @@ fn is_up() -> bool {
 /// The tansu binary: on `$PATH`, or where `cargo install` puts it (which is not on
 /// `$PATH` in every shell, e.g. a CI job that never sourced `~/.cargo/env`).
 fn find_tansu() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(PROGRAM))
-            .find(|path| path.is_file())
-    });
     let cargo_home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
-    on_path.or_else(|| {
-        cargo_home
-            .map(|home| home.join("bin").join(PROGRAM))
-            .filter(|path| path.is_file())
-    })
+    process::find(PROGRAM, cargo_home.map(|home| home.join("bin")).as_deref())
 }
 
 fn start(_privilege: Privilege) -> anyhow::Result<Option<Stop>> {
@@ -140,35 +115,21 @@ fn launch(
         .args(["--advertised-listener-url", &listener])
         .args(["--storage-engine", &format!("sqlite://{STORAGE_FILE}")])
         .current_dir(dir);
-    let mut child = process::spawn_detached(&cmd, log)?;
-    let pid = child.id();
     let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait()? {
-            bail!(
-                "tansu exited at once ({status}); end of {}:\n{}",
-                log.display(),
-                process::tail(log, 20)
-            );
-        }
-        if kafka_probe::api_versions(addr, PROBE_TIMEOUT).is_ok() {
-            println!(
-                "kafka: tansu (pid {pid}) answers ApiVersions on {addr} after {:.1} s",
-                started.elapsed().as_secs_f64()
-            );
-            return Ok(child);
-        }
-        if started.elapsed() >= START_TIMEOUT {
-            let _ = process::kill(pid, PROGRAM);
-            bail!(
-                "tansu (pid {pid}) did not answer ApiVersions on {addr} within \
-                 {START_TIMEOUT:?}, so it was stopped again; end of {}:\n{}",
-                log.display(),
-                process::tail(log, 20)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    let child = process::spawn_until_ready(
+        &cmd,
+        log,
+        PROGRAM,
+        &format!("ApiVersions on {addr}"),
+        START_TIMEOUT,
+        || kafka_probe::api_versions(addr, PROBE_TIMEOUT).is_ok(),
+    )?;
+    println!(
+        "kafka: tansu (pid {}) answers ApiVersions on {addr} after {:.1} s",
+        child.id(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(child)
 }
 
 /// A tansu of its own on a free port, with empty storage in `dir` (emptied first),
@@ -257,6 +218,15 @@ pub fn check_url(brokers: &str) -> anyhow::Result<()> {
         eprintln!("kafka: warning: {error}");
     }
     Ok(())
+}
+
+/// For `status`: where the broker keeps its storage and its log.
+fn details() -> Option<String> {
+    Some(format!(
+        "storage {}, log {}",
+        storage_file().display(),
+        log_file().display()
+    ))
 }
 
 fn manual() -> String {

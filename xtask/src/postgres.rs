@@ -25,18 +25,8 @@ pub const DEFAULT_URL: &str = common::db::LOCAL_POSTGRES_URL;
 pub const ENV_URL: &str = "TEST_DATABASE_URL";
 const PORT: u16 = 5432;
 
-pub const SERVICE: Service = Service {
-    name: "postgresql",
-    port: PORT,
-    env_override: ENV_URL,
-    default_url: DEFAULT_URL,
-    is_up,
-    start,
-    install,
-    prepare,
-    check_url,
-    manual,
-    details: || None,
+pub const SERVICE: Service = services::service! {
+    name: "postgresql", port: PORT, env_override: ENV_URL, default_url: DEFAULT_URL,
 };
 
 /// Up means: the port accepts TCP *and* `pg_isready` says the server accepts
@@ -276,6 +266,11 @@ fn psql(url: &str, format: &[&str], sql: &str) -> anyhow::Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Nothing for `status` to add about PostgreSQL.
+fn details() -> Option<String> {
+    None
 }
 
 fn manual() -> String {

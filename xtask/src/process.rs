@@ -51,8 +51,23 @@ pub fn cargo() -> OsString {
 
 /// Is `program` an executable file somewhere on `$PATH`?
 pub fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+    find(program, None).is_some()
+}
+
+/// Where `program` is: the first file of that name in a directory of `$PATH`, else
+/// in `fallback` (a directory where an installer puts it that not every shell has on
+/// its `$PATH`).
+pub fn find(program: &str, fallback: Option<&Path>) -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|path| path.is_file())
+    });
+    on_path.or_else(|| {
+        fallback
+            .map(|dir| dir.join(program))
+            .filter(|path| path.is_file())
+    })
 }
 
 /// A command as a user would type it (for messages).
@@ -241,6 +256,46 @@ pub fn spawn_detached(cmd: &Command, log: &Path) -> anyhow::Result<Child> {
         .stderr(file)
         .spawn()
         .with_context(|| format!("could not start `{shown}`"))
+}
+
+/// Starts `cmd` with [`spawn_detached`] and waits, polling every 250 ms, until
+/// `ready()` says the server answers. Fails with the end of `log` if the process
+/// exits first, or if it has not answered within `limit` (it is then killed again);
+/// `program` is its name (for messages and for [`kill`]) and `answers` what is
+/// waited for (e.g. `on http://127.0.0.1:9090`).
+pub fn spawn_until_ready(
+    cmd: &Command,
+    log: &Path,
+    program: &str,
+    answers: &str,
+    limit: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> anyhow::Result<Child> {
+    let mut child = spawn_detached(cmd, log)?;
+    let pid = child.id();
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "{program} exited at once ({status}); end of {}:\n{}",
+                log.display(),
+                tail(log, 20)
+            );
+        }
+        if ready() {
+            return Ok(child);
+        }
+        if started.elapsed() >= limit {
+            let _ = kill(pid, program);
+            bail!(
+                "{program} (pid {pid}) did not answer {answers} within {limit:?}, so it was \
+                 stopped again; end of {}:\n{}",
+                log.display(),
+                tail(log, 20)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// Is process `pid` alive and running `program`? A zombie (exited, not yet reaped

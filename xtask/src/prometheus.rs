@@ -34,7 +34,7 @@ use crate::services::{self, Service, Stop};
 use anyhow::{Context, bail};
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -53,25 +53,8 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a freshly started server may take to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub const SERVICE: Service = Service {
-    name: NAME,
-    port: PORT,
-    env_override: ENV_URL,
-    default_url: DEFAULT_URL,
-    is_up,
-    start,
-    install,
-    prepare,
-    check_url,
-    manual,
-    details: || {
-        Some(format!(
-            "config {}, data {}, log {}",
-            config_file().display(),
-            storage_dir().display(),
-            log_file().display()
-        ))
-    },
+pub const SERVICE: Service = services::service! {
+    name: NAME, port: PORT, env_override: ENV_URL, default_url: DEFAULT_URL,
 };
 
 /// The configuration in the repository (its `rule_files` are relative to it).
@@ -95,12 +78,7 @@ fn is_up() -> bool {
 /// `program` on `$PATH`, or in `/usr/bin` (where the Debian package puts it, for a
 /// shell whose `$PATH` lacks it).
 fn find(program: &str) -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(program))
-            .find(|path| path.is_file())
-    });
-    on_path.or_else(|| Some(PathBuf::from("/usr/bin").join(program)).filter(|p| p.is_file()))
+    process::find(program, Some(Path::new("/usr/bin")))
 }
 
 fn start(_privilege: Privilege) -> anyhow::Result<Option<Stop>> {
@@ -113,45 +91,25 @@ fn start(_privilege: Privilege) -> anyhow::Result<Option<Stop>> {
     }
     let storage = storage_dir();
     std::fs::create_dir_all(&storage).with_context(|| format!("creating {}", storage.display()))?;
-    let log = log_file();
     let mut cmd = Command::new(&prometheus);
     cmd.arg(format!("--config.file={}", config.display()))
         .arg(format!("--storage.tsdb.path={}", storage.display()))
         .arg(format!("--web.listen-address=127.0.0.1:{PORT}"))
         .arg("--web.enable-lifecycle")
         .current_dir(process::workspace_root());
-    let mut child = process::spawn_detached(&cmd, &log)?;
-    let pid = child.id();
     let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait()? {
-            bail!(
-                "prometheus exited at once ({status}); end of {}:\n{}",
-                log.display(),
-                process::tail(&log, 20)
-            );
-        }
-        if is_up() {
-            println!(
-                "prometheus: pid {pid} answers on {DEFAULT_URL} after {:.1} s",
-                started.elapsed().as_secs_f64()
-            );
-            return Ok(Some(Stop::Process {
-                pid,
-                program: PROGRAM.to_owned(),
-            }));
-        }
-        if started.elapsed() >= START_TIMEOUT {
-            let _ = process::kill(pid, PROGRAM);
-            bail!(
-                "prometheus (pid {pid}) did not answer on {DEFAULT_URL} within \
-                 {START_TIMEOUT:?}, so it was stopped again; end of {}:\n{}",
-                log.display(),
-                process::tail(&log, 20)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    let answers = format!("on {DEFAULT_URL}");
+    let child =
+        process::spawn_until_ready(&cmd, &log_file(), PROGRAM, &answers, START_TIMEOUT, is_up)?;
+    let pid = child.id();
+    println!(
+        "prometheus: pid {pid} answers on {DEFAULT_URL} after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(Some(Stop::Process {
+        pid,
+        program: PROGRAM.to_owned(),
+    }))
 }
 
 fn install(privilege: Privilege) -> anyhow::Result<()> {
@@ -271,6 +229,16 @@ fn parse_response(text: &str) -> anyhow::Result<(u16, String)> {
         .map_or("", |(_, body)| body)
         .to_owned();
     Ok((status, body))
+}
+
+/// For `status`: the configuration, the data and the log of the server.
+fn details() -> Option<String> {
+    Some(format!(
+        "config {}, data {}, log {}",
+        config_file().display(),
+        storage_dir().display(),
+        log_file().display()
+    ))
 }
 
 fn manual() -> String {

@@ -33,18 +33,8 @@ const PORT: u16 = 6379;
 /// Connect, write and read timeout of one check.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub const SERVICE: Service = Service {
-    name: "redis",
-    port: PORT,
-    env_override: ENV_URL,
-    default_url: DEFAULT_URL,
-    is_up,
-    start,
-    install,
-    prepare,
-    check_url,
-    manual,
-    details,
+pub const SERVICE: Service = services::service! {
+    name: "redis", port: PORT, env_override: ENV_URL, default_url: DEFAULT_URL,
 };
 
 /// Where the server xtask starts keeps its pid file and log (no data: see the

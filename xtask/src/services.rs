@@ -16,8 +16,8 @@
 //! and how to stop it ([`Stop`]: a command, or a pid to signal), so `down` stops only
 //! those: a server you were already running is never touched.
 //!
-//! Adding a service is one module (like [`crate::postgres`]) and one entry in
-//! [`SERVICES`]; the flow does not change.
+//! Adding a service is one module (like [`crate::postgres`]), whose `SERVICE` is
+//! made with [`service!`], and one entry in [`SERVICES`]; the flow does not change.
 //!
 //! [`OBSERVABILITY`] lists the services that only `up --observability` brings up
 //! (Prometheus, [`crate::prometheus`]): the same flow, for whoever wants to look at
@@ -62,6 +62,34 @@ pub struct Service {
     /// its data).
     pub details: fn() -> Option<String>,
 }
+
+/// The [`Service`] of a service module: `name`, `port`, `env_override` and
+/// `default_url` are given, and the hooks are the module's own functions of the same
+/// names (`is_up`, `start`, `install`, `prepare`, `check_url`, `manual`,
+/// `details`), which every service module defines.
+macro_rules! service {
+    (
+        name: $name:expr,
+        port: $port:expr,
+        env_override: $env_override:expr,
+        default_url: $default_url:expr $(,)?
+    ) => {
+        $crate::services::Service {
+            name: $name,
+            port: $port,
+            env_override: $env_override,
+            default_url: $default_url,
+            is_up,
+            start,
+            install,
+            prepare,
+            check_url,
+            manual,
+            details,
+        }
+    };
+}
+pub(crate) use service;
 
 /// How to stop a server that `up` started.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
