@@ -192,6 +192,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         have_pgbench,
         ops_addr: None,
         otlp_endpoint: None,
+        extra_args: Vec::new(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -236,6 +237,8 @@ pub(crate) struct Setup {
     pub(crate) ops_addr: Option<std::net::SocketAddr>,
     /// Phase 3: the OTLP/HTTP receiver its traces are exported to; none: no export.
     pub(crate) otlp_endpoint: Option<String>,
+    /// More flags for the system.
+    pub(crate) extra_args: Vec<String>,
 }
 
 impl Setup {
@@ -616,6 +619,7 @@ pub(crate) async fn start_system(setup: &Setup) -> anyhow::Result<Server> {
         "0s",
     ];
     flags.extend(crate::bench::PERFECT_PROVIDER);
+    flags.extend(setup.extra_args.iter().map(String::as_str));
     let ops_s = setup.ops_addr.map(|addr| addr.to_string());
     let mut env = Vec::new();
     if setup.subject == Subject::Phase3 {

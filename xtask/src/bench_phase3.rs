@@ -77,6 +77,10 @@ pub struct Phase3Args {
     /// would.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     scrape_interval: Duration,
+    /// Phase 3's --probe-interval: how often it samples lag, dead letters and the
+    /// outboxes (default: phase 3's own, 5s). A long one takes the probes' cost out.
+    #[arg(long, value_parser = parse_duration)]
+    probe_interval: Option<Duration>,
 }
 
 /// The systems of round `round` (1, 2, …), in the order they run: ABBA, so that a
@@ -193,6 +197,13 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     Subject::Phase2 => None,
                     Subject::Phase3 => sink.as_ref().map(OtlpSink::endpoint),
                 },
+                extra_args: match (subject, p3.probe_interval) {
+                    (Subject::Phase3, Some(interval)) => vec![
+                        "--probe-interval".to_owned(),
+                        format!("{}ms", interval.as_millis()),
+                    ],
+                    _ => Vec::new(),
+                },
             };
             let outcome = runtime.block_on(one_run(args, &setup, round, &mut rate, sink.as_ref()));
             // Whatever happened: no databases left behind, the broker stopped.
@@ -220,6 +231,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         rate_from_saturation: args.phase2.latency_rate.is_none(),
         otlp_sink: p3.otlp_sink,
         scrape_interval_s: p3.scrape_interval.as_secs_f64(),
+        probe_interval_s: p3.probe_interval.map(|i| i.as_secs_f64()),
         shared_broker: args.phase2.shared_broker,
         runs,
         summary,
@@ -733,6 +745,8 @@ struct Results {
     rate_from_saturation: bool,
     otlp_sink: bool,
     scrape_interval_s: f64,
+    /// Phase 3's --probe-interval, when not its default.
+    probe_interval_s: Option<f64>,
     shared_broker: bool,
     runs: Vec<RunReport>,
     summary: Vec<SubjectSummary>,
@@ -757,10 +771,13 @@ fn print_table(r: &Results) {
     let o = &r.overhead;
     println!(
         "\n{}: {} cores shared by the load generator, the observer, the services, \
-         PostgreSQL and the broker; {} rounds (ABBA order), each run on fresh databases{}\n",
+         PostgreSQL and the broker; {}, each run on fresh databases{}\n",
         r.benchmark,
         r.cores,
-        r.rounds,
+        match r.rounds {
+            1 => "1 round (phase 2, then phase 3)".to_owned(),
+            n => format!("{n} rounds (phase 2 and phase 3 in ABBA order)"),
+        },
         if r.shared_broker {
             ", one broker for all (--shared-broker)"
         } else {
@@ -836,6 +853,9 @@ fn print_table(r: &Results) {
         p2.latency_orders.min(p3.latency_orders),
         r.warmup_s
     );
+    if let Some(interval) = r.probe_interval_s {
+        println!("Phase 3 ran with --probe-interval {interval} s (not its default).");
+    }
     for run in r.runs.iter().filter(|run| run.subject == Subject::Phase3) {
         let mut notes = Vec::new();
         if let Some(s) = &run.scrapes {
