@@ -134,21 +134,46 @@ const DATABASES: [(&str, &str); 4] = [
 /// pgbench's database: one schema per service (see [`pgbench::PHASE2_SCHEMAS`]).
 const SQL_DATABASE: &str = "ferriseats_bench_sql";
 
+/// Where the benchmarks find PostgreSQL, the shared broker and Redis.
+pub(crate) struct Infrastructure {
+    pub admin_url: String,
+    pub shared_brokers: String,
+    pub redis_url: String,
+}
+
+impl Infrastructure {
+    /// Checks that each answers, before the long builds (the shared broker only
+    /// when it is to be used).
+    pub(crate) fn check(shared_broker: bool) -> anyhow::Result<Infrastructure> {
+        let admin_url = services::url(&postgres::SERVICE);
+        postgres::check_url(&admin_url).context(
+            "PostgreSQL is needed for this benchmark: start it with `cargo xtask up` \
+             (or point TEST_DATABASE_URL at a server)",
+        )?;
+        let shared_brokers = services::url(&kafka::SERVICE);
+        if shared_broker {
+            kafka::check_url(&shared_brokers)
+                .context("the Kafka-protocol broker is needed: `cargo xtask up`")?;
+        }
+        let redis_url = services::url(&redis::SERVICE);
+        redis::check_url(&redis_url)
+            .context("Redis is needed (notifications): `cargo xtask up`")?;
+        Ok(Infrastructure {
+            admin_url,
+            shared_brokers,
+            redis_url,
+        })
+    }
+}
+
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let began = std::time::Instant::now();
     // Fail before the long build if something is missing.
-    let admin_url = services::url(&postgres::SERVICE);
-    postgres::check_url(&admin_url).context(
-        "PostgreSQL is needed for this benchmark: start it with `cargo xtask up` \
-         (or point TEST_DATABASE_URL at a server)",
-    )?;
-    let shared_brokers = services::url(&kafka::SERVICE);
-    if args.phase2.shared_broker {
-        kafka::check_url(&shared_brokers)
-            .context("the Kafka-protocol broker is needed: `cargo xtask up`")?;
-    }
-    let redis_url = services::url(&redis::SERVICE);
-    redis::check_url(&redis_url).context("Redis is needed (notifications): `cargo xtask up`")?;
+    let Infrastructure {
+        admin_url,
+        shared_brokers,
+        redis_url,
+    } = Infrastructure::check(args.phase2.shared_broker)?;
     let have_pgbench = process::on_path("pgbench");
 
     let bin = crate::bench::build_release("phase2-events")?;

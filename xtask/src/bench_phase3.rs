@@ -40,7 +40,7 @@ use crate::bench_phase2::{
     self, LatencyPlan, LatencyRun, Percentiles, QueueProbe, SaturationPlan, SaturationRun, Setup,
     Subject,
 };
-use crate::{kafka, loadgen, postgres, process, redis, services};
+use crate::{kafka, loadgen, process};
 use anyhow::Context;
 use clap::Args;
 use common::shutdown::CancellationToken;
@@ -107,18 +107,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "--scrape-interval must be longer than 0"
     );
     // Fail before the long builds if something is missing.
-    let admin_url = services::url(&postgres::SERVICE);
-    postgres::check_url(&admin_url).context(
-        "PostgreSQL is needed for this benchmark: start it with `cargo xtask up` \
-         (or point TEST_DATABASE_URL at a server)",
-    )?;
-    let shared_brokers = services::url(&kafka::SERVICE);
-    if args.phase2.shared_broker {
-        kafka::check_url(&shared_brokers)
-            .context("the Kafka-protocol broker is needed: `cargo xtask up`")?;
-    }
-    let redis_url = services::url(&redis::SERVICE);
-    redis::check_url(&redis_url).context("Redis is needed (notifications): `cargo xtask up`")?;
+    let crate::bench_phase2::Infrastructure {
+        admin_url,
+        shared_brokers,
+        redis_url,
+    } = crate::bench_phase2::Infrastructure::check(args.phase2.shared_broker)?;
 
     let bins = [
         crate::bench::build_release(Subject::Phase2.package())?,
