@@ -18,6 +18,8 @@ fn markdown_files(root: &Path) -> Vec<PathBuf> {
         "phase1-monolith",
         "phase1-monolith/migrations",
         "phase2-events",
+        "phase3-observability",
+        "tui",
         "xtask",
     ] {
         let readme = root.join(dir).join("README.md");

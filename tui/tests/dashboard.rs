@@ -1,0 +1,367 @@
+//! End to end: the real observed system (`phase3-observability all`, built in this
+//! process on fresh databases and a topic namespace of its own, with its own ports),
+//! and the real dashboard binary in a tmux pane. An instructor's key switches an
+//! incident on; the screen shows it, and so does the ops server. Then the system
+//! dies under the dashboard, which keeps running and shows it down.
+//!
+//! Needs PostgreSQL, Redis and the Kafka-protocol broker (`cargo xtask up`), and
+//! tmux. A missing one fails the test with the command that provides it.
+
+use clap::Parser;
+use common::shutdown::CancellationToken;
+use common::testing::{Backend, TestDb};
+use phase3_observability::node::{Node, Observed, Role};
+use phase3_observability::{Instruments, telemetry};
+use serde_json::{Value, json};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+struct Wrapper {
+    #[command(flatten)]
+    observed: Observed,
+}
+
+/// The observed system, as phase 3's tests start it (`tests/support/mod.rs` there).
+struct System {
+    order_url: String,
+    ops_url: String,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    dbs: Vec<TestDb>,
+}
+
+impl System {
+    async fn start() -> System {
+        let instruments = Instruments::new(256 * 1024);
+        let provider = telemetry::tracer_provider("tui-test").unwrap();
+        telemetry::install(
+            &provider,
+            instruments.spans.clone(),
+            instruments.leak.layer(),
+            "warn",
+        )
+        .expect("one subscriber per test process");
+        let mut dbs = Vec::new();
+        for _ in 0..4 {
+            dbs.push(TestDb::create(Backend::Postgres).await);
+        }
+        let mut observed = Wrapper::parse_from(["test"]).observed;
+        let s = &mut observed.settings;
+        s.brokers = phase2_events::kafka::brokers();
+        s.redis_url = std::env::var("REDIS_URL").unwrap_or(s.redis_url.clone());
+        s.namespace = format!("tui{}", uuid::Uuid::now_v7().simple());
+        s.order_database_url = dbs[0].url.clone();
+        s.payment_database_url = dbs[1].url.clone();
+        s.inventory_database_url = dbs[2].url.clone();
+        s.delivery_database_url = dbs[3].url.clone();
+        s.db_max_connections = 5;
+        s.addr = "127.0.0.1:0".parse().unwrap();
+        s.notification_addr = "127.0.0.1:0".parse().unwrap();
+        s.provider.addr = "127.0.0.1:0".parse().unwrap();
+        s.provider.failure_rate = 0.0;
+        s.provider.decline_rate = 0.0;
+        s.provider.latency = "20ms..60ms".parse().unwrap();
+        s.payment.backoff_base = Duration::from_millis(50);
+        s.prepare_after = Duration::from_millis(50);
+        s.dispatch_after = Duration::from_millis(50);
+        s.deliver_after = Duration::from_millis(50);
+        s.relay_poll_interval = Duration::from_millis(200);
+        // A port of its own: a running `phase3-observability all` may hold 9400.
+        observed.ops_addr = Some("127.0.0.1:0".parse().unwrap());
+        observed.probe_interval = Duration::from_millis(500);
+        let node = Node::build(
+            Role::All,
+            observed,
+            instruments.metrics.clone(),
+            &instruments.leak,
+        )
+        .await
+        .unwrap_or_else(|err| {
+            panic!(
+                "starting phase 3 failed: {err:#}\nThe dashboard's end-to-end test needs \
+                 PostgreSQL, Redis and the Kafka-protocol broker: start them with `cargo xtask up`."
+            )
+        });
+        let order_url = format!("http://{}", node.order_addr().expect("all runs the API"));
+        let ops_url = format!("http://{}", node.ops_addr());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(node.run(shutdown.clone()));
+        System {
+            order_url,
+            ops_url,
+            shutdown,
+            task,
+            dbs,
+        }
+    }
+
+    async fn place(&self, http: &reqwest::Client) {
+        let body =
+            json!({"customer_id": "cust-1", "items": [{"sku": "pizza-margherita", "qty": 1}]});
+        let response = http
+            .post(format!("{}/orders", self.order_url))
+            .json(&body)
+            .send()
+            .await
+            .expect("order API reachable");
+        assert_eq!(response.status(), 202, "order accepted");
+    }
+
+    async fn incident_active(&self, http: &reqwest::Client, name: &str) -> bool {
+        let list: Vec<Value> = http
+            .get(format!("{}/admin/incidents", self.ops_url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        list.iter()
+            .find(|i| i["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not in {list:?}"))["active"]
+            .as_bool()
+            .unwrap()
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+        for db in self.dbs {
+            db.drop_database().await;
+        }
+    }
+}
+
+/// A tmux server of this test alone (its own socket), running the dashboard.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn tmux(&self) -> Command {
+        let mut command = Command::new(std::env::var("TMUX_BIN").unwrap_or("tmux".into()));
+        command.args(["-L", &self.socket]);
+        command
+    }
+
+    fn start(command: &str) -> Tmux {
+        let tmux = Tmux {
+            socket: format!("tui-e2e-{}", std::process::id()),
+        };
+        let status = tmux
+            .tmux()
+            .args([
+                "-f",
+                "/dev/null",
+                "new-session",
+                "-d",
+                "-s",
+                "dash",
+                "-x",
+                "160",
+                "-y",
+                "50",
+            ])
+            .arg(command)
+            .env_remove("TMUX")
+            .status()
+            .unwrap_or_else(|err| {
+                panic!("tmux is needed for this test: {err} (apt-get install tmux)")
+            });
+        assert!(status.success(), "tmux new-session");
+        tmux
+    }
+
+    fn screen(&self) -> String {
+        let out = self
+            .tmux()
+            .args(["capture-pane", "-p", "-t", "dash"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &str) {
+        let status = self
+            .tmux()
+            .args(["send-keys", "-t", "dash", keys])
+            .status()
+            .unwrap();
+        assert!(status.success(), "tmux send-keys {keys}");
+    }
+
+    fn running(&self) -> bool {
+        self.tmux()
+            .args(["has-session", "-t", "dash"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// Waits until the screen satisfies `check`; panics with the screen after `limit`.
+    async fn wait_for(&self, what: &str, limit: Duration, check: impl Fn(&str) -> bool) -> String {
+        let started = Instant::now();
+        loop {
+            let screen = self.screen();
+            if check(&screen) {
+                return screen;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "{what}: not on screen after {limit:?}:\n{screen}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.tmux().arg("kill-server").output();
+    }
+}
+
+/// The screen line of the incident `name` (the incidents panel is on the right).
+fn row<'a>(screen: &'a str, name: &str) -> &'a str {
+    screen
+        .lines()
+        .find(|l| l.contains(&format!(" {name} ")))
+        .unwrap_or("")
+}
+
+/// The services panel's row of `target` (the panel is on the left).
+fn service<'a>(screen: &'a str, target: &str) -> &'a str {
+    screen
+        .lines()
+        .find(|l| l.starts_with(&format!("│{target} ")))
+        .map_or("", |l| l.split("││").next().unwrap_or(l))
+}
+
+/// p99 of the latency panel's window row ("last 12s  62ms  3.59s  4.72s  75"), in
+/// seconds.
+fn window_p99(screen: &str) -> Option<f64> {
+    let cell = screen
+        .lines()
+        .flat_map(|l| l.split('│'))
+        .find(|cell| cell.starts_with("last "))?;
+    let p99 = cell.split_whitespace().nth(4)?;
+    match p99.strip_suffix("ms") {
+        Some(ms) => ms.parse::<f64>().ok().map(|ms| ms / 1000.0),
+        None => p99.strip_suffix('s')?.parse().ok(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_switches_payment_slowdown_on_and_the_dashboard_survives_the_system_dying() {
+    let system = System::start().await;
+    let http = reqwest::Client::new();
+    for _ in 0..3 {
+        system.place(&http).await;
+    }
+    let targets = format!(
+        "--target all={} --target order-api={}",
+        system.ops_url, system.order_url
+    );
+    let tmux = Tmux::start(&format!(
+        "{} {targets} --refresh 300ms",
+        env!("CARGO_BIN_EXE_tui")
+    ));
+    let screen = tmux
+        .wait_for(
+            "both targets up, incidents listed",
+            Duration::from_secs(30),
+            |s| {
+                service(s, "all").contains(" up ")
+                    && service(s, "order-api").contains(" up ")
+                    && row(s, "payment-slowdown").contains("off")
+            },
+        )
+        .await;
+    assert!(screen.contains("Incidents: none active"), "{screen}");
+    assert!(!system.incident_active(&http, "payment-slowdown").await);
+
+    // The instructor's key.
+    tmux.keys("1");
+    let screen = tmux
+        .wait_for("payment-slowdown ON", Duration::from_secs(15), |s| {
+            row(s, "payment-slowdown").contains(" ON ") && s.contains("Incidents: 1 ACTIVE")
+        })
+        .await;
+    assert!(
+        system.incident_active(&http, "payment-slowdown").await,
+        "the key switched it on the ops server"
+    );
+    tmux.wait_for(
+        "the switch in the event log",
+        Duration::from_secs(10),
+        |s| s.contains("incident payment-slowdown switched on (all)"),
+    )
+    .await;
+    eprintln!("--- dashboard with payment-slowdown on ---\n{screen}");
+
+    // Orders placed now are paid slowly: p99 over the window climbs above 1 s.
+    for _ in 0..4 {
+        system.place(&http).await;
+    }
+    let screen = tmux
+        .wait_for(
+            "payment p99 over the window above 1 s",
+            Duration::from_secs(60),
+            |s| window_p99(s).is_some_and(|p99| p99 >= 1.0),
+        )
+        .await;
+    eprintln!("--- payments slowed down ---\n{screen}");
+
+    // `--once` sees the same, without a terminal.
+    let once = Command::new(env!("CARGO_BIN_EXE_tui"))
+        .args(targets.split(' '))
+        .args(["--once", "--refresh", "500ms"])
+        .output()
+        .unwrap();
+    assert!(once.status.success());
+    let text = String::from_utf8(once.stdout).unwrap();
+    assert!(text.contains("[1] ON  payment-slowdown"), "{text}");
+    assert!(text.contains("all                up"), "{text}");
+    eprintln!("--- --once ---\n{text}");
+
+    // The help overlay, on and off.
+    tmux.keys("?");
+    tmux.wait_for("help overlay", Duration::from_secs(5), |s| {
+        s.contains("switch payment-slowdown on/off")
+    })
+    .await;
+    tmux.keys("?");
+    tmux.wait_for("help overlay gone", Duration::from_secs(5), |s| {
+        !s.contains("switch payment-slowdown on/off")
+    })
+    .await;
+
+    // The same key switches it off again.
+    tmux.keys("1");
+    tmux.wait_for("payment-slowdown off", Duration::from_secs(15), |s| {
+        row(s, "payment-slowdown").contains("off") && s.contains("Incidents: none active")
+    })
+    .await;
+    assert!(!system.incident_active(&http, "payment-slowdown").await);
+
+    // The system goes away; the dashboard stays, and says so.
+    system.stop().await;
+    let screen = tmux
+        .wait_for("the services shown down", Duration::from_secs(15), |s| {
+            service(s, "all").contains(" down ") && s.contains("all went down")
+        })
+        .await;
+    assert!(tmux.running(), "the dashboard survives its targets");
+    eprintln!("--- after the system stopped ---\n{screen}");
+
+    tmux.keys("q");
+    let started = Instant::now();
+    while tmux.running() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "q did not quit:\n{}",
+            tmux.screen()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
