@@ -5,7 +5,8 @@
 //! then the tests with `TEST_DATABASE_URL`, `REDIS_URL` and `KAFKA_BROKERS`
 //! exported, so every test process agrees on the servers. Phase 3's tests check
 //! the Prometheus configuration with `promtool`: it is installed if missing (no
-//! Prometheus server is started) and exported as `PROMTOOL`.
+//! Prometheus server is started) and exported as `PROMTOOL`. The dashboard's
+//! end-to-end test runs it under `tmux`, installed the same way when missing.
 //!
 //! The runner is cargo-nextest when installed (one process per test: faster on
 //! many cores, and a test that hangs or crashes cannot take the others with it).
@@ -43,6 +44,15 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         _ => crate::prometheus::promtool()?.display().to_string(),
     };
     env.push(("PROMTOOL", promtool));
+    // The dashboard's end-to-end test drives it in a tmux pane.
+    if !process::on_path("tmux") {
+        println!(
+            "tmux: not installed; installing the Debian package (the dashboard's end-to-end test needs it)"
+        );
+        process::apt_install(process::privilege(), "tmux").map_err(|err| {
+            err.context("tmux is needed by the tui end-to-end test: install it (e.g. `apt-get install tmux`)")
+        })?;
+    }
     println!();
     for (name, value) in &env {
         println!("tests use {name}={}", crate::services::redact(value));
