@@ -7,130 +7,27 @@
 //! Needs PostgreSQL, Redis and the Kafka-protocol broker (`cargo xtask up`), and
 //! tmux. A missing one fails the test with the command that provides it.
 
-use clap::Parser;
-use common::shutdown::CancellationToken;
-use common::testing::{Backend, TestDb};
-use phase3_observability::node::{Node, Observed, Role};
-use phase3_observability::{Instruments, telemetry};
-use serde_json::{Value, json};
+use phase3_observability::testing::{Options, System};
+use serde_json::Value;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-#[derive(Parser)]
-struct Wrapper {
-    #[command(flatten)]
-    observed: Observed,
-}
-
-/// The observed system, as phase 3's tests start it (`tests/support/mod.rs` there).
-struct System {
-    order_url: String,
-    ops_url: String,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    dbs: Vec<TestDb>,
-}
-
-impl System {
-    async fn start() -> System {
-        let instruments = Instruments::new(256 * 1024);
-        let provider = telemetry::tracer_provider("tui-test").unwrap();
-        telemetry::install(
-            &provider,
-            instruments.spans.clone(),
-            instruments.leak.layer(),
-            "warn",
-        )
-        .expect("one subscriber per test process");
-        let mut dbs = Vec::new();
-        for _ in 0..4 {
-            dbs.push(TestDb::create(Backend::Postgres).await);
-        }
-        let mut observed = Wrapper::parse_from(["test"]).observed;
-        let s = &mut observed.settings;
-        s.brokers = phase2_events::kafka::brokers();
-        s.redis_url = std::env::var("REDIS_URL").unwrap_or(s.redis_url.clone());
-        s.namespace = format!("tui{}", uuid::Uuid::now_v7().simple());
-        s.order_database_url = dbs[0].url.clone();
-        s.payment_database_url = dbs[1].url.clone();
-        s.inventory_database_url = dbs[2].url.clone();
-        s.delivery_database_url = dbs[3].url.clone();
-        s.db_max_connections = 5;
-        s.addr = "127.0.0.1:0".parse().unwrap();
-        s.notification_addr = "127.0.0.1:0".parse().unwrap();
-        s.provider.addr = "127.0.0.1:0".parse().unwrap();
-        s.provider.failure_rate = 0.0;
-        s.provider.decline_rate = 0.0;
-        s.provider.latency = "20ms..60ms".parse().unwrap();
-        s.payment.backoff_base = Duration::from_millis(50);
-        s.prepare_after = Duration::from_millis(50);
-        s.dispatch_after = Duration::from_millis(50);
-        s.deliver_after = Duration::from_millis(50);
-        s.relay_poll_interval = Duration::from_millis(200);
-        // A port of its own: a running `phase3-observability all` may hold 9400.
-        observed.ops_addr = Some("127.0.0.1:0".parse().unwrap());
-        observed.probe_interval = Duration::from_millis(500);
-        let node = Node::build(
-            Role::All,
-            observed,
-            instruments.metrics.clone(),
-            &instruments.leak,
-        )
+/// Whether the ops server says `name` is on (not the dashboard's word for it).
+async fn incident_active(system: &System, name: &str) -> bool {
+    let list: Vec<Value> = system
+        .http
+        .get(format!("{}/admin/incidents", system.ops_url))
+        .send()
         .await
-        .unwrap_or_else(|err| {
-            panic!(
-                "starting phase 3 failed: {err:#}\nThe dashboard's end-to-end test needs \
-                 PostgreSQL, Redis and the Kafka-protocol broker: start them with `cargo xtask up`."
-            )
-        });
-        let order_url = format!("http://{}", node.order_addr().expect("all runs the API"));
-        let ops_url = format!("http://{}", node.ops_addr());
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(node.run(shutdown.clone()));
-        System {
-            order_url,
-            ops_url,
-            shutdown,
-            task,
-            dbs,
-        }
-    }
-
-    async fn place(&self, http: &reqwest::Client) {
-        let body =
-            json!({"customer_id": "cust-1", "items": [{"sku": "pizza-margherita", "qty": 1}]});
-        let response = http
-            .post(format!("{}/orders", self.order_url))
-            .json(&body)
-            .send()
-            .await
-            .expect("order API reachable");
-        assert_eq!(response.status(), 202, "order accepted");
-    }
-
-    async fn incident_active(&self, http: &reqwest::Client, name: &str) -> bool {
-        let list: Vec<Value> = http
-            .get(format!("{}/admin/incidents", self.ops_url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        list.iter()
-            .find(|i| i["name"] == name)
-            .unwrap_or_else(|| panic!("{name} not in {list:?}"))["active"]
-            .as_bool()
-            .unwrap()
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.unwrap().unwrap();
-        for db in self.dbs {
-            db.drop_database().await;
-        }
-    }
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list.iter()
+        .find(|i| i["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in {list:?}"))["active"]
+        .as_bool()
+        .unwrap()
 }
 
 /// A tmux server of this test alone (its own socket), running the dashboard.
@@ -253,10 +150,13 @@ fn window_p99(screen: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_key_switches_payment_slowdown_on_and_the_dashboard_survives_the_system_dying() {
-    let system = System::start().await;
-    let http = reqwest::Client::new();
+    let system = System::start(Options {
+        provider_latency: "20ms..60ms".parse().unwrap(),
+        ..Options::default()
+    })
+    .await;
     for _ in 0..3 {
-        system.place(&http).await;
+        system.place().await;
     }
     let targets = format!(
         "--target all={} --target order-api={}",
@@ -278,7 +178,7 @@ async fn a_key_switches_payment_slowdown_on_and_the_dashboard_survives_the_syste
         )
         .await;
     assert!(screen.contains("Incidents: none active"), "{screen}");
-    assert!(!system.incident_active(&http, "payment-slowdown").await);
+    assert!(!incident_active(&system, "payment-slowdown").await);
 
     // The instructor's key.
     tmux.keys("1");
@@ -288,7 +188,7 @@ async fn a_key_switches_payment_slowdown_on_and_the_dashboard_survives_the_syste
         })
         .await;
     assert!(
-        system.incident_active(&http, "payment-slowdown").await,
+        incident_active(&system, "payment-slowdown").await,
         "the key switched it on the ops server"
     );
     tmux.wait_for(
@@ -301,7 +201,7 @@ async fn a_key_switches_payment_slowdown_on_and_the_dashboard_survives_the_syste
 
     // Orders placed now are paid slowly: p99 over the window climbs above 1 s.
     for _ in 0..4 {
-        system.place(&http).await;
+        system.place().await;
     }
     let screen = tmux
         .wait_for(
@@ -342,7 +242,7 @@ async fn a_key_switches_payment_slowdown_on_and_the_dashboard_survives_the_syste
         row(s, "payment-slowdown").contains("off") && s.contains("Incidents: none active")
     })
     .await;
-    assert!(!system.incident_active(&http, "payment-slowdown").await);
+    assert!(!incident_active(&system, "payment-slowdown").await);
 
     // The system goes away; the dashboard stays, and says so.
     system.stop().await;
