@@ -176,18 +176,35 @@ impl System {
         body["id"].as_str().unwrap().to_owned()
     }
 
-    /// The order's status, by `GET /orders/{id}`.
-    pub async fn status(&self, id: &str) -> String {
-        let body: Value = self
-            .http
-            .get(format!("{}/orders/{id}", self.order_url))
+    /// `GET` of `url` as JSON.
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: String) -> T {
+        self.http
+            .get(url)
             .send()
             .await
             .unwrap()
             .json()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// The order's status, by `GET /orders/{id}`.
+    pub async fn status(&self, id: &str) -> String {
+        let body: Value = self
+            .get_json(format!("{}/orders/{id}", self.order_url))
+            .await;
         body["status"].as_str().unwrap_or("").to_owned()
+    }
+
+    /// Whether the ops server says incident `name` is on (`GET /admin/incidents`).
+    pub async fn incident_active(&self, name: &str) -> bool {
+        let list: Vec<crate::incidents::Status> = self
+            .get_json(format!("{}/admin/incidents", self.ops_url))
+            .await;
+        list.iter()
+            .find(|i| i.name == name)
+            .unwrap_or_else(|| panic!("{name} not in {list:?}"))
+            .active
     }
 
     /// Waits until every order in `ids` is delivered (panics after `limit`).

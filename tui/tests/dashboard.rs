@@ -8,27 +8,8 @@
 //! tmux. A missing one fails the test with the command that provides it.
 
 use phase3_observability::testing::{Options, System};
-use serde_json::Value;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// Whether the ops server says `name` is on (not the dashboard's word for it).
-async fn incident_active(system: &System, name: &str) -> bool {
-    let list: Vec<Value> = system
-        .http
-        .get(format!("{}/admin/incidents", system.ops_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    list.iter()
-        .find(|i| i["name"] == name)
-        .unwrap_or_else(|| panic!("{name} not in {list:?}"))["active"]
-        .as_bool()
-        .unwrap()
-}
 
 /// A tmux server of this test alone (its own socket), running the dashboard.
 struct Tmux {
@@ -178,7 +159,7 @@ async fn a_key_switches_payment_slowdown_on_and_the_dashboard_survives_the_syste
         )
         .await;
     assert!(screen.contains("Incidents: none active"), "{screen}");
-    assert!(!incident_active(&system, "payment-slowdown").await);
+    assert!(!system.incident_active("payment-slowdown").await);
 
     // The instructor's key.
     tmux.keys("1");
@@ -188,7 +169,7 @@ async fn a_key_switches_payment_slowdown_on_and_the_dashboard_survives_the_syste
         })
         .await;
     assert!(
-        incident_active(&system, "payment-slowdown").await,
+        system.incident_active("payment-slowdown").await,
         "the key switched it on the ops server"
     );
     tmux.wait_for(
@@ -242,7 +223,7 @@ async fn a_key_switches_payment_slowdown_on_and_the_dashboard_survives_the_syste
         row(s, "payment-slowdown").contains("off") && s.contains("Incidents: none active")
     })
     .await;
-    assert!(!incident_active(&system, "payment-slowdown").await);
+    assert!(!system.incident_active("payment-slowdown").await);
 
     // The system goes away; the dashboard stays, and says so.
     system.stop().await;
