@@ -86,6 +86,40 @@ impl Settings {
             .unwrap_or_else(|| format!("http://{}", self.provider.addr))
     }
 
+    /// A whole system inside a test: the defaults, then this topic namespace and these
+    /// four databases (order, payment, inventory, delivery), the broker and Redis of
+    /// `KAFKA_BROKERS`/`REDIS_URL`, ephemeral ports, a provider that never fails or
+    /// declines, and delivery stages 50 ms apart. Tests change what they are about.
+    pub fn for_tests(namespace: &str, databases: [&str; 4]) -> Settings {
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        let mut s = <Defaults as clap::Parser>::parse_from(["test"]).settings;
+        s.brokers = crate::kafka::brokers();
+        s.redis_url = std::env::var("REDIS_URL").unwrap_or(s.redis_url);
+        s.namespace = namespace.to_owned();
+        let [order, payment, inventory, delivery] = databases;
+        s.order_database_url = order.to_owned();
+        s.payment_database_url = payment.to_owned();
+        s.inventory_database_url = inventory.to_owned();
+        s.delivery_database_url = delivery.to_owned();
+        s.db_max_connections = 5;
+        let ephemeral: SocketAddr = ([127, 0, 0, 1], 0).into();
+        s.addr = ephemeral;
+        s.notification_addr = ephemeral;
+        s.provider.addr = ephemeral;
+        s.provider.failure_rate = 0.0;
+        s.provider.decline_rate = 0.0;
+        s.payment.backoff_base = Duration::from_millis(50);
+        s.prepare_after = Duration::from_millis(50);
+        s.dispatch_after = Duration::from_millis(50);
+        s.deliver_after = Duration::from_millis(50);
+        s.relay_poll_interval = Duration::from_millis(200);
+        s
+    }
+
     /// Every service database, by service name (the relay publishes each outbox).
     pub fn databases(&self) -> [(&'static str, &str); 4] {
         [

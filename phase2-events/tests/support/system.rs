@@ -2,7 +2,6 @@
 //! its own on the broker, the provider simulator, the relays and the chosen services,
 //! all in this process (a scenario may run one of them as a separate process).
 
-use clap::Parser;
 use common::domain::OrderId;
 use common::payment::{LatencyRange, Simulator};
 use common::shutdown::CancellationToken;
@@ -24,12 +23,6 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 
 pub const ALL: &[&str] = &["order", "payment", "inventory", "notification", "delivery"];
-
-#[derive(Parser)]
-struct Wrapper {
-    #[command(flatten)]
-    settings: Settings,
-}
 
 /// What a test may change before the system starts.
 #[derive(Debug, Clone)]
@@ -77,30 +70,15 @@ impl TestSystem {
             dbs.push(TestDb::create(Backend::Postgres).await);
         }
         let namespace = format!("t{}", uuid::Uuid::now_v7().simple());
-        let mut settings = Wrapper::parse_from(["test"]).settings;
-        settings.brokers = options
-            .brokers
-            .clone()
-            .unwrap_or_else(phase2_events::kafka::brokers);
-        settings.namespace = namespace.clone();
-        settings.order_database_url = dbs[0].url.clone();
-        settings.payment_database_url = dbs[1].url.clone();
-        settings.inventory_database_url = dbs[2].url.clone();
-        settings.delivery_database_url = dbs[3].url.clone();
-        settings.db_max_connections = 5;
-        settings.addr = "127.0.0.1:0".parse().unwrap();
-        settings.notification_addr = "127.0.0.1:0".parse().unwrap();
-        settings.provider.addr = "127.0.0.1:0".parse().unwrap();
-        settings.provider.failure_rate = 0.0;
+        let urls = [&dbs[0].url, &dbs[1].url, &dbs[2].url, &dbs[3].url].map(String::as_str);
+        let mut settings = Settings::for_tests(&namespace, urls);
+        if let Some(brokers) = &options.brokers {
+            settings.brokers = brokers.clone();
+        }
         settings.provider.decline_rate = options.decline_rate;
         settings.provider.latency = options.provider_latency;
         settings.payment.attempt_timeout = Duration::from_secs(2);
         settings.payment.deadline = Duration::from_secs(5);
-        settings.payment.backoff_base = Duration::from_millis(50);
-        settings.prepare_after = Duration::from_millis(50);
-        settings.dispatch_after = Duration::from_millis(50);
-        settings.deliver_after = Duration::from_millis(50);
-        settings.relay_poll_interval = Duration::from_millis(200);
 
         // Every schema exists from the start, whichever services run (a test may
         // start one later, or run it as a separate process).
