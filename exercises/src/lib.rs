@@ -4,15 +4,19 @@
 //!
 //! * `README.md` — the goal, what to read first, which phase file shows the finished
 //!   pattern, and a time estimate;
-//! * `starter.rs` — what the learner edits; its `// TODO(exercise)` gaps compile but
-//!   are wrong;
+//! * `starter.rs` — what the learner starts from; its `// TODO(exercise)` gaps compile
+//!   but are wrong. `start N` copies it to `mine/exNN_name.rs`, the learner's own file,
+//!   which `check` and `watch` run instead (the `yours` module; see `build.rs`);
 //! * `solution.rs` — the reference, never edited by learners;
 //! * `check.rs` — a checker taking *any* implementation of the exercise's small trait
 //!   and returning a [`Failure`] that says in plain words what went wrong;
 //! * `mod.rs` — the trait both implementations share, and the hints.
 //!
 //! The checkers exercise behaviour — statistics of jitter samples, a deadline that
-//! is never overrun, 50 threads racing for one key — not just compilation.
+//! is never overrun, 50 threads racing for one key — not just compilation. From
+//! exercise 5 on they run against the real PostgreSQL and Kafka-protocol broker that
+//! `cargo xtask up` starts, through phase 2's and phase 3's own libraries
+//! ([`infra`] reaches them, or says which one is missing).
 //! `tests/both_directions.rs` proves for every exercise that the starter fails its
 //! check and the solution passes it: a check that cannot fail is a defect.
 //!
@@ -22,10 +26,26 @@
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+/// The module holding the learner's code for an exercise: their copy in
+/// `exercises/mine/<dir>.rs` once `start N` made it, else the shipped starter.
+macro_rules! yours {
+    ($dir:literal) => {
+        /// The code `check` runs: your copy `exercises/mine/…` (or the starter).
+        pub mod yours {
+            include!(concat!(env!("OUT_DIR"), "/yours_", $dir, ".rs"));
+        }
+    };
+}
+pub(crate) use yours;
+
 pub mod ex01_backoff;
 pub mod ex02_breaker;
 pub mod ex03_idempotency_store;
 pub mod ex04_retry_safe_payment;
+pub mod ex05_idempotent_consumer;
+pub mod ex06_outbox_relay;
+pub mod ex07_poison_message;
+pub mod infra;
 pub mod progress;
 
 /// Why a check did not pass, in words a learner can act on.
@@ -65,16 +85,27 @@ pub struct Exercise {
     pub readme: &'static str,
     /// Revealed one at a time by `hint N`.
     pub hints: &'static [&'static str],
-    /// The checker run against the learner's `starter.rs`.
+    /// What the check needs running (`cargo xtask up` starts it); empty for the
+    /// plain-Rust exercises.
+    pub needs: &'static [infra::Service],
+    /// The checker run against the shipped, unsolved `starter.rs` (used by the tests).
     pub check_starter: fn() -> Result<(), Failure>,
+    /// The checker run against the learner's code ([`Exercise::mine_path`], or the
+    /// starter until `start N` made the copy).
+    pub check_yours: fn() -> Result<(), Failure>,
     /// The same checker run against `solution.rs` (used by the tests).
     pub check_solution: fn() -> Result<(), Failure>,
 }
 
 impl Exercise {
-    /// The file the learner edits, relative to the `exercises/` crate.
+    /// The shipped starter, relative to the `exercises/` crate.
     pub fn starter_path(&self) -> String {
         format!("src/{}/starter.rs", self.dir)
+    }
+
+    /// The learner's copy, relative to the `exercises/` crate.
+    pub fn mine_path(&self) -> String {
+        format!("mine/{}.rs", self.dir)
     }
 }
 
@@ -84,6 +115,9 @@ pub const EXERCISES: &[Exercise] = &[
     ex02_breaker::EXERCISE,
     ex03_idempotency_store::EXERCISE,
     ex04_retry_safe_payment::EXERCISE,
+    ex05_idempotent_consumer::EXERCISE,
+    ex06_outbox_relay::EXERCISE,
+    ex07_poison_message::EXERCISE,
 ];
 
 pub fn find(number: u32) -> Option<&'static Exercise> {

@@ -1,9 +1,11 @@
-//! Learner progress that is not derivable from the code: how many hints of each
-//! exercise have been revealed. Kept in `.ferriseats/exercises.json` at the workspace
-//! root (git-ignored), so it survives rebuilds but never ends up in a commit.
+//! Learner progress that is not derivable from the code alone: how many hints of
+//! each exercise have been revealed, and the verdict of the last `check` of each.
+//! Kept in `.ferriseats/exercises.json` at the workspace root (git-ignored), so it
+//! survives rebuilds but never ends up in a commit.
 //!
-//! Which exercises are *solved* is not stored: `list` runs the checks, so progress
-//! can never disagree with the code.
+//! `list` re-runs the plain-Rust checks (1–4), so for them progress can never
+//! disagree with the code; the checks that need the real services show the last
+//! recorded verdict instead (running them all takes a minute).
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -15,6 +17,9 @@ pub struct Progress {
     /// Exercise number → hints revealed so far.
     #[serde(default)]
     pub hints_revealed: BTreeMap<u32, usize>,
+    /// Exercise number → did its last `check` pass?
+    #[serde(default)]
+    pub last_check: BTreeMap<u32, bool>,
 }
 
 /// `<workspace>/.ferriseats/exercises.json`.

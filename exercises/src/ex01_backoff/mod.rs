@@ -9,6 +9,7 @@ use std::time::Duration;
 pub mod check;
 pub mod solution;
 pub mod starter;
+crate::yours!("ex01_backoff");
 
 /// The retry policy the schedule follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,7 +23,7 @@ pub struct Policy {
     pub deadline: Duration,
 }
 
-/// What the learner implements (in `starter.rs`) and the reference implements (in
+/// What the learner implements (their copy of `starter.rs`) and the reference implements (in
 /// `solution.rs`).
 pub trait RetrySchedule {
     /// How long to wait after failed attempt `attempt` (0-based) before the next one,
@@ -57,6 +58,8 @@ pub const EXERCISE: crate::Exercise = crate::Exercise {
     title: "exponential backoff with full jitter and a deadline",
     readme: include_str!("README.md"),
     hints: HINTS,
+    needs: &[],
     check_starter: || check::check(&starter::Schedule),
+    check_yours: || check::check(&yours::Schedule),
     check_solution: || check::check(&solution::Schedule),
 };

@@ -1,5 +1,7 @@
-//! Your implementation of exercise 1. Edit this file, then run
-//! `cargo run -p exercises -- check 1`.
+// Exercise 1: your implementation.
+//
+// `cargo run -p exercises -- start 1` copies this starter to `exercises/mine/ex01_backoff.rs`;
+// edit that copy (this file stays as shipped), then `cargo run -p exercises -- check 1`.
 
 use super::{Policy, RetrySchedule};
 use std::time::Duration;

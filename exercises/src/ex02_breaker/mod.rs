@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 pub mod check;
 pub mod solution;
 pub mod starter;
+crate::yours!("ex02_breaker");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
@@ -26,7 +27,7 @@ pub enum State {
     HalfOpen,
 }
 
-/// What the learner implements (in `starter.rs`) and the reference implements (in
+/// What the learner implements (their copy of `starter.rs`) and the reference implements (in
 /// `solution.rs`).
 pub trait Breaker {
     fn new(config: Config) -> Self
@@ -62,6 +63,8 @@ pub const EXERCISE: crate::Exercise = crate::Exercise {
     title: "a circuit breaker state machine",
     readme: include_str!("README.md"),
     hints: HINTS,
+    needs: &[],
     check_starter: check::check::<starter::CircuitBreaker>,
+    check_yours: check::check::<yours::CircuitBreaker>,
     check_solution: check::check::<solution::CircuitBreaker>,
 };

@@ -1,5 +1,7 @@
-//! Your implementation of exercise 2. Edit this file, then run
-//! `cargo run -p exercises -- check 2`.
+// Exercise 2: your implementation.
+//
+// `cargo run -p exercises -- start 2` copies this starter to `exercises/mine/ex02_breaker.rs`;
+// edit that copy (this file stays as shipped), then `cargo run -p exercises -- check 2`.
 
 use super::{Breaker, Config, State};
 use std::time::Instant;

@@ -9,6 +9,7 @@
 pub mod check;
 pub mod solution;
 pub mod starter;
+crate::yours!("ex03_idempotency_store");
 
 /// What `begin` tells a request carrying an idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,7 +22,7 @@ pub enum Claim {
     Done(String),
 }
 
-/// What the learner implements (in `starter.rs`) and the reference implements (in
+/// What the learner implements (their copy of `starter.rs`) and the reference implements (in
 /// `solution.rs`). Shared between threads, so `&self` and `Send + Sync`.
 pub trait IdempotencyStore: Send + Sync {
     fn new() -> Self
@@ -52,6 +53,8 @@ pub const EXERCISE: crate::Exercise = crate::Exercise {
     title: "an idempotency-key store that survives concurrent duplicates",
     readme: include_str!("README.md"),
     hints: HINTS,
+    needs: &[],
     check_starter: check::check::<starter::MemoryStore>,
+    check_yours: check::check::<yours::MemoryStore>,
     check_solution: check::check::<solution::MemoryStore>,
 };

@@ -1,5 +1,7 @@
-//! Your implementation of exercise 3. Edit this file, then run
-//! `cargo run -p exercises -- check 3`.
+// Exercise 3: your implementation.
+//
+// `cargo run -p exercises -- start 3` copies this starter to `exercises/mine/ex03_idempotency_store.rs`;
+// edit that copy (this file stays as shipped), then `cargo run -p exercises -- check 3`.
 
 use super::{Claim, IdempotencyStore};
 use std::collections::HashMap;

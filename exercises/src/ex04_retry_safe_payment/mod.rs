@@ -8,6 +8,7 @@
 pub mod check;
 pub mod solution;
 pub mod starter;
+crate::yours!("ex04_retry_safe_payment");
 
 /// The provider's id for one charge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +42,7 @@ pub enum PayError {
     Unavailable,
 }
 
-/// What the learner implements (in `starter.rs`) and the reference implements (in
+/// What the learner implements (their copy of `starter.rs`) and the reference implements (in
 /// `solution.rs`).
 pub trait PaymentClient {
     fn new() -> Self
@@ -74,6 +75,8 @@ pub const EXERCISE: crate::Exercise = crate::Exercise {
     title: "a retry-safe payment call (the duplicate-charge trap)",
     readme: include_str!("README.md"),
     hints: HINTS,
+    needs: &[],
     check_starter: check::check::<starter::Client>,
+    check_yours: check::check::<yours::Client>,
     check_solution: check::check::<solution::Client>,
 };

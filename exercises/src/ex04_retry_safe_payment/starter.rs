@@ -1,5 +1,7 @@
-//! Your implementation of exercise 4. Edit this file, then run
-//! `cargo run -p exercises -- check 4`.
+// Exercise 4: your implementation.
+//
+// `cargo run -p exercises -- start 4` copies this starter to `exercises/mine/ex04_retry_safe_payment.rs`;
+// edit that copy (this file stays as shipped), then `cargo run -p exercises -- check 4`.
 
 use super::{ChargeId, PayError, PaymentClient, PaymentProvider, ProviderError};
 

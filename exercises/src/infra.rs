@@ -1,0 +1,208 @@
+//! The real infrastructure the phase 2 and phase 3 exercises are checked against:
+//! the PostgreSQL server and the Kafka-protocol broker that `cargo xtask up` starts.
+//!
+//! Every check gets a database and topics of its own (fresh names), so checks never
+//! see each other's rows or messages and can run in parallel. When a service is not
+//! reachable the check fails with a [`Failure`] naming it and `cargo xtask up` —
+//! never a silent pass.
+
+use crate::Failure;
+use common::testing::{Backend, TestDb};
+use phase2_events::{dlq, kafka};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sqlx::AnyPool;
+use std::fmt;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Something a check needs running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Postgres,
+    Kafka,
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Service::Postgres => "PostgreSQL",
+            Service::Kafka => "the Kafka-protocol broker",
+        })
+    }
+}
+
+/// How long one infrastructure check may take before it is reported as stuck.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs an async check on a runtime of its own, with an overall time limit (a
+/// learner's code that waits forever is a failure, not a hung tool).
+pub fn block_on(check: impl Future<Output = Result<(), Failure>>) -> Result<(), Failure> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|err| Failure(format!("cannot start a tokio runtime: {err}")))?;
+    runtime.block_on(async {
+        match tokio::time::timeout(CHECK_TIMEOUT, check).await {
+            Ok(result) => result,
+            Err(_) => Err(Failure(format!(
+                "the check did not finish within {}s: something waits forever (a lock held \
+                 across an await, a future that never completes?)",
+                CHECK_TIMEOUT.as_secs()
+            ))),
+        }
+    })
+}
+
+/// A fresh PostgreSQL database with phase 2's shared migrations (`outbox`,
+/// `processed_events`) and whatever `migrators` add.
+#[derive(Debug)]
+pub struct Database {
+    pub pool: AnyPool,
+    db: TestDb,
+}
+
+impl Database {
+    pub async fn create(migrators: Vec<sqlx::migrate::Migrator>) -> Result<Database, Failure> {
+        let admin = common::testing::postgres_admin_url();
+        match common::db::connect(&admin, 1).await {
+            Ok(pool) => pool.close().await,
+            Err(err) => {
+                return Err(unreachable(
+                    Service::Postgres,
+                    &common::db::redact(&admin),
+                    &err,
+                ));
+            }
+        }
+        let db = TestDb::create(Backend::Postgres).await;
+        let pool = common::db::connect(&db.url, 10)
+            .await
+            .map_err(|err| Failure(format!("connecting to the check's database: {err:#}")))?;
+        phase2_events::outbox::migrate_shared(&pool)
+            .await
+            .map_err(|err| Failure(format!("{err:#}")))?;
+        for mut migrator in migrators {
+            migrator.set_ignore_missing(true);
+            migrator
+                .run(&pool)
+                .await
+                .map_err(|err| Failure(format!("migrating the check's database: {err:#}")))?;
+        }
+        Ok(Database { pool, db })
+    }
+
+    /// Closes the pool and drops the database.
+    pub async fn close(self) {
+        self.pool.close().await;
+        self.db.drop_database().await;
+    }
+}
+
+/// Topics of a check's own on the broker, under a fresh namespace.
+pub struct Kafka {
+    pub brokers: String,
+    pub namespace: String,
+    pub producer: FutureProducer,
+}
+
+impl fmt::Debug for Kafka {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Kafka")
+            .field("brokers", &self.brokers)
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Kafka {
+    /// Creates `<namespace>.<name>` for each of `names` (3 partitions each).
+    pub async fn create(prefix: &str, names: &[&str]) -> Result<Kafka, Failure> {
+        let brokers = kafka::brokers();
+        let namespace = format!("{prefix}-{}", uuid::Uuid::now_v7().simple());
+        let topics: Vec<String> = names.iter().map(|n| format!("{namespace}.{n}")).collect();
+        let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        kafka::ensure_topics(&brokers, &refs, 3)
+            .await
+            .map_err(|err| unreachable(Service::Kafka, &brokers, &err))?;
+        let producer = kafka::producer(&brokers).map_err(|err| Failure(format!("{err:#}")))?;
+        Ok(Kafka {
+            brokers,
+            namespace,
+            producer,
+        })
+    }
+
+    /// The full name of one of this check's topics (or consumer groups).
+    pub fn name(&self, name: &str) -> String {
+        format!("{}.{name}", self.namespace)
+    }
+
+    /// Publishes one message and waits for the broker's acknowledgement.
+    pub async fn send(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> Result<(), Failure> {
+        let mut owned = rdkafka::message::OwnedHeaders::new();
+        for (key, value) in headers {
+            owned = owned.insert(rdkafka::message::Header {
+                key,
+                value: Some(*value),
+            });
+        }
+        let mut record = FutureRecord::<str, [u8]>::to(topic).key(key).headers(owned);
+        if let Some(payload) = payload {
+            record = record.payload(payload);
+        }
+        self.producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map(|_| ())
+            .map_err(|(err, _)| Failure(format!("publishing to {topic}: {err}")))
+    }
+
+    /// Every message on `topic` right now, oldest first per partition (phase 2's
+    /// dead-letter reader, which reads any topic without committing anything).
+    pub async fn read_all(&self, topic: &str) -> Result<Vec<dlq::DeadLetter>, Failure> {
+        let (brokers, topic) = (self.brokers.clone(), topic.to_owned());
+        tokio::task::spawn_blocking(move || dlq::list(&brokers, &topic))
+            .await
+            .map_err(|err| Failure(format!("reading a topic: {err}")))?
+            .map_err(|err| Failure(format!("reading a topic: {err:#}")))
+    }
+}
+
+fn unreachable(service: Service, at: &str, err: &dyn fmt::Display) -> Failure {
+    Failure(format!(
+        "{service} is needed for this check and is not reachable at {at} ({err}).\n    \
+         Start it with `cargo xtask up`, then check again."
+    ))
+}
+
+/// Polls `probe` until it returns `Some`, or fails with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut probe: F,
+) -> Result<T, Failure>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = probe().await {
+            return Ok(value);
+        }
+        if start.elapsed() > timeout {
+            return Err(Failure(format!(
+                "waited {}s and still not: {what}",
+                timeout.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
