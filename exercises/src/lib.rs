@@ -45,6 +45,8 @@ pub mod ex04_retry_safe_payment;
 pub mod ex05_idempotent_consumer;
 pub mod ex06_outbox_relay;
 pub mod ex07_poison_message;
+pub mod ex08_compensation;
+pub mod ex09_percentiles;
 pub mod infra;
 pub mod progress;
 
@@ -118,6 +120,8 @@ pub const EXERCISES: &[Exercise] = &[
     ex05_idempotent_consumer::EXERCISE,
     ex06_outbox_relay::EXERCISE,
     ex07_poison_message::EXERCISE,
+    ex08_compensation::EXERCISE,
+    ex09_percentiles::EXERCISE,
 ];
 
 pub fn find(number: u32) -> Option<&'static Exercise> {
