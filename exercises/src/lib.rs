@@ -47,6 +47,7 @@ pub mod ex06_outbox_relay;
 pub mod ex07_poison_message;
 pub mod ex08_compensation;
 pub mod ex09_percentiles;
+pub mod ex10_consumer_lag;
 pub mod infra;
 pub mod progress;
 
@@ -122,6 +123,7 @@ pub const EXERCISES: &[Exercise] = &[
     ex07_poison_message::EXERCISE,
     ex08_compensation::EXERCISE,
     ex09_percentiles::EXERCISE,
+    ex10_consumer_lag::EXERCISE,
 ];
 
 pub fn find(number: u32) -> Option<&'static Exercise> {
