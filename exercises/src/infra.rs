@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service {
     Postgres,
+    Redis,
     Kafka,
 }
 
@@ -26,6 +27,7 @@ impl fmt::Display for Service {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Service::Postgres => "PostgreSQL",
+            Service::Redis => "Redis",
             Service::Kafka => "the Kafka-protocol broker",
         })
     }
@@ -37,18 +39,26 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(120);
 /// Runs an async check on a runtime of its own, with an overall time limit (a
 /// learner's code that waits forever is a failure, not a hung tool).
 pub fn block_on(check: impl Future<Output = Result<(), Failure>>) -> Result<(), Failure> {
+    block_on_within(CHECK_TIMEOUT, check)
+}
+
+/// [`block_on`] with a longer limit (a check that runs a whole system).
+pub fn block_on_within(
+    limit: Duration,
+    check: impl Future<Output = Result<(), Failure>>,
+) -> Result<(), Failure> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|err| Failure(format!("cannot start a tokio runtime: {err}")))?;
     runtime.block_on(async {
-        match tokio::time::timeout(CHECK_TIMEOUT, check).await {
+        match tokio::time::timeout(limit, check).await {
             Ok(result) => result,
             Err(_) => Err(Failure(format!(
                 "the check did not finish within {}s: something waits forever (a lock held \
                  across an await, a future that never completes?)",
-                CHECK_TIMEOUT.as_secs()
+                limit.as_secs()
             ))),
         }
     })
@@ -173,6 +183,60 @@ impl Kafka {
             .map_err(|err| Failure(format!("reading a topic: {err}")))?
             .map_err(|err| Failure(format!("reading a topic: {err:#}")))
     }
+}
+
+/// Fails, naming the first of `services` that does not answer.
+pub async fn require(services: &[Service]) -> Result<(), Failure> {
+    for service in services {
+        match service {
+            Service::Postgres => {
+                let admin = common::testing::postgres_admin_url();
+                match common::db::connect(&admin, 1).await {
+                    Ok(pool) => pool.close().await,
+                    Err(err) => {
+                        return Err(unreachable(*service, &common::db::redact(&admin), &err));
+                    }
+                }
+            }
+            Service::Redis => {
+                let url =
+                    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+                let addr = url
+                    .trim_start_matches("redis://")
+                    .rsplit('@')
+                    .next()
+                    .unwrap_or_default()
+                    .split('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                if let Err(err) = tokio::net::TcpStream::connect(&addr).await {
+                    return Err(unreachable(*service, &addr, &err));
+                }
+            }
+            Service::Kafka => {
+                let brokers = kafka::brokers();
+                let at = brokers.clone();
+                let reached = tokio::task::spawn_blocking(move || {
+                    use rdkafka::consumer::{BaseConsumer, Consumer};
+                    let client: BaseConsumer = rdkafka::ClientConfig::new()
+                        .set("bootstrap.servers", &at)
+                        .create()
+                        .map_err(|e| e.to_string())?;
+                    client
+                        .fetch_metadata(None, Duration::from_secs(5))
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                })
+                .await
+                .map_err(|err| Failure(format!("{err}")))?;
+                if let Err(err) = reached {
+                    return Err(unreachable(*service, &brokers, &err));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn unreachable(service: Service, at: &str, err: &dyn fmt::Display) -> Failure {

@@ -48,6 +48,7 @@ pub mod ex07_poison_message;
 pub mod ex08_compensation;
 pub mod ex09_percentiles;
 pub mod ex10_consumer_lag;
+pub mod ex11_diagnose_incident;
 pub mod infra;
 pub mod progress;
 
@@ -124,6 +125,7 @@ pub const EXERCISES: &[Exercise] = &[
     ex08_compensation::EXERCISE,
     ex09_percentiles::EXERCISE,
     ex10_consumer_lag::EXERCISE,
+    ex11_diagnose_incident::EXERCISE,
 ];
 
 pub fn find(number: u32) -> Option<&'static Exercise> {

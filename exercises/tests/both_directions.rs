@@ -1,8 +1,10 @@
 //! Both directions for every exercise: the starter FAILS its check and the reference
 //! solution PASSES it. An exercise whose check cannot fail is a defect.
 //!
-//! (A learner who has solved an exercise in their checkout will see the first test
-//! fail for it — that is the point: the shipped starter must be unsolved.)
+//! These check the *shipped* starters (`src/exNN/starter.rs`), never a learner's copy
+//! in `mine/`, so they pass in a learner's checkout too. From exercise 5 on, the
+//! checks run against the services `cargo xtask up` starts; a starter must fail for
+//! its bug, not because a service is missing.
 
 use exercises::{EXERCISES, run_check};
 
@@ -26,11 +28,19 @@ fn every_starter_fails_its_check_with_an_explanation() {
                 "exercise {} ({}): the starter passes its check, so the check cannot fail",
                 exercise.number, exercise.dir
             ),
-            Err(failure) => assert!(
-                failure.0.len() > 40,
-                "exercise {}: the failure explains too little: {failure:?}",
-                exercise.number
-            ),
+            Err(failure) => {
+                assert!(
+                    failure.0.len() > 40,
+                    "exercise {}: the failure explains too little: {failure:?}",
+                    exercise.number
+                );
+                assert!(
+                    !failure.0.contains("cargo xtask up"),
+                    "exercise {}: the starter failed for want of a service, not for its bug \
+                     (so this proves nothing): {failure}",
+                    exercise.number
+                );
+            }
         }
     }
 }
@@ -43,6 +53,13 @@ fn exercises_are_numbered_in_order_and_have_hints_and_readmes() {
             i + 1,
             "{} is out of order",
             exercise.dir
+        );
+        assert!(
+            exercise
+                .readme
+                .contains(&format!("start {}`", exercise.number)),
+            "exercise {} README does not say how to start it",
+            exercise.number
         );
         assert!(
             !exercise.hints.is_empty(),

@@ -144,9 +144,8 @@ fn db(err: sqlx::Error) -> Failure {
 /// run loop logs them and tries again).
 async fn drain<R: OutboxRelay>(relay: &R, broker: &Broker) -> Result<(), Failure> {
     for _ in 0..40 {
-        match relay.relay_batch(broker, 3).await {
-            Ok(0) => return Ok(()),
-            Ok(_) | Err(_) => {}
+        if let Ok(0) = relay.relay_batch(broker, 3).await {
+            return Ok(());
         }
     }
     Err(Failure(

@@ -277,7 +277,7 @@ async fn scenario<R: PoisonRouter>() -> Result<(), Failure> {
     let after = kafka.read_all(&topic).await?;
     let back = after
         .iter()
-        .filter(|m| m.headers.get("replayed_from_dlq").is_some())
+        .filter(|m| m.headers.contains_key("replayed_from_dlq"))
         .count();
     ensure(replayed == poison.len() && back == poison.len(), || {
         format!(

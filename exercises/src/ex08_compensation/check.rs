@@ -74,7 +74,12 @@ impl Saga<'_> {
     async fn send(&self, event: &Envelope) -> Result<(), Failure> {
         let payload = serde_json::to_vec(event).expect("serializable");
         self.kafka
-            .send(&self.topics.orders, &event.order_id.to_string(), Some(&payload), &[])
+            .send(
+                &self.topics.orders,
+                &event.order_id.to_string(),
+                Some(&payload),
+                &[],
+            )
             .await?;
         let (pool, group, id) = (self.pool, self.group.clone(), event.event_id.to_string());
         infra::eventually(
@@ -138,7 +143,11 @@ fn db(err: sqlx::Error) -> Failure {
 }
 
 async fn scenarios<I: CompensatingInventory>(pool: &AnyPool) -> Result<(), Failure> {
-    let kafka = Kafka::create("exercise8", &["orders", "orders.retry", "orders.dlq", "inventory"]).await?;
+    let kafka = Kafka::create(
+        "exercise8",
+        &["orders", "orders.retry", "orders.dlq", "inventory"],
+    )
+    .await?;
     let topics = Topics::new(&kafka.namespace);
     for (sku, available) in [(PIZZA, 10), (TIRAMISU, 3)] {
         sqlx::query("UPDATE stock SET available = $1 WHERE sku = $2")
@@ -179,9 +188,12 @@ async fn story(saga: &Saga<'_>) -> Result<(), Failure> {
     saga.send(&placed(a, &[(PIZZA, 2), (TIRAMISU, 1)])).await?;
     let held = saga.stock().await?;
     ensure(held == (8, 2), || {
-        format!("after reserving 2 pizzas and 1 tiramisu of 10 and 3, stock is {held:?}, expected (8, 2)")
+        format!(
+            "after reserving 2 pizzas and 1 tiramisu of 10 and 3, stock is {held:?}, expected (8, 2)"
+        )
     })?;
-    saga.send(&cancelled(a, CancellationReason::PaymentFailed)).await?;
+    saga.send(&cancelled(a, CancellationReason::PaymentFailed))
+        .await?;
     let back = saga.stock().await?;
     ensure(back == (10, 3), || {
         format!(
@@ -205,7 +217,8 @@ async fn story(saga: &Saga<'_>) -> Result<(), Failure> {
     })?;
 
     // 2. The saga cancels again (a retry with a new event id): nothing more comes back.
-    saga.send(&cancelled(a, CancellationReason::PaymentFailed)).await?;
+    saga.send(&cancelled(a, CancellationReason::PaymentFailed))
+        .await?;
     let again = saga.stock().await?;
     let released = saga.announced(a, event::STOCK_RELEASED).await?;
     ensure(again == (10, 3) && released == 1, || {
@@ -220,8 +233,11 @@ async fn story(saga: &Saga<'_>) -> Result<(), Failure> {
     let b = OrderId::new();
     saga.send(&placed(b, &[(PIZZA, 50)])).await?;
     let rejected = saga.announced(b, event::OUT_OF_STOCK).await?;
-    ensure(rejected == 1, || "50 pizzas of 10 must be OutOfStock".to_string())?;
-    saga.send(&cancelled(b, CancellationReason::OutOfStock)).await?;
+    ensure(rejected == 1, || {
+        "50 pizzas of 10 must be OutOfStock".to_string()
+    })?;
+    saga.send(&cancelled(b, CancellationReason::OutOfStock))
+        .await?;
     let after = saga.stock().await?;
     ensure(after == (10, 3), || {
         format!(
@@ -232,15 +248,19 @@ async fn story(saga: &Saga<'_>) -> Result<(), Failure> {
 
     // 4. The cancel overtakes the reservation (OrderPlaced waited in the retry topic).
     let c = OrderId::new();
-    saga.send(&cancelled(c, CancellationReason::PaymentFailed)).await?;
+    saga.send(&cancelled(c, CancellationReason::PaymentFailed))
+        .await?;
     saga.send(&placed(c, &[(PIZZA, 4)])).await?;
     let late = saga.stock().await?;
     let status = saga.reservation(c).await?;
-    ensure(late == (10, 3) && status.as_deref() != Some("reserved"), || {
-        format!(
-            "the order was cancelled before its OrderPlaced arrived; the late reservation then held \
+    ensure(
+        late == (10, 3) && status.as_deref() != Some("reserved"),
+        || {
+            format!(
+                "the order was cancelled before its OrderPlaced arrived; the late reservation then held \
              stock ({late:?}, reservation {status:?}) for an order that will never be paid. \
              Remember the cancel (a 'voided' reservation row) so a late reserve does nothing"
-        )
-    })
+            )
+        },
+    )
 }

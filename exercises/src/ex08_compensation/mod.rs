@@ -48,7 +48,10 @@ pub const EXERCISE: crate::Exercise = crate::Exercise {
     title: "compensation when payment fails after stock was reserved",
     readme: include_str!("README.md"),
     hints: HINTS,
-    needs: &[crate::infra::Service::Postgres, crate::infra::Service::Kafka],
+    needs: &[
+        crate::infra::Service::Postgres,
+        crate::infra::Service::Kafka,
+    ],
     check_starter: check::check::<starter::Inventory>,
     check_yours: check::check::<yours::Inventory>,
     check_solution: check::check::<solution::Inventory>,

@@ -31,10 +31,26 @@ fn hand_computed(p: &impl Percentiles) -> Result<(), Failure> {
     // 100 payments: 10 ≤ 0.1 s, 80 in (0.1, 0.5], 10 in (0.5, 1].
     let b: Buckets = vec![(0.1, 10.0), (0.5, 90.0), (1.0, 100.0), (INF, 100.0)];
     let cases = [
-        (0.5, Some(0.1 + 0.4 * 40.0 / 80.0), "p50: rank 50 is the 40th of 80 in (0.1, 0.5]"),
-        (0.95, Some(0.5 + 0.5 * 5.0 / 10.0), "p95: rank 95 is the 5th of 10 in (0.5, 1]"),
-        (0.05, Some(0.1 * 5.0 / 10.0), "p5: rank 5 is in the first bucket, which starts at 0"),
-        (1.0, Some(1.0), "p100: the top of the last bucket that holds observations"),
+        (
+            0.5,
+            Some(0.1 + 0.4 * 40.0 / 80.0),
+            "p50: rank 50 is the 40th of 80 in (0.1, 0.5]",
+        ),
+        (
+            0.95,
+            Some(0.5 + 0.5 * 5.0 / 10.0),
+            "p95: rank 95 is the 5th of 10 in (0.5, 1]",
+        ),
+        (
+            0.05,
+            Some(0.1 * 5.0 / 10.0),
+            "p5: rank 5 is in the first bucket, which starts at 0",
+        ),
+        (
+            1.0,
+            Some(1.0),
+            "p100: the top of the last bucket that holds observations",
+        ),
     ];
     for (q, expected, why) in cases {
         let got = p.quantile(q, &b);
@@ -85,7 +101,11 @@ fn scraped(registry: &Registry) -> Buckets {
 fn payment_histogram() -> (Histogram, Registry) {
     let histogram = Histogram::new(PAYMENT_BUCKETS);
     let mut registry = Registry::default();
-    registry.register("payment_duration_seconds", "Time to charge", histogram.clone());
+    registry.register(
+        "payment_duration_seconds",
+        "Time to charge",
+        histogram.clone(),
+    );
     (histogram, registry)
 }
 

@@ -58,8 +58,12 @@ async fn measure<M: LagMeter>(
     group: &str,
     topic: &str,
 ) -> Result<(BTreeMap<i32, i64>, BTreeMap<i32, i64>), Failure> {
-    let (meter, brokers, group, topic) =
-        (meter.clone(), kafka.brokers.clone(), group.to_owned(), topic.to_owned());
+    let (meter, brokers, group, topic) = (
+        meter.clone(),
+        kafka.brokers.clone(),
+        group.to_owned(),
+        topic.to_owned(),
+    );
     tokio::task::spawn_blocking(move || {
         let yours = meter
             .lag(&brokers, &group, &topic)

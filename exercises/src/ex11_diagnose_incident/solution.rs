@@ -1,0 +1,84 @@
+//! The reference for exercise 11: one signal per incident, each judged over the
+//! window between the two scrapes, with thresholds far from both healthy and ill
+//! values. The runbooks (docs/src/phase3/runbooks/) and alerts
+//! (phase3-observability/deploy/prometheus/alerts.yml) read the same signals.
+
+use super::{Diagnose, Diagnosis, Finding, Samples, quantile};
+
+#[derive(Debug)]
+pub struct OnCall;
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+impl Diagnose for OnCall {
+    fn new() -> Self {
+        OnCall
+    }
+
+    fn diagnose(&self, before: &Samples, after: &Samples) -> Diagnosis {
+        let delta =
+            |name: &str| after.sum(name, &[]).unwrap_or(0.0) - before.sum(name, &[]).unwrap_or(0.0);
+
+        // Payments: p99 over the window (exercise 9). Healthy: milliseconds.
+        let window = after.histogram_since(before, "payment_duration_seconds", &[]);
+        let payment_p99 = quantile(0.99, &window).unwrap_or(0.0);
+
+        // Lag is a gauge: its value now. The notification group, against the rest.
+        let lag_of = |notification: bool| {
+            after
+                .0
+                .iter()
+                .filter(|s| s.name == "kafka_consumer_lag")
+                .filter(|s| {
+                    s.labels
+                        .get("group")
+                        .is_some_and(|g| g.contains("notification") == notification)
+                })
+                .map(|s| s.value)
+                .sum::<f64>()
+        };
+        let (notification_lag, other_lag) = (lag_of(true), lag_of(false));
+
+        // Memory: growth of the resident set over the window.
+        let rss_growth = delta("process_resident_memory_bytes") / MIB;
+
+        // CPU per order-API request: CPU seconds used / requests served.
+        let requests = |samples: &Samples| {
+            samples
+                .0
+                .iter()
+                .filter(|s| s.name == "http_requests_total")
+                .filter(|s| {
+                    s.labels
+                        .get("route")
+                        .is_some_and(|r| r.starts_with("/orders"))
+                })
+                .map(|s| s.value)
+                .sum::<f64>()
+        };
+        let served = requests(after) - requests(before);
+        let cpu_ms_per_request = if served > 0.0 {
+            1000.0 * delta("process_cpu_seconds_total") / served
+        } else {
+            0.0
+        };
+
+        let evidence = format!(
+            "payment p99 {payment_p99:.3} s; notification lag {notification_lag} (others \
+             {other_lag}); RSS {rss_growth:+.1} MiB; CPU {cpu_ms_per_request:.1} ms per \
+             order-API request ({served} requests)"
+        );
+        let finding = if payment_p99 > 1.0 {
+            Finding::PaymentSlowdown
+        } else if notification_lag >= 5.0 && notification_lag > 2.0 * other_lag {
+            Finding::NotificationBacklog
+        } else if rss_growth > 32.0 {
+            Finding::MemoryLeak
+        } else if cpu_ms_per_request > 15.0 {
+            Finding::CpuHotPath
+        } else {
+            Finding::Healthy
+        };
+        Diagnosis { finding, evidence }
+    }
+}
