@@ -6,7 +6,7 @@ use exercises::ex02_breaker::{self, Breaker, Config, State};
 use exercises::ex04_retry_safe_payment::{
     self, ChargeId, PayError, PaymentClient, PaymentProvider, ProviderError,
 };
-use exercises::{Failure, run_check};
+use exercises::{Failure, ex06_outbox_relay, ex07_poison_message, run_check};
 use std::time::{Duration, Instant};
 
 fn failure_of(check: fn() -> Result<(), Failure>) -> String {
@@ -129,4 +129,85 @@ fn one_key_for_every_order_is_caught() {
         message.contains("derive the key from the order id"),
         "{message}"
     );
+}
+
+// ---- exercise 6 (needs `cargo xtask up`) ------------------------------------
+
+/// Publishes first (right), then marks "everything up to the last id" (wrong).
+struct MarksByRange {
+    pool: sqlx::AnyPool,
+}
+impl ex06_outbox_relay::OutboxRelay for MarksByRange {
+    fn new(pool: sqlx::AnyPool) -> Self {
+        MarksByRange { pool }
+    }
+    async fn relay_batch(
+        &self,
+        publisher: &dyn ex06_outbox_relay::Publish,
+        limit: i64,
+    ) -> anyhow::Result<usize> {
+        use sqlx::Row;
+        let rows = sqlx::query(
+            "SELECT id, topic, message_key, envelope FROM outbox \
+             WHERE published_at IS NULL ORDER BY id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut last = 0i64;
+        for row in &rows {
+            let (topic, key, envelope): (String, String, String) = (
+                row.try_get("topic")?,
+                row.try_get("message_key")?,
+                row.try_get("envelope")?,
+            );
+            publisher.publish(&topic, &key, &envelope).await?;
+            last = row.try_get("id")?;
+        }
+        sqlx::query("UPDATE outbox SET published_at = $1 WHERE published_at IS NULL AND id <= $2")
+            .bind(common::db::timestamp(common::db::now()))
+            .bind(last)
+            .execute(&self.pool)
+            .await?;
+        Ok(rows.len())
+    }
+}
+
+#[test]
+fn a_relay_that_marks_by_range_loses_the_straggler() {
+    let message = failure_of(ex06_outbox_relay::check::check::<MarksByRange>);
+    assert!(
+        message.contains("older transaction") && message.contains("lost"),
+        "{message}"
+    );
+}
+
+// ---- exercise 7 (needs `cargo xtask up`) ------------------------------------
+
+/// Never blocks the partition — by dropping what it cannot read.
+struct SkipsPoison;
+impl ex07_poison_message::PoisonRouter for SkipsPoison {
+    fn new() -> Self {
+        SkipsPoison
+    }
+    async fn route(
+        &self,
+        message: ex07_poison_message::Incoming<'_>,
+        apply: &dyn ex07_poison_message::Apply,
+        _publish: &dyn ex07_poison_message::Publish,
+    ) -> anyhow::Result<ex07_poison_message::Routed> {
+        if let Some(Ok(event)) = message
+            .payload
+            .map(serde_json::from_slice::<ex07_poison_message::Envelope>)
+        {
+            let _ = apply.apply(&event).await;
+        }
+        Ok(ex07_poison_message::Routed::Handled)
+    }
+}
+
+#[test]
+fn a_poison_message_skipped_silently_is_caught() {
+    let message = failure_of(ex07_poison_message::check::check::<SkipsPoison>);
+    assert!(message.contains("skipping it silently"), "{message}");
 }

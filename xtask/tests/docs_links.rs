@@ -20,6 +20,8 @@ fn markdown_files(root: &Path) -> Vec<PathBuf> {
         "phase2-events",
         "phase3-observability",
         "tui",
+        "exercises",
+        "exercises/mine",
         "xtask",
     ] {
         let readme = root.join(dir).join("README.md");
@@ -27,7 +29,7 @@ fn markdown_files(root: &Path) -> Vec<PathBuf> {
             files.push(readme);
         }
     }
-    let mut stack = vec![root.join("docs/src")];
+    let mut stack = vec![root.join("docs/src"), root.join("exercises/src")];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
