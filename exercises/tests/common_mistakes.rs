@@ -6,7 +6,10 @@ use exercises::ex02_breaker::{self, Breaker, Config, State};
 use exercises::ex04_retry_safe_payment::{
     self, ChargeId, PayError, PaymentClient, PaymentProvider, ProviderError,
 };
-use exercises::{Failure, ex06_outbox_relay, ex07_poison_message, run_check};
+use exercises::{
+    Failure, ex05_idempotent_consumer, ex06_outbox_relay, ex07_poison_message, ex09_percentiles,
+    ex10_consumer_lag, run_check,
+};
 use std::time::{Duration, Instant};
 
 fn failure_of(check: fn() -> Result<(), Failure>) -> String {
@@ -210,4 +213,115 @@ impl ex07_poison_message::PoisonRouter for SkipsPoison {
 fn a_poison_message_skipped_silently_is_caught() {
     let message = failure_of(ex07_poison_message::check::check::<SkipsPoison>);
     assert!(message.contains("skipping it silently"), "{message}");
+}
+
+// ---- exercise 5 (needs `cargo xtask up`) ------------------------------------
+
+/// Claims the event atomically (right), but in its own statement, committed before
+/// the handler's transaction (wrong): a failure after the claim loses the effect.
+struct ClaimsFirst<H> {
+    pool: sqlx::AnyPool,
+    handler: H,
+}
+impl<H: ex05_idempotent_consumer::Handler> ex05_idempotent_consumer::IdempotentEffect<H>
+    for ClaimsFirst<H>
+{
+    fn new(pool: sqlx::AnyPool, handler: H) -> Self {
+        ClaimsFirst { pool, handler }
+    }
+}
+impl<H: ex05_idempotent_consumer::Handler> ex05_idempotent_consumer::Effect for ClaimsFirst<H> {
+    async fn apply(
+        &self,
+        consumer: &str,
+        event: &ex05_idempotent_consumer::Envelope,
+    ) -> anyhow::Result<ex05_idempotent_consumer::Verdict> {
+        use ex05_idempotent_consumer::{HandleError, Verdict};
+        let claimed = sqlx::query(
+            "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (consumer, event_id) DO NOTHING",
+        )
+        .bind(consumer)
+        .bind(event.event_id.to_string())
+        .bind(common::db::timestamp(common::db::now()))
+        .execute(&self.pool)
+        .await?;
+        if claimed.rows_affected() == 0 {
+            return Ok(Verdict::Duplicate);
+        }
+        let mut tx = self.pool.begin().await?;
+        match self.handler.handle(&mut tx, event).await {
+            Ok(()) => {
+                tx.commit().await?;
+                Ok(Verdict::Applied)
+            }
+            Err(HandleError::Transient(err)) => Ok(Verdict::Retry(err.to_string())),
+            Err(HandleError::Permanent(reason)) => Ok(Verdict::DeadLetter(reason)),
+        }
+    }
+}
+
+#[test]
+fn claiming_outside_the_effects_transaction_loses_the_effect() {
+    let message = failure_of(
+        ex05_idempotent_consumer::check::check::<
+            ClaimsFirst<ex05_idempotent_consumer::check::Ledger>,
+        >,
+    );
+    assert!(message.contains("data lost"), "{message}");
+}
+
+// ---- exercise 9 -------------------------------------------------------------
+
+/// Right interpolation, but "infinity" when the rank falls in the +Inf bucket.
+struct InfiniteTail;
+impl ex09_percentiles::Percentiles for InfiniteTail {
+    fn new() -> Self {
+        InfiniteTail
+    }
+    fn quantile(&self, q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
+        let finite = buckets.iter().rev().find(|(le, _)| le.is_finite())?;
+        let total = buckets.last()?.1;
+        if q * total > finite.1 {
+            return Some(f64::INFINITY);
+        }
+        ex09_percentiles::solution::Estimator.quantile(q, buckets)
+    }
+    fn since(&self, before: &[(f64, f64)], after: &[(f64, f64)]) -> ex09_percentiles::Buckets {
+        ex09_percentiles::solution::Estimator.since(before, after)
+    }
+}
+
+#[test]
+fn an_infinite_p99_is_caught() {
+    let message = failure_of(ex09_percentiles::check::check::<InfiniteTail>);
+    assert!(message.contains("highest finite bound"), "{message}");
+}
+
+// ---- exercise 10 (needs `cargo xtask up`) -----------------------------------
+
+/// Handles "never committed" right, but counts the committed offset as finished.
+struct OffByOne;
+impl ex10_consumer_lag::LagMeter for OffByOne {
+    fn new() -> Self {
+        OffByOne
+    }
+    fn lag(
+        &self,
+        brokers: &str,
+        group: &str,
+        topic: &str,
+    ) -> anyhow::Result<std::collections::BTreeMap<i32, i64>> {
+        let mut lag = ex10_consumer_lag::solution::Meter.lag(brokers, group, topic)?;
+        for value in lag.values_mut() {
+            *value = (*value - 1).max(0);
+        }
+        Ok(lag)
+    }
+}
+
+#[test]
+fn lag_off_by_one_is_caught() {
+    let message = failure_of(ex10_consumer_lag::check::check::<OffByOne>);
+    assert!(message.contains("4 is the next it will read"), "{message}");
 }

@@ -34,6 +34,9 @@ pub struct Options {
     pub incidents: IncidentSettings,
     /// Keep every finished span in memory (the tracing test).
     pub capture_spans: bool,
+    /// The log filter when `RUST_LOG` is not set (the first system of a process
+    /// decides, like every other process-wide setting here).
+    pub logs: &'static str,
 }
 
 impl Default for Options {
@@ -42,6 +45,7 @@ impl Default for Options {
             provider_latency: LatencyRange::ZERO,
             incidents: IncidentSettings::default(),
             capture_spans: false,
+            logs: "warn",
         }
     }
 }
@@ -67,7 +71,7 @@ fn global(options: &Options) -> &'static Global {
             &provider,
             instruments.spans.clone(),
             instruments.leak.layer(),
-            "warn",
+            options.logs,
         )
         .expect("one subscriber per test process");
         Global {

@@ -72,6 +72,9 @@ pub const HINTS: &[&str] = &[
      traffic. CPU hot path: CPU seconds spent per request — the increase of \
      `process_cpu_seconds_total` divided by the increase of `http_requests_total` on the \
      `/orders…` routes.",
+    "CPU per request counts everything the process did in the window, idle work included: \
+     a window made long by slow payments shows ~18 ms per request with no hot path at all \
+     (~5 ms when healthy, ~30 ms with it). Judge the slowest-acting signals first.",
     "Pick thresholds between healthy and ill with room on both sides (healthy: p99 in ms, lag \
      near 0, RSS ± a few MiB, a few ms of CPU per request). The runbooks in \
      docs/src/phase3/runbooks/ read the same signals; the alerts in \
