@@ -19,6 +19,11 @@ pub fn check<P: Percentiles>() -> Result<(), Failure> {
     windows(&p)
 }
 
+/// `0.3000`, `inf` or `None`: readable, unlike `Some(0.30000000000000004)`.
+fn show(value: Option<f64>) -> String {
+    value.map_or_else(|| "None".to_owned(), |v| format!("{v:.4}"))
+}
+
 fn close(a: Option<f64>, b: Option<f64>) -> bool {
     match (a, b) {
         (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * b.abs().max(1.0),
@@ -56,8 +61,10 @@ fn hand_computed(p: &impl Percentiles) -> Result<(), Failure> {
         let got = p.quantile(q, &b);
         ensure(close(got, expected), || {
             format!(
-                "quantile({q}) of buckets {b:?} must be {expected:?} ({why}; interpolate linearly \
-                 inside the bucket), got {got:?}"
+                "quantile({q}) of buckets {b:?} must be {} ({why}; interpolate linearly \
+                 inside the bucket), got {}",
+                show(expected),
+                show(got)
             )
         })?;
     }
@@ -67,7 +74,8 @@ fn hand_computed(p: &impl Percentiles) -> Result<(), Failure> {
         format!(
             "97 of 100 observations are above the highest finite bound (1 s): p99 must be 1.0 (the \
              highest finite bound, as PromQL says; there is no upper bound to interpolate to), got \
-             {got:?}"
+             {}",
+            show(got)
         )
     })?;
     let empty: Buckets = vec![(0.1, 0.0), (1.0, 0.0), (INF, 0.0)];
@@ -141,9 +149,11 @@ fn a_real_histogram(p: &impl Percentiles) -> Result<(), Failure> {
         let reference = scrape::quantile(q, &buckets);
         ensure(close(got, reference), || {
             format!(
-                "2000 real observations in phase 3's payment buckets: p{} must be {reference:?} \
-                 (PromQL's answer), got {got:?}",
-                q * 100.0
+                "2000 real observations in phase 3's payment buckets: p{} must be {} \
+                 (PromQL's answer), got {}",
+                q * 100.0,
+                show(reference),
+                show(got)
             )
         })?;
         let truth = true_quantile(&values, q);
@@ -151,8 +161,9 @@ fn a_real_histogram(p: &impl Percentiles) -> Result<(), Failure> {
         ensure(got.is_some_and(|v| v >= lower && v <= upper), || {
             format!(
                 "p{}: the true value is {truth:.3} s, in the bucket ({lower}, {upper}]; the estimate \
-                 {got:?} is outside it",
-                q * 100.0
+                 {} is outside it",
+                q * 100.0,
+                show(got)
             )
         })?;
     }
@@ -179,8 +190,11 @@ fn windows(p: &impl Percentiles) -> Result<(), Failure> {
     ensure(close(window_p99, expected), || {
         format!(
             "5000 healthy payments, then 100 during a slowdown: p99 over the window of those 100 \
-             must be {expected:?}, got {window_p99:?} (lifetime p99: {lifetime_p99:?} — the \
-             slowdown drowns in the hour before it; that is why dashboards use windows)"
+             must be {}, got {} (lifetime p99: {} — the slowdown drowns in the hour before it; \
+             that is why dashboards use windows)",
+            show(expected),
+            show(window_p99),
+            show(lifetime_p99)
         )
     })?;
     // The process restarts: its counters start again from zero.
