@@ -5,6 +5,10 @@
 //!
 //! The shipped starter is compiled separately as the `starter` module either way, so
 //! `tests/both_directions.rs` always checks the unsolved version.
+//!
+//! `FERRISEATS_EXERCISES=shipped` ignores `mine/` altogether: `cargo xtask test` sets
+//! it, so a learner's half-written copy (which may not even compile) never breaks the
+//! repository's own test suite.
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +22,8 @@ fn main() {
     // A new exercise directory needs its choice written too.
     println!("cargo::rerun-if-changed=src");
     println!("cargo::rerun-if-changed=build.rs");
+    println!("cargo::rerun-if-env-changed=FERRISEATS_EXERCISES");
+    let shipped_only = std::env::var("FERRISEATS_EXERCISES").is_ok_and(|v| v == "shipped");
 
     let mut exercises: Vec<String> = std::fs::read_dir(crate_dir.join("src"))
         .expect("exercises/src")
@@ -28,7 +34,7 @@ fn main() {
     exercises.sort();
     for exercise in exercises {
         let copy = mine.join(format!("{exercise}.rs"));
-        let chosen = if copy.is_file() {
+        let chosen = if copy.is_file() && !shipped_only {
             copy
         } else {
             crate_dir.join("src").join(&exercise).join("starter.rs")

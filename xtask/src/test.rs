@@ -6,7 +6,9 @@
 //! exported, so every test process agrees on the servers. Phase 3's tests check
 //! the Prometheus configuration with `promtool`: it is installed if missing (no
 //! Prometheus server is started) and exported as `PROMTOOL`. The dashboard's
-//! end-to-end test runs it under `tmux`, installed the same way when missing.
+//! end-to-end test runs it under `tmux`, installed the same way when missing. The
+//! exercises are built from their shipped starters (`FERRISEATS_EXERCISES=shipped`),
+//! whatever a learner keeps in `exercises/mine/`.
 //!
 //! The runner is cargo-nextest when installed (one process per test: faster on
 //! many cores, and a test that hangs or crashes cannot take the others with it).
@@ -44,6 +46,9 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         _ => crate::prometheus::promtool()?.display().to_string(),
     };
     env.push(("PROMTOOL", promtool));
+    // The exercises are built with their shipped starters: a learner's own copies in
+    // exercises/mine/ (possibly not compiling yet) are not the suite's business.
+    env.push(("FERRISEATS_EXERCISES", "shipped".to_owned()));
     // The dashboard's end-to-end test drives it in a tmux pane.
     if !process::on_path("tmux") {
         println!(
