@@ -63,21 +63,36 @@ impl Diagnose for OnCall {
             0.0
         };
 
+        // And how long a read of an order takes (median over the window): a CPU-bound
+        // hot path makes requests slow *and* CPU-hungry; slowness alone is waiting.
+        let reads = after.histogram_since(
+            before,
+            "http_request_duration_seconds",
+            &[("route", "/orders/{id}")],
+        );
+        let read_p50_ms = 1000.0 * quantile(0.5, &reads).unwrap_or(0.0);
+
         let evidence = format!(
             "payment p99 {payment_p99:.3} s; notification lag {notification_lag} (others \
              {other_lag}); RSS {rss_growth:+.1} MiB; CPU {cpu_ms_per_request:.1} ms per \
-             order-API request ({served} requests)"
+             order-API request ({served} requests), read p50 {read_p50_ms:.1} ms"
         );
+        // The most distinct signals first: seconds against milliseconds, hundreds of MiB
+        // against a few, 25 ms reads against 1 ms. Lag last: a busy process makes every
+        // group lag a little (seen: 8 and 7 during the leak), the backlog makes one
+        // group lag by tens.
         let finding = if payment_p99 > 1.0 {
             Finding::PaymentSlowdown
-        } else if notification_lag >= 5.0 && notification_lag > 2.0 * other_lag {
-            Finding::NotificationBacklog
         } else if rss_growth > 32.0 {
             Finding::MemoryLeak
-        } else if cpu_ms_per_request > 22.0 {
-            // Healthy: ~5 ms. The burn adds 25 ms. A long window (slow payments) adds
-            // the process's idle work too: ~18 ms — hence payments are judged first.
+        } else if read_p50_ms > 15.0 && cpu_ms_per_request > 10.0 {
+            // Healthy: reads ~1 ms and ~5 ms of CPU per request; the burn adds 25 ms of
+            // wall time to each (less CPU when other processes take the cores). CPU
+            // per request alone also grows with a long window — slow payments give
+            // ~15–18 ms — which is why payments are judged first.
             Finding::CpuHotPath
+        } else if notification_lag >= 15.0 && notification_lag > 2.0 * other_lag {
+            Finding::NotificationBacklog
         } else {
             Finding::Healthy
         };
