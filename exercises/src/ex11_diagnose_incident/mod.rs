@@ -74,7 +74,8 @@ pub const HINTS: &[&str] = &[
      `/orders…` routes.",
     "CPU per request counts everything the process did in the window, idle work included: \
      a window made long by slow payments shows ~18 ms per request with no hot path at all \
-     (~5 ms when healthy, ~30 ms with it). Back it with latency: a CPU-bound hot path makes \
+     (~5 ms when healthy, 17–30 ms with it: the burn is wall time, so busy cores shrink its CPU \
+     share). Back it with latency: a CPU-bound hot path makes \
      `http_request_duration_seconds` of `GET /orders/{id}` slow too (p50 ~2 ms → 25+ ms).",
     "Pick thresholds between healthy and ill with room on both sides (healthy: p99 in ms, lag \
      near 0, RSS ± a few MiB, a few ms of CPU per request). The runbooks in \
