@@ -66,10 +66,13 @@ pub fn block_on_within(
 
 /// A fresh PostgreSQL database with phase 2's shared migrations (`outbox`,
 /// `processed_events`) and whatever `migrators` add.
+///
+/// Dropped without [`Database::close`] — the code under test panicked, or the check
+/// timed out — it still removes its database, so a failed check leaves nothing behind.
 #[derive(Debug)]
 pub struct Database {
     pub pool: AnyPool,
-    db: TestDb,
+    db: Option<TestDb>,
 }
 
 impl Database {
@@ -99,13 +102,31 @@ impl Database {
                 .await
                 .map_err(|err| Failure(format!("migrating the check's database: {err:#}")))?;
         }
-        Ok(Database { pool, db })
+        Ok(Database { pool, db: Some(db) })
     }
 
     /// Closes the pool and drops the database.
-    pub async fn close(self) {
+    pub async fn close(mut self) {
         self.pool.close().await;
-        self.db.drop_database().await;
+        if let Some(db) = self.db.take() {
+            db.drop_database().await;
+        }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let Some(db) = self.db.take() else { return };
+        // Not inside the check's runtime (it may be unwinding): a thread of its own.
+        let _ = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                runtime.block_on(db.drop_database());
+            }
+        })
+        .join();
     }
 }
 

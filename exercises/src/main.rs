@@ -22,8 +22,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Every exercise and whether it is solved (exercises 1–4 are checked now; the
-    /// ones needing `cargo xtask up` show their last `check`).
+    /// Every exercise and whether it is solved (the plain-Rust ones are checked now;
+    /// the ones needing `cargo xtask up` show their last `check`).
     List,
     /// Copy exercise N's starter to exercises/mine/, the file you edit.
     Start {
@@ -61,8 +61,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let progress = Progress::load(&progress_path)?;
             let mut solved = 0;
             for exercise in EXERCISES {
+                let started = crate_dir().join(exercise.mine_path()).is_file();
                 let (passed, note) = if exercise.needs.is_empty() {
                     (quiet_check(exercise.check_yours).is_ok(), String::new())
+                } else if !started {
+                    (false, String::new())
                 } else {
                     let last = progress.last_check.get(&exercise.number).copied();
                     let note = match last {
@@ -73,11 +76,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 };
                 solved += usize::from(passed);
                 let mark = if passed { "✓ solved " } else { "· to do  " };
-                let started = if crate_dir().join(exercise.mine_path()).is_file() {
-                    ""
-                } else {
-                    "  [not started]"
-                };
+                let started = if started { "" } else { "  [not started]" };
                 println!(
                     "{mark} {:>2}  {}{started}{note}",
                     exercise.number, exercise.title
@@ -104,6 +103,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             std::fs::copy(&starter, &mine)
                 .with_context(|| format!("copying {} to {}", starter.display(), mine.display()))?;
+            // A fresh copy is unsolved: forget the verdict of the one before.
+            let mut progress = Progress::load(&progress_path)?;
+            if progress.last_check.remove(&number).is_some() {
+                progress.save(&progress_path)?;
+            }
             println!(
                 "Exercise {number}: {}\n\n  read   exercises/src/{}/README.md\n  edit   exercises/{}\n  check  cargo run -p exercises -- check {number}\n  hint   cargo run -p exercises -- hint {number}",
                 exercise.title,

@@ -3,9 +3,10 @@
 //! Kept in `.ferriseats/exercises.json` at the workspace root (git-ignored), so it
 //! survives rebuilds but never ends up in a commit.
 //!
-//! `list` re-runs the plain-Rust checks (1–4), so for them progress can never
+//! `list` re-runs the plain-Rust checks (1–4 and 9), so for them progress can never
 //! disagree with the code; the checks that need the real services show the last
-//! recorded verdict instead (running them all takes a minute).
+//! recorded verdict instead (running them all takes a couple of minutes). `start N`
+//! forgets N's verdict: a fresh copy is unsolved.
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};

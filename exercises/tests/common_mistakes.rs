@@ -136,11 +136,12 @@ fn one_key_for_every_order_is_caught() {
 
 // ---- exercise 6 (needs `cargo xtask up`) ------------------------------------
 
-/// Publishes first (right), then marks "everything up to the last id" (wrong).
-struct MarksByRange {
+/// Publishes first (right), then marks the batch by a range of ids (wrong): "up to
+/// the last id" or, with `CLOSED`, "between the first and the last".
+struct MarksByRange<const CLOSED: bool> {
     pool: sqlx::AnyPool,
 }
-impl ex06_outbox_relay::OutboxRelay for MarksByRange {
+impl<const CLOSED: bool> ex06_outbox_relay::OutboxRelay for MarksByRange<CLOSED> {
     fn new(pool: sqlx::AnyPool) -> Self {
         MarksByRange { pool }
     }
@@ -157,7 +158,7 @@ impl ex06_outbox_relay::OutboxRelay for MarksByRange {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        let mut last = 0i64;
+        let (mut first, mut last) = (None, 0i64);
         for row in &rows {
             let (topic, key, envelope): (String, String, String) = (
                 row.try_get("topic")?,
@@ -166,23 +167,33 @@ impl ex06_outbox_relay::OutboxRelay for MarksByRange {
             );
             publisher.publish(&topic, &key, &envelope).await?;
             last = row.try_get("id")?;
+            first.get_or_insert(last);
         }
-        sqlx::query("UPDATE outbox SET published_at = $1 WHERE published_at IS NULL AND id <= $2")
-            .bind(common::db::timestamp(common::db::now()))
-            .bind(last)
-            .execute(&self.pool)
-            .await?;
+        let low = if CLOSED { first.unwrap_or(0) } else { 0 };
+        sqlx::query(
+            "UPDATE outbox SET published_at = $1 \
+             WHERE published_at IS NULL AND id >= $2 AND id <= $3",
+        )
+        .bind(common::db::timestamp(common::db::now()))
+        .bind(low)
+        .bind(last)
+        .execute(&self.pool)
+        .await?;
         Ok(rows.len())
     }
 }
 
 #[test]
 fn a_relay_that_marks_by_range_loses_the_straggler() {
-    let message = failure_of(ex06_outbox_relay::check::check::<MarksByRange>);
-    assert!(
-        message.contains("older transaction") && message.contains("lost"),
-        "{message}"
-    );
+    for message in [
+        failure_of(ex06_outbox_relay::check::check::<MarksByRange<false>>),
+        failure_of(ex06_outbox_relay::check::check::<MarksByRange<true>>),
+    ] {
+        assert!(
+            message.contains("older transaction") && message.contains("lost"),
+            "{message}"
+        );
+    }
 }
 
 // ---- exercise 7 (needs `cargo xtask up`) ------------------------------------
@@ -215,22 +226,71 @@ fn a_poison_message_skipped_silently_is_caught() {
     assert!(message.contains("skipping it silently"), "{message}");
 }
 
+/// Dead-letters every failure, transient ones too, and ignores a failed publish.
+struct DeadLettersEverything;
+impl ex07_poison_message::PoisonRouter for DeadLettersEverything {
+    fn new() -> Self {
+        DeadLettersEverything
+    }
+    async fn route(
+        &self,
+        message: ex07_poison_message::Incoming<'_>,
+        apply: &dyn ex07_poison_message::Apply,
+        publish: &dyn ex07_poison_message::Publish,
+    ) -> anyhow::Result<ex07_poison_message::Routed> {
+        let reason = match message
+            .payload
+            .map(serde_json::from_slice::<ex07_poison_message::Envelope>)
+        {
+            None => "empty message".to_owned(),
+            Some(Err(err)) => err.to_string(),
+            Some(Ok(event)) => match apply.apply(&event).await {
+                Ok(()) => return Ok(ex07_poison_message::Routed::Handled),
+                Err(err) => err.to_string(),
+            },
+        };
+        let headers = [
+            ("dlq_reason", reason),
+            ("dlq_source_topic", message.topic.to_owned()),
+            ("dlq_source_partition", message.partition.to_string()),
+            ("dlq_source_offset", message.offset.to_string()),
+        ];
+        let dlq = format!("{}.dlq", message.topic);
+        let _ = publish
+            .publish(&dlq, message.key, message.payload, &headers)
+            .await;
+        Ok(ex07_poison_message::Routed::DeadLettered)
+    }
+}
+
+#[test]
+fn a_transient_failure_is_not_poison() {
+    let message = failure_of(ex07_poison_message::check::check::<DeadLettersEverything>);
+    assert!(
+        message.contains("is lost") || message.contains("not poison"),
+        "{message}"
+    );
+}
+
 // ---- exercise 5 (needs `cargo xtask up`) ------------------------------------
 
 /// Claims the event atomically (right), but in its own statement, committed before
-/// the handler's transaction (wrong): a failure after the claim loses the effect.
-struct ClaimsFirst<H> {
+/// the handler's transaction (wrong). With `RELEASE`, it deletes the claim again when
+/// the handler fails — which cleans up an error, never a crash.
+struct ClaimsFirst<H, const RELEASE: bool> {
     pool: sqlx::AnyPool,
     handler: H,
 }
-impl<H: ex05_idempotent_consumer::Handler> ex05_idempotent_consumer::IdempotentEffect<H>
-    for ClaimsFirst<H>
+impl<H: ex05_idempotent_consumer::Handler, const RELEASE: bool>
+    ex05_idempotent_consumer::IdempotentEffect<H> for ClaimsFirst<H, RELEASE>
 {
     fn new(pool: sqlx::AnyPool, handler: H) -> Self {
         ClaimsFirst { pool, handler }
     }
 }
-impl<H: ex05_idempotent_consumer::Handler> ex05_idempotent_consumer::Effect for ClaimsFirst<H> {
+impl<H: ex05_idempotent_consumer::Handler, const RELEASE: bool> ex05_idempotent_consumer::Effect
+    for ClaimsFirst<H, RELEASE>
+{
     async fn apply(
         &self,
         consumer: &str,
@@ -250,25 +310,38 @@ impl<H: ex05_idempotent_consumer::Handler> ex05_idempotent_consumer::Effect for 
             return Ok(Verdict::Duplicate);
         }
         let mut tx = self.pool.begin().await?;
-        match self.handler.handle(&mut tx, event).await {
+        let verdict = match self.handler.handle(&mut tx, event).await {
             Ok(()) => {
                 tx.commit().await?;
-                Ok(Verdict::Applied)
+                return Ok(Verdict::Applied);
             }
-            Err(HandleError::Transient(err)) => Ok(Verdict::Retry(err.to_string())),
-            Err(HandleError::Permanent(reason)) => Ok(Verdict::DeadLetter(reason)),
+            Err(HandleError::Transient(err)) => Verdict::Retry(err.to_string()),
+            Err(HandleError::Permanent(reason)) => Verdict::DeadLetter(reason),
+        };
+        drop(tx);
+        if RELEASE {
+            sqlx::query("DELETE FROM processed_events WHERE consumer = $1 AND event_id = $2")
+                .bind(consumer)
+                .bind(event.event_id.to_string())
+                .execute(&self.pool)
+                .await?;
         }
+        Ok(verdict)
     }
 }
 
+type Ledger = ex05_idempotent_consumer::check::Ledger;
+
 #[test]
 fn claiming_outside_the_effects_transaction_loses_the_effect() {
-    let message = failure_of(
-        ex05_idempotent_consumer::check::check::<
-            ClaimsFirst<ex05_idempotent_consumer::check::Ledger>,
-        >,
-    );
+    let message = failure_of(ex05_idempotent_consumer::check::check::<ClaimsFirst<Ledger, false>>);
     assert!(message.contains("data lost"), "{message}");
+}
+
+#[test]
+fn releasing_the_claim_on_failure_does_not_survive_a_crash() {
+    let message = failure_of(ex05_idempotent_consumer::check::check::<ClaimsFirst<Ledger, true>>);
+    assert!(message.contains("before anything committed"), "{message}");
 }
 
 // ---- exercise 9 -------------------------------------------------------------

@@ -10,18 +10,27 @@ use crate::{Failure, ensure};
 use common::domain::OrderId;
 use phase2_events::consumer::{EventConsumer, dlq_topic, retry_topic};
 use sqlx::{Any, AnyPool, Row, Transaction};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::oneshot;
 
 const CONSUMER: &str = "loyalty-service";
 
-/// Appends `(order_id, event_id, 10 points)` to `points_ledger`. While
-/// `crash_after_effect` is above zero, each call writes its row and then fails, as if
-/// the process died right after the handler did its work.
+/// Appends `(order_id, event_id, 10 points)` to `points_ledger`, and can fail in
+/// the ways a real handler does:
+///
+/// * while `crash_after_effect` is above zero, a call writes its row and then fails
+///   transiently;
+/// * an event whose payload says `"garbled": true` writes its row and then fails
+///   permanently;
+/// * with `die_after_effect` armed, a call writes its row, reports its database
+///   session, and never returns: the checker then kills the session and the task —
+///   the process died mid-handler, and none of its code runs again.
 #[derive(Debug, Clone, Default)]
 pub struct Ledger {
     crash_after_effect: Arc<AtomicU32>,
+    die_after_effect: Arc<Mutex<Option<oneshot::Sender<i32>>>>,
 }
 
 impl Handler for Ledger {
@@ -36,14 +45,29 @@ impl Handler for Ledger {
             .execute(&mut **tx)
             .await
             .map_err(|err| HandleError::Transient(err.into()))?;
+        if event.payload.get("garbled").is_some() {
+            return Err(HandleError::Permanent(
+                "unreadable OrderDelivered payload: garbled".into(),
+            ));
+        }
         let crash = self
             .crash_after_effect
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
         if crash {
             return Err(HandleError::Transient(anyhow::anyhow!(
-                "injected fault: the handler wrote its effect, then the process died"
+                "injected fault: the handler wrote its effect, then failed"
             )));
+        }
+        let die = self.die_after_effect.lock().unwrap().take();
+        if let Some(report) = die {
+            let pid: i32 = sqlx::query("SELECT pg_backend_pid() AS pid")
+                .fetch_one(&mut **tx)
+                .await
+                .and_then(|row| row.try_get("pid"))
+                .map_err(|err| HandleError::Transient(err.into()))?;
+            let _ = report.send(pid);
+            std::future::pending::<()>().await;
         }
         Ok(())
     }
@@ -85,14 +109,16 @@ async fn scenarios<C: IdempotentEffect<Ledger> + 'static>(pool: &AnyPool) -> Res
             .map_err(|err| Failure(format!("preparing the check's tables: {err}")))?;
     }
     let ledger = Ledger::default();
-    let effect = C::new(pool.clone(), ledger.clone());
+    let effect = Arc::new(C::new(pool.clone(), ledger.clone()));
 
-    a_new_event_is_applied_and_recorded(&effect, pool).await?;
-    a_redelivery_is_a_duplicate(&effect, pool).await?;
-    another_consumer_is_not_a_duplicate(&effect).await?;
-    a_crash_after_the_effect_leaves_no_trace(&effect, &ledger, pool).await?;
-    a_crash_while_recording_leaves_no_trace(&effect, pool).await?;
-    concurrent_redeliveries_apply_once(Arc::new(effect), pool).await?;
+    a_new_event_is_applied_and_recorded(&*effect, pool).await?;
+    a_redelivery_is_a_duplicate(&*effect, pool).await?;
+    another_consumer_is_not_a_duplicate(&*effect).await?;
+    a_failure_after_the_effect_leaves_no_trace(&*effect, &ledger, pool).await?;
+    a_permanent_failure_is_dead_lettered(&*effect, pool).await?;
+    a_crash_while_recording_leaves_no_trace(&*effect, pool).await?;
+    the_process_dies_mid_handler(effect.clone(), &ledger, pool).await?;
+    concurrent_redeliveries_apply_once(effect, pool).await?;
     through_the_real_consumer::<C>(pool).await
 }
 
@@ -128,7 +154,7 @@ async fn apply(effect: &impl Effect, consumer: &str, event: &Envelope) -> Result
     effect
         .apply(consumer, event)
         .await
-        .map_err(|err| format!("{err:#}"))
+        .map_err(|err| format!("{err}"))
 }
 
 async fn a_new_event_is_applied_and_recorded(
@@ -176,7 +202,7 @@ async fn another_consumer_is_not_a_duplicate(effect: &impl Effect) -> Result<(),
     })
 }
 
-async fn a_crash_after_the_effect_leaves_no_trace(
+async fn a_failure_after_the_effect_leaves_no_trace(
     effect: &impl Effect,
     ledger: &Ledger,
     pool: &AnyPool,
@@ -235,6 +261,81 @@ async fn a_crash_while_recording_leaves_no_trace(
         format!(
             "after recording failed once, the redelivery was answered {redelivered:?} with {rows} \
              ledger rows; it must be Applied, exactly once"
+        )
+    })
+}
+
+async fn a_permanent_failure_is_dead_lettered(
+    effect: &impl Effect,
+    pool: &AnyPool,
+) -> Result<(), Failure> {
+    let mut event = event();
+    event.payload = serde_json::json!({"garbled": true});
+    let verdict = apply(effect, CONSUMER, &event).await;
+    let rows = ledger_rows(pool, &event).await?;
+    ensure(
+        matches!(verdict, Ok(Verdict::DeadLetter(_))) && rows == 0,
+        || {
+            format!(
+                "the handler wrote its row, then failed permanently (HandleError::Permanent): that must \
+             be Ok(DeadLetter(reason)) with the row rolled back; got {verdict:?} and {rows} ledger \
+             rows. Retrying what can never succeed blocks the partition (exercise 7)"
+            )
+        },
+    )?;
+    ensure(!recorded(pool, CONSUMER, &event).await?, || {
+        "a dead-lettered event was recorded as processed: replaying it after a fix would be \
+         skipped as a duplicate"
+            .into()
+    })
+}
+
+async fn the_process_dies_mid_handler<E: Effect>(
+    effect: Arc<E>,
+    ledger: &Ledger,
+    pool: &AnyPool,
+) -> Result<(), Failure> {
+    let event = event();
+    let (report, session) = oneshot::channel();
+    *ledger.die_after_effect.lock().unwrap() = Some(report);
+    let running = {
+        let (effect, event) = (effect.clone(), event.clone());
+        tokio::spawn(async move { apply(&*effect, CONSUMER, &event).await })
+    };
+    let pid = match tokio::time::timeout(Duration::from_secs(30), session).await {
+        Ok(Ok(pid)) => pid,
+        _ => {
+            running.abort();
+            return Err(Failure(
+                "apply() never called the handler for a new event".into(),
+            ));
+        }
+    };
+    // The process dies: the database ends its session, rolling back whatever was not
+    // committed, and none of the process's code — no cleanup, no compensation — runs.
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .execute(pool)
+        .await
+        .map_err(|err| Failure(format!("killing the handler's session: {err}")))?;
+    running.abort();
+    let _ = running.await;
+    // The redelivery, after the restart (a consumer retries a failed attempt).
+    let mut verdict = Err(String::new());
+    for _ in 0..3 {
+        verdict = apply(&*effect, CONSUMER, &event).await;
+        if verdict.is_ok() {
+            break;
+        }
+    }
+    let rows = ledger_rows(pool, &event).await?;
+    ensure(verdict == Ok(Verdict::Applied) && rows == 1, || {
+        format!(
+            "the process died after the handler wrote its effect, before anything committed; the \
+             redelivery was answered {verdict:?} and the ledger has {rows} rows for the event \
+             (expected Applied, 1). Whatever committed before that moment — a claim in a \
+             transaction of its own — survived the crash with no effect behind it: one \
+             transaction for both"
         )
     })
 }

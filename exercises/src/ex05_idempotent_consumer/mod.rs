@@ -28,17 +28,17 @@ pub trait IdempotentEffect<H: Handler>: Effect {
 }
 
 pub const HINTS: &[&str] = &[
-    "Two separate steps — \"have I seen it?\" then \"apply and record\" — leave a gap. Eight \
+    "Record the event inside the same transaction as the handler's effect: `let mut tx = \
+     self.pool.begin().await?`, record it, `self.handler.handle(&mut tx, event)`, then commit. If \
+     anything fails before the commit — the handler, the claim, the process — neither the \
+     effect nor the record survives, and the redelivery starts from a clean slate.",
+    "Then concurrency. Two separate steps — \"have I seen it?\" then \"apply and record\" — leave a gap. Eight \
      redeliveries arriving together all pass the first step before any of them reaches the \
      second. The check and the claim must be one statement.",
     "`INSERT INTO processed_events (consumer, event_id, processed_at) VALUES (…) ON CONFLICT \
      (consumer, event_id) DO NOTHING` is a check-and-claim in one: `rows_affected() == 0` means \
      someone else has it. A concurrent inserter of the same key waits for the first to commit \
      or roll back, then knows.",
-    "Run that INSERT inside the same transaction as the handler: `let mut tx = \
-     self.pool.begin().await?`, claim, `self.handler.handle(&mut tx, event)`, then commit. If \
-     anything fails before the commit — the handler, the claim, the process — neither the \
-     effect nor the record survives, and the redelivery starts from a clean slate.",
     "On a handler error, roll back and return `Verdict::Retry` (transient) or \
      `Verdict::DeadLetter` (permanent); a duplicate is `Verdict::Duplicate` after a rollback. \
      The reference is `Transactional::apply` in phase2-events/src/consumer.rs.",

@@ -143,14 +143,22 @@ fn db(err: sqlx::Error) -> Failure {
 /// Runs batches of 3 until one publishes nothing; errors are tolerated (a relay's
 /// run loop logs them and tries again).
 async fn drain<R: OutboxRelay>(relay: &R, broker: &Broker) -> Result<(), Failure> {
+    let mut last_error = None;
     for _ in 0..40 {
-        if let Ok(0) = relay.relay_batch(broker, 3).await {
-            return Ok(());
+        match relay.relay_batch(broker, 3).await {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(err) => last_error = Some(format!("{err:#}")),
         }
     }
-    Err(Failure(
-        "40 batches later relay_batch still publishes something: does it ever mark rows?".into(),
-    ))
+    Err(Failure(match last_error {
+        Some(err) => {
+            format!("40 batches later relay_batch has not finished; its last error: {err}")
+        }
+        None => {
+            "40 batches later relay_batch still publishes something: does it ever mark rows?".into()
+        }
+    }))
 }
 
 /// What reached the topic: event ids in offset order per partition.
@@ -310,8 +318,10 @@ async fn crash<R: OutboxRelay>(
 async fn stragglers<R: OutboxRelay>(pool: &AnyPool, kafka: &Kafka) -> Result<(), Failure> {
     let topic = kafka.name("straggler");
     let order = OrderId::new();
-    // An older transaction takes id n, a newer one n+1 and commits first; the older
-    // one commits while the relay publishes n+1.
+    // Row n-1 is committed. An older transaction takes id n; a newer one takes n+1
+    // and commits first. The older one commits while the relay publishes n+1 — so row
+    // n becomes visible *inside* the range of the batch it was not part of.
+    let first = enqueue(pool, &topic, &[OrderId::new()]).await?;
     let older = Envelope::new("OrderPlaced", order, "exercise-6", serde_json::json!({}));
     let mut older_tx = pool.begin().await.map_err(db)?;
     outbox::enqueue(&mut older_tx, &topic, &older)
@@ -325,9 +335,10 @@ async fn stragglers<R: OutboxRelay>(pool: &AnyPool, kafka: &Kafka) -> Result<(),
         pool,
         kafka,
         "straggler",
-        &[older, newer[0].clone()],
+        &[first[0].clone(), older, newer[0].clone()],
         1,
-        "row n was committed (by an older transaction) while the relay was publishing row n+1",
+        "rows n-1 and n+1 were committed; row n, of an older transaction, committed while the \
+         relay was publishing them",
     )
     .await
 }
@@ -345,7 +356,7 @@ async fn a_failed_publish<R: OutboxRelay>(pool: &AnyPool, kafka: &Kafka) -> Resu
         kafka,
         "failure",
         &events,
-        1,
+        2,
         "the 2nd publish call failed once (broker unreachable), the relay kept going",
     )
     .await

@@ -11,31 +11,45 @@ use phase2_events::flow::{Line, OrderPlaced};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// How often the same message may fail before the partition counts as blocked.
 const RESTARTS: usize = 3;
 
 /// An order service: needs a readable `OrderPlaced` payload; records what it applied.
+/// The event in `flaky` fails once, transiently (its database blinked).
 #[derive(Debug, Default)]
 struct Orders {
     applied: Mutex<Vec<String>>,
+    flaky: Mutex<Option<String>>,
 }
 
 impl Apply for Orders {
     fn apply<'a>(&'a self, event: &'a Envelope) -> BoxFuture<'a, Result<(), HandleError>> {
         Box::pin(async move {
             let _placed: OrderPlaced = event.decode()?;
-            self.applied
-                .lock()
-                .unwrap()
-                .push(event.event_id.to_string());
+            let id = event.event_id.to_string();
+            {
+                let mut flaky = self.flaky.lock().unwrap();
+                if flaky.as_deref() == Some(id.as_str()) {
+                    *flaky = None;
+                    return Err(HandleError::Transient(anyhow::anyhow!(
+                        "injected fault: the order database did not answer in time"
+                    )));
+                }
+            }
+            self.applied.lock().unwrap().push(id);
             Ok(())
         })
     }
 }
 
-struct Producer(FutureProducer);
+/// A real producer whose first publish fails (the broker was unreachable a moment).
+struct Producer {
+    producer: FutureProducer,
+    fail_first: AtomicBool,
+}
 
 impl Publish for Producer {
     fn publish<'a>(
@@ -46,6 +60,9 @@ impl Publish for Producer {
         headers: &'a [(&'a str, String)],
     ) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
+            if self.fail_first.swap(false, Ordering::SeqCst) {
+                anyhow::bail!("injected fault: the broker did not acknowledge the dead letter");
+            }
             let mut owned = OwnedHeaders::new();
             for (name, value) in headers {
                 owned = owned.insert(Header {
@@ -60,7 +77,7 @@ impl Publish for Producer {
             if let Some(payload) = payload {
                 record = record.payload(payload);
             }
-            self.0
+            self.producer
                 .send(record, Duration::from_secs(30))
                 .await
                 .map(|_| ())
@@ -158,8 +175,14 @@ async fn scenario<R: PoisonRouter>() -> Result<(), Failure> {
     })?;
 
     let router = R::new();
-    let orders = Orders::default();
-    let producer = Producer(kafka.producer.clone());
+    let orders = Orders {
+        flaky: Mutex::new(Some(good[2].event_id.to_string())),
+        ..Orders::default()
+    };
+    let producer = Producer {
+        producer: kafka.producer.clone(),
+        fail_first: AtomicBool::new(true),
+    };
     let mut routed = Vec::new();
     for (position, message) in messages.iter().enumerate() {
         let incoming = Incoming {
@@ -198,14 +221,21 @@ async fn scenario<R: PoisonRouter>() -> Result<(), Failure> {
         }
     }
 
-    let applied = orders.applied.lock().unwrap().clone();
-    let expected: Vec<String> = good.iter().map(|e| e.event_id.to_string()).collect();
-    ensure(applied == expected, || {
+    let letters = kafka.read_all(&dlq).await?;
+    let flaky_position = poison.len() + 2; // where good[2] sits on the topic
+    let flaky_dead = letters
+        .iter()
+        .any(|l| l.value == messages[flaky_position].value);
+    ensure(!flaky_dead, || {
         format!(
-            "the 4 good events must each be applied once, in order; {} applications happened",
-            applied.len()
+            "the event at offset {} failed once *transiently* (its database did not answer in \
+             time) and was dead-lettered: that is not poison — it would have worked a moment \
+             later. Return Err so the consumer reads it again",
+            messages[flaky_position].offset
         )
     })?;
+    let applied = orders.applied.lock().unwrap().clone();
+    let expected: Vec<String> = good.iter().map(|e| e.event_id.to_string()).collect();
     for p in &poison {
         ensure(routed[p.position] == Routed::DeadLettered, || {
             format!(
@@ -216,10 +246,25 @@ async fn scenario<R: PoisonRouter>() -> Result<(), Failure> {
         })?;
     }
 
-    let letters = kafka.read_all(&dlq).await?;
+    ensure(applied.contains(&good[2].event_id.to_string()), || {
+        format!(
+            "the event at offset {} failed once transiently, and it was never applied: it was \
+             reported handled and the consumer moved past it — lost. Return Err for a transient \
+             failure, so the message is read again",
+            messages[flaky_position].offset
+        )
+    })?;
+    ensure(applied == expected, || {
+        format!(
+            "the 4 good events must each be applied once, in order; {} applications happened",
+            applied.len()
+        )
+    })?;
     ensure(letters.len() == poison.len(), || {
         format!(
-            "{} dead letters on {dlq}, expected {} (one per poison message)",
+            "{} dead letters on {dlq}, expected {} (one per poison message). The first publish \
+             to the dead-letter topic failed: if that error was ignored and the message reported \
+             DeadLettered anyway, it is lost — return the error, so the message is read again",
             letters.len(),
             poison.len()
         )

@@ -9,7 +9,7 @@ use crate::infra::{self, Database, Kafka};
 use crate::{Failure, ensure};
 use common::domain::{CancellationReason, OrderId, OrderStatus};
 use common::shutdown::CancellationToken;
-use phase2_events::consumer::{EventConsumer, Transactional};
+use phase2_events::consumer::{EventConsumer, Transactional, dlq_topic, retry_topic};
 use phase2_events::flow::{OrderPlaced, StatusChanged};
 use sqlx::{AnyPool, Row};
 use std::sync::Arc;
@@ -81,26 +81,66 @@ impl Saga<'_> {
                 &[],
             )
             .await?;
+        // A handler error rolls the event back and sends it to the retry topic, then
+        // (after 0.5 + 2 + 8 s) to the dead-letter topic: look there between waits.
+        let what = format!(
+            "the inventory consumer processed {} of order {}",
+            event.event_type, event.order_id
+        );
+        for wait in [5, 10, 30] {
+            if self.processed(event, Duration::from_secs(wait)).await {
+                return Ok(());
+            }
+            if let Some(reason) = self.why_not(event).await? {
+                return Err(Failure(format!(
+                    "{} of order {} was not applied: your handler failed with \"{reason}\"",
+                    event.event_type, event.order_id
+                )));
+            }
+        }
+        Err(Failure(format!("waited 45s and still not: {what}")))
+    }
+
+    /// Whether the event's `processed_events` row appears within `limit`.
+    async fn processed(&self, event: &Envelope, limit: Duration) -> bool {
         let (pool, group, id) = (self.pool, self.group.clone(), event.event_id.to_string());
-        infra::eventually(
-            &format!("the inventory consumer processed {} of order {}", event.event_type, event.order_id),
-            Duration::from_secs(45),
-            || {
-                let (group, id) = (group.clone(), id.clone());
-                async move {
-                    sqlx::query("SELECT 1 AS one FROM processed_events WHERE consumer = $1 AND event_id = $2")
-                        .bind(group)
-                        .bind(id)
-                        .fetch_optional(pool)
-                        .await
-                        .ok()
-                        .flatten()
-                        .map(|_| ())
-                }
-            },
-        )
+        infra::eventually("", limit, || {
+            let (group, id) = (group.clone(), id.clone());
+            async move {
+                sqlx::query(
+                    "SELECT 1 AS one FROM processed_events WHERE consumer = $1 AND event_id = $2",
+                )
+                .bind(group)
+                .bind(id)
+                .fetch_optional(pool)
+                .await
+                .ok()
+                .flatten()
+                .map(|_| ())
+            }
+        })
         .await
-        .map_err(|f| Failure(format!("{f} — was it dead-lettered? (a handler error rolls it back)")))
+        .is_ok()
+    }
+
+    /// The handler's error for `event`, from the dead-letter or retry topic.
+    async fn why_not(&self, event: &Envelope) -> Result<Option<String>, Failure> {
+        let id = event.event_id.to_string();
+        for (topic, header) in [
+            (dlq_topic(&self.topics.orders), "dlq_reason"),
+            (retry_topic(&self.topics.orders), "retry_reason"),
+        ] {
+            let letters = self.kafka.read_all(&topic).await?;
+            if let Some(reason) = letters
+                .iter()
+                .filter(|l| l.value.contains(&id))
+                .filter_map(|l| l.headers.get(header))
+                .next_back()
+            {
+                return Ok(Some(reason.clone()));
+            }
+        }
+        Ok(None)
     }
 
     async fn stock(&self) -> Result<(i64, i64), Failure> {
@@ -125,6 +165,22 @@ impl Saga<'_> {
             .await
             .and_then(|row| row.try_get("n"))
             .map_err(db)
+    }
+
+    /// The `causation_id` of the order's `StockReleased` in the outbox.
+    async fn release_cause(&self, order: OrderId) -> Result<Option<uuid::Uuid>, Failure> {
+        let row =
+            sqlx::query("SELECT envelope FROM outbox WHERE message_key = $1 AND event_type = $2")
+                .bind(order.to_string())
+                .bind(event::STOCK_RELEASED)
+                .fetch_optional(self.pool)
+                .await
+                .map_err(db)?;
+        let Some(row) = row else { return Ok(None) };
+        let envelope: String = row.try_get("envelope").map_err(db)?;
+        Ok(serde_json::from_str::<Envelope>(&envelope)
+            .ok()
+            .and_then(|e| e.causation_id))
     }
 
     async fn reservation(&self, order: OrderId) -> Result<Option<String>, Failure> {
@@ -192,8 +248,8 @@ async fn story(saga: &Saga<'_>) -> Result<(), Failure> {
             "after reserving 2 pizzas and 1 tiramisu of 10 and 3, stock is {held:?}, expected (8, 2)"
         )
     })?;
-    saga.send(&cancelled(a, CancellationReason::PaymentFailed))
-        .await?;
+    let cancel = cancelled(a, CancellationReason::PaymentFailed);
+    saga.send(&cancel).await?;
     let back = saga.stock().await?;
     ensure(back == (10, 3), || {
         format!(
@@ -213,6 +269,15 @@ async fn story(saga: &Saga<'_>) -> Result<(), Failure> {
         format!(
             "{released} StockReleased events in the outbox for the released order; exactly one must \
              announce the compensation (enqueue it in the same transaction)"
+        )
+    })?;
+
+    let caused_by = saga.release_cause(a).await?;
+    ensure(caused_by == Some(cancel.event_id), || {
+        format!(
+            "StockReleased must say what caused it (causation_id = the OrderCancelled event's id, \
+             {}), so the flow can be traced; it says {caused_by:?}. `event.caused(..)` does that",
+            cancel.event_id
         )
     })?;
 
@@ -245,6 +310,13 @@ async fn story(saga: &Saga<'_>) -> Result<(), Failure> {
              (10, 3): it was never reserved, so there is nothing to give back"
         )
     })?;
+    let released = saga.announced(b, event::STOCK_RELEASED).await?;
+    ensure(released == 0, || {
+        format!(
+            "{released} StockReleased announced for an order whose stock was never held (it was \
+             rejected): announce a release only when something was released"
+        )
+    })?;
 
     // 4. The cancel overtakes the reservation (OrderPlaced waited in the retry topic).
     let c = OrderId::new();
@@ -253,6 +325,13 @@ async fn story(saga: &Saga<'_>) -> Result<(), Failure> {
     saga.send(&placed(c, &[(PIZZA, 4)])).await?;
     let late = saga.stock().await?;
     let status = saga.reservation(c).await?;
+    let released = saga.announced(c, event::STOCK_RELEASED).await?;
+    ensure(released == 0, || {
+        format!(
+            "{released} StockReleased announced for an order cancelled before anything was \
+             reserved: nothing was released"
+        )
+    })?;
     ensure(
         late == (10, 3) && status.as_deref() != Some("reserved"),
         || {
