@@ -108,18 +108,13 @@ async fn round(system: &System, truth: Finding, diagnose: &impl Diagnose) -> Dia
     if let Some(name) = truth.incident() {
         system.switch(name, true).await;
     }
-    // Traffic: six orders, then 120 reads of them.
+    // Traffic: six orders; once their payments are done (slow ones take seconds),
+    // 120 reads of them — so a burning CPU cannot slow the payments down — then 3 s:
+    // a healthy consumer has caught up by then, and the lag gauges are fresh.
     let mut ids = Vec::new();
     for _ in 0..6 {
         ids.push(system.place().await);
     }
-    for _ in 0..20 {
-        for id in &ids {
-            system.status(id).await;
-        }
-    }
-    // Until the six payments are done (slow ones take seconds), then 3 s more: a
-    // healthy consumer has caught up by then, and the lag gauges are fresh.
     system
         .scrape_until(
             Duration::from_secs(60),
@@ -127,6 +122,11 @@ async fn round(system: &System, truth: Finding, diagnose: &impl Diagnose) -> Dia
             |s| value(s, "payment_duration_seconds_count", &[]) >= payments + 6.0,
         )
         .await;
+    for _ in 0..20 {
+        for id in &ids {
+            system.status(id).await;
+        }
+    }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let raw_after = system.scrape().await;
     if let Some(name) = truth.incident() {
