@@ -66,8 +66,9 @@ pub const HINTS: &[&str] = &[
      as a difference (`after.sum(..) - before.sum(..)`, `after.histogram_since(before, ..)`). \
      Each incident moves a different signal — find which one moved.",
     "Payment slowdown: the window's p99 of `payment_duration_seconds` (exercise 9). \
-     Notification backlog: `kafka_consumer_lag` of the notification group in `after` (it is \
-     a gauge: read it directly), while the other groups keep up.",
+     Notification backlog: `kafka_consumer_lag` of the notification group in `after` (a \
+     gauge: read it directly) — but when the broker is slow every group lags, so back it \
+     with the notification consumer's own `event_processing_duration_seconds`.",
     "Memory leak: `process_resident_memory_bytes` grew by tens of MiB in a minute of light \
      traffic. CPU hot path: CPU seconds spent per request — the increase of \
      `process_cpu_seconds_total` divided by the increase of `http_requests_total` on the \
