@@ -226,14 +226,7 @@ async fn a_failure_after_the_effect_leaves_no_trace(
          skipped and the points never awarded — data lost"
             .into()
     })?;
-    let redelivered = apply(effect, CONSUMER, &event).await;
-    let rows = ledger_rows(pool, &event).await?;
-    ensure(redelivered == Ok(Verdict::Applied) && rows == 1, || {
-        format!(
-            "after the failed attempt, the redelivery was answered {redelivered:?} with {rows} \
-             ledger rows; it must be Applied, exactly once"
-        )
-    })
+    redelivery_applies_once(effect, pool, &event, "the failed attempt").await
 }
 
 async fn a_crash_while_recording_leaves_no_trace(
@@ -255,12 +248,22 @@ async fn a_crash_while_recording_leaves_no_trace(
              Effect and record must commit together, in one transaction"
         )
     })?;
-    let redelivered = apply(effect, CONSUMER, &event).await;
-    let rows = ledger_rows(pool, &event).await?;
+    redelivery_applies_once(effect, pool, &event, "recording failed once").await
+}
+
+/// After a failed attempt, the redelivery applies the event: `Applied`, one row.
+async fn redelivery_applies_once(
+    effect: &impl Effect,
+    pool: &AnyPool,
+    event: &Envelope,
+    after: &str,
+) -> Result<(), Failure> {
+    let redelivered = apply(effect, CONSUMER, event).await;
+    let rows = ledger_rows(pool, event).await?;
     ensure(redelivered == Ok(Verdict::Applied) && rows == 1, || {
         format!(
-            "after recording failed once, the redelivery was answered {redelivered:?} with {rows} \
-             ledger rows; it must be Applied, exactly once"
+            "after {after}, the redelivery was answered {redelivered:?} with {rows} ledger rows; \
+             it must be Applied, exactly once"
         )
     })
 }
