@@ -69,7 +69,7 @@ pub const HINTS: &[&str] = &[
      Notification backlog: `kafka_consumer_lag` of the notification group in `after` (a \
      gauge: read it directly) — but when the broker is slow every group lags, so back it \
      with the notification consumer's own `event_processing_duration_seconds`.",
-    "Memory leak: `process_resident_memory_bytes` grew by tens of MiB in a minute of light \
+    "Memory leak: `process_resident_memory_bytes` grew by well over 100 MiB in a minute of light \
      traffic. CPU hot path: CPU seconds spent per request — the increase of \
      `process_cpu_seconds_total` divided by the increase of `http_requests_total` on the \
      `/orders…` routes.",
