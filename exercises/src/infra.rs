@@ -77,17 +77,7 @@ pub struct Database {
 
 impl Database {
     pub async fn create(migrators: Vec<sqlx::migrate::Migrator>) -> Result<Database, Failure> {
-        let admin = common::testing::postgres_admin_url();
-        match common::db::connect(&admin, 1).await {
-            Ok(pool) => pool.close().await,
-            Err(err) => {
-                return Err(unreachable(
-                    Service::Postgres,
-                    &common::db::redact(&admin),
-                    &err,
-                ));
-            }
-        }
+        require(&[Service::Postgres]).await?;
         let db = TestDb::create(Backend::Postgres).await;
         let pool = common::db::connect(&db.url, 10)
             .await
@@ -177,22 +167,9 @@ impl Kafka {
         payload: Option<&[u8]>,
         headers: &[(&str, &str)],
     ) -> Result<(), Failure> {
-        let mut owned = rdkafka::message::OwnedHeaders::new();
-        for (key, value) in headers {
-            owned = owned.insert(rdkafka::message::Header {
-                key,
-                value: Some(*value),
-            });
-        }
-        let mut record = FutureRecord::<str, [u8]>::to(topic).key(key).headers(owned);
-        if let Some(payload) = payload {
-            record = record.payload(payload);
-        }
-        self.producer
-            .send(record, Duration::from_secs(30))
+        publish(&self.producer, topic, Some(key), payload, headers)
             .await
-            .map(|_| ())
-            .map_err(|(err, _)| Failure(format!("publishing to {topic}: {err}")))
+            .map_err(|err| Failure(format!("{err:#}")))
     }
 
     /// Every message on `topic` right now, oldest first per partition (phase 2's
@@ -204,6 +181,36 @@ impl Kafka {
             .map_err(|err| Failure(format!("reading a topic: {err}")))?
             .map_err(|err| Failure(format!("reading a topic: {err:#}")))
     }
+}
+
+/// Publishes one message (key, payload and headers all optional but the topic) and
+/// waits for the broker's acknowledgement. The checkers' own producers use it too.
+pub async fn publish(
+    producer: &FutureProducer,
+    topic: &str,
+    key: Option<&str>,
+    payload: Option<&[u8]>,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let mut owned = rdkafka::message::OwnedHeaders::new();
+    for (name, value) in headers {
+        owned = owned.insert(rdkafka::message::Header {
+            key: name,
+            value: Some(*value),
+        });
+    }
+    let mut record = FutureRecord::<str, [u8]>::to(topic).headers(owned);
+    if let Some(key) = key {
+        record = record.key(key);
+    }
+    if let Some(payload) = payload {
+        record = record.payload(payload);
+    }
+    producer
+        .send(record, Duration::from_secs(30))
+        .await
+        .map(|_| ())
+        .map_err(|(err, _)| anyhow::anyhow!("publishing to {topic}: {err}"))
 }
 
 /// Fails, naming the first of `services` that does not answer.

@@ -8,7 +8,7 @@ use common::domain::OrderId;
 use futures::future::BoxFuture;
 use phase2_events::events::Envelope;
 use phase2_events::outbox;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use sqlx::{Any, AnyPool, Row, Transaction};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -74,13 +74,14 @@ impl Publish for Broker {
                 }
                 _ => {}
             }
-            self.producer
-                .send(
-                    FutureRecord::to(topic).key(key).payload(payload),
-                    Duration::from_secs(30),
-                )
-                .await
-                .map_err(|(err, _)| anyhow::anyhow!("publishing to {topic}: {err}"))?;
+            infra::publish(
+                &self.producer,
+                topic,
+                Some(key),
+                Some(payload.as_bytes()),
+                &[],
+            )
+            .await?;
             if self.fault == Fault::CrashAfterAck(call) {
                 return self.die().await;
             }

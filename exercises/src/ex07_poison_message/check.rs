@@ -8,11 +8,9 @@ use crate::{Failure, ensure};
 use common::domain::{OrderId, OrderStatus};
 use futures::future::BoxFuture;
 use phase2_events::flow::{Line, OrderPlaced};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 /// How often the same message may fail before the partition counts as blocked.
 const RESTARTS: usize = 3;
@@ -63,25 +61,9 @@ impl Publish for Producer {
             if self.fail_first.swap(false, Ordering::SeqCst) {
                 anyhow::bail!("injected fault: the broker did not acknowledge the dead letter");
             }
-            let mut owned = OwnedHeaders::new();
-            for (name, value) in headers {
-                owned = owned.insert(Header {
-                    key: name,
-                    value: Some(value.as_str()),
-                });
-            }
-            let mut record = FutureRecord::<str, [u8]>::to(topic).headers(owned);
-            if let Some(key) = key {
-                record = record.key(key);
-            }
-            if let Some(payload) = payload {
-                record = record.payload(payload);
-            }
-            self.producer
-                .send(record, Duration::from_secs(30))
-                .await
-                .map(|_| ())
-                .map_err(|(err, _)| anyhow::anyhow!("publishing to {topic}: {err}"))
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            infra::publish(&self.producer, topic, key, payload, &headers).await
         })
     }
 }
