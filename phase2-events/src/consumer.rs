@@ -48,11 +48,25 @@ use tracing::Instrument;
 /// Attempts through the retry topic before a message is dead-lettered.
 pub const MAX_RETRIES: u32 = 3;
 
-/// `fetch.wait.max.ms` of the main consumers: librdkafka's default.
+/// `fetch.wait.max.ms` of the main consumers: how long the broker may hold a fetch
+/// that finds nothing new. Kafka answers a held fetch as soon as a message is
+/// appended, so this is not latency: it only says how often an idle consumer asks
+/// again. librdkafka's default.
 const MAIN_FETCH_WAIT: Duration = Duration::from_millis(500);
-/// `fetch.wait.max.ms` of the retry consumers: a retry waits at least 0.5 s anyway,
-/// and the retry topics are empty most of the time, so they poll half as often.
+/// `fetch.wait.max.ms` of the retry consumers: the retry topics are empty most of the
+/// time, so they ask half as often.
 const RETRY_FETCH_WAIT: Duration = Duration::from_millis(1000);
+/// `session.timeout.ms`: how long the group coordinator waits without a heartbeat
+/// before it declares a member dead and hands its partitions to the others. A
+/// SIGKILLed consumer sends no goodbye, so this is how long its partitions stand
+/// still: librdkafka's default is 45 s; 6 s is the broker's smallest
+/// (`group.min.session.timeout.ms`) and moves them within about 10 s, rebalance
+/// included. Heartbeats come from librdkafka's own thread, so a slow handler does not
+/// miss them (a handler stuck for `max.poll.interval.ms`, 5 minutes, would).
+const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
+/// `heartbeat.interval.ms`: a third of the session timeout, Kafka's rule of thumb,
+/// so two lost heartbeats in a row are not yet a death.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Why a handler could not apply an event.
 #[derive(Debug, thiserror::Error)]
@@ -239,10 +253,21 @@ impl<E: Effect> EventConsumer<E> {
         let consumer: StreamConsumer<RebalanceLog> = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
             .set("group.id", group)
-            // How long the broker may hold a fetch that finds nothing new. Every
-            // idle fetch costs the broker a look at each partition (tansu: a storage
-            // query), so this trades delivery latency for broker CPU.
             .set("fetch.wait.max.ms", fetch_wait.as_millis().to_string())
+            .set("session.timeout.ms", SESSION_TIMEOUT.as_millis().to_string())
+            .set(
+                "heartbeat.interval.ms",
+                HEARTBEAT_INTERVAL.as_millis().to_string(),
+            )
+            // Cooperative (incremental) rebalancing: when a member joins or dies, only
+            // the partitions that change hands are revoked; the others keep being
+            // consumed through the rebalance. With the eager strategies (librdkafka's
+            // default, range/round-robin) every member stops everything, commits, and
+            // waits for the new assignment — under load that is a stall of the whole
+            // group for each join or death. What moves is still committed first
+            // (see [`RebalanceLog`]), so the lesson is the same: a rebalance changes
+            // who processes what, and the offsets decide where the next one starts.
+            .set("partition.assignment.strategy", "cooperative-sticky")
             // A new group starts from the beginning: "latest" would silently skip
             // every event published before the group first connected.
             .set("auto.offset.reset", "earliest")

@@ -1,8 +1,10 @@
-//! Kafka client settings, in one place, with the reason for each.
+//! Kafka client settings, in one place, with the reason for each; creating and
+//! deleting topics.
 //!
 //! The services speak only the Kafka protocol through rdkafka, so the same code runs
-//! against the local `tansu` broker (`cargo xtask up`) and Apache Kafka (the compose
-//! file).
+//! against the Apache Kafka that `cargo xtask up` runs natively (one node, or three
+//! with `--brokers 3`) and the one in the compose file. The consumers' settings are
+//! in [`crate::consumer`] (`EventConsumer::kafka_consumer`).
 
 use anyhow::Context;
 use rdkafka::ClientConfig;
@@ -26,7 +28,11 @@ pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
         // numbers per partition), so librdkafka's own retries cannot duplicate.
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        // Small batches, short wait: latency over throughput for a workshop.
+        // How long a message may wait for others to share its batch (one request, one
+        // append, one replication round for all of them). librdkafka's default is 5 ms;
+        // 0 sends each message in a request of its own, which under load costs the
+        // broker more requests than the latency it saves. 5 ms is small next to an
+        // order's journey (hundreds of ms) and lets a busy relay's sends travel together.
         .set("linger.ms", "5")
         // Keep trying through a broker restart instead of failing the delivery.
         .set("message.timeout.ms", "60000")
@@ -34,15 +40,25 @@ pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
         .with_context(|| format!("creating a Kafka producer for {brokers}"))
 }
 
-/// Creates `topics` with `partitions` each; topics that already exist are fine.
-pub async fn ensure_topics(brokers: &str, topics: &[&str], partitions: i32) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+fn admin(brokers: &str) -> anyhow::Result<AdminClient<DefaultClientContext>> {
+    ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
-        .with_context(|| format!("creating a Kafka admin client for {brokers}"))?;
+        .with_context(|| format!("creating a Kafka admin client for {brokers}"))
+}
+
+/// The broker's `default.replication.factor`: 1 on a single node, 3 on the cluster of
+/// `cargo xtask up --brokers 3` (whose `min.insync.replicas=2` then lets one node go
+/// without losing an acknowledged write).
+const BROKER_DEFAULT: TopicReplication<'static> = TopicReplication::Fixed(-1);
+
+/// Creates `topics` with `partitions` each and the broker's default replication
+/// factor; topics that already exist are fine.
+pub async fn ensure_topics(brokers: &str, topics: &[&str], partitions: i32) -> anyhow::Result<()> {
+    let admin = admin(brokers)?;
     let new_topics: Vec<NewTopic> = topics
         .iter()
-        .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(1)))
+        .map(|name| NewTopic::new(name, partitions, BROKER_DEFAULT))
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin
@@ -58,6 +74,99 @@ pub async fn ensure_topics(brokers: &str, topics: &[&str], partitions: i32) -> a
         }
     }
     Ok(())
+}
+
+/// Deletes `topics`; topics that do not exist (any more) are fine.
+pub async fn delete_topics(brokers: &str, topics: &[&str]) -> anyhow::Result<()> {
+    if topics.is_empty() {
+        return Ok(());
+    }
+    let admin = admin(brokers)?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .delete_topics(topics, &options)
+        .await
+        .with_context(|| format!("deleting topics on {brokers}"))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((topic, code)) => anyhow::bail!("deleting topic {topic}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+/// The names of every topic on the broker. Blocking: call it from `spawn_blocking`.
+pub fn topic_names(brokers: &str) -> anyhow::Result<Vec<String>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .with_context(|| format!("creating a Kafka client for {brokers}"))?;
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .with_context(|| format!("listing the topics on {brokers}"))?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .map(|t| t.name().to_owned())
+        .collect())
+}
+
+/// Deletes every topic of a namespace: `<namespace>.…` (the topics of a test's or a
+/// benchmark's system, with their retry and dead-letter topics).
+pub async fn delete_namespace(brokers: &str, namespace: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !namespace.is_empty(),
+        "refusing to delete the topics of the empty namespace (that is every topic)"
+    );
+    let owned = brokers.to_owned();
+    let names = tokio::task::spawn_blocking(move || topic_names(&owned)).await??;
+    let prefix = format!("{namespace}.");
+    let mine: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|name| name.starts_with(&prefix))
+        .collect();
+    delete_topics(brokers, &mine).await
+}
+
+/// When a test made the topic `name`, if its name says so: tests name their topics
+/// (or their namespace) with a UUIDv7, whose first 48 bits are the milliseconds since
+/// 1970 at which it was made.
+pub fn test_topic_created_at(name: &str) -> Option<std::time::SystemTime> {
+    let bytes = name.as_bytes();
+    (0..bytes.len().saturating_sub(31)).find_map(|start| {
+        let token = name.get(start..start + 32)?;
+        if !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let id = uuid::Uuid::try_parse(token).ok()?;
+        if id.get_version_num() != 7 {
+            return None;
+        }
+        let (secs, nanos) = id.get_timestamp()?.to_unix();
+        Some(std::time::UNIX_EPOCH + Duration::new(secs, nanos))
+    })
+}
+
+/// Deletes the topics that tests made more than `older_than` ago and never deleted
+/// (a test that panicked before its clean-up). Returns how many.
+pub async fn sweep_test_topics(brokers: &str, older_than: Duration) -> anyhow::Result<usize> {
+    let owned = brokers.to_owned();
+    let names = tokio::task::spawn_blocking(move || topic_names(&owned)).await??;
+    let now = std::time::SystemTime::now();
+    let stale: Vec<&str> = names
+        .iter()
+        .filter(|name| {
+            test_topic_created_at(name)
+                .and_then(|at| now.duration_since(at).ok())
+                .is_some_and(|age| age > older_than)
+        })
+        .map(String::as_str)
+        .collect();
+    delete_topics(brokers, &stale).await?;
+    Ok(stale.len())
 }
 
 /// One partition as a consumer group sees it.
@@ -214,4 +323,24 @@ pub fn sample_all(
         samples.push(partitions);
     }
     Ok(samples)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_test_topic_is_dated_by_the_uuidv7_in_its_name() {
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let made = test_topic_created_at(&format!("t{id}.orders.retry")).unwrap();
+        let age = std::time::SystemTime::now().duration_since(made).unwrap();
+        assert!(age < Duration::from_secs(60), "{age:?}");
+        assert!(test_topic_created_at(&format!("relay-{id}")).is_some());
+        // The topics of a learner's system carry no date: never swept.
+        assert_eq!(test_topic_created_at("orders"), None);
+        assert_eq!(test_topic_created_at("orders.dlq"), None);
+        // A v4 UUID has no time in it.
+        let v4 = "0f8fad5bd9cb469fa16570867728950e";
+        assert_eq!(test_topic_created_at(&format!("x{v4}")), None);
+    }
 }

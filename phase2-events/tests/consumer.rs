@@ -1,5 +1,5 @@
 //! The at-least-once, idempotent consumer against real PostgreSQL and a real
-//! Kafka-protocol broker (`cargo xtask up`).
+//! Apache Kafka (`cargo xtask up`).
 
 #[path = "support/mod.rs"]
 mod support;

@@ -1,4 +1,4 @@
-//! The outbox relay against real PostgreSQL and a real Kafka-protocol broker
+//! The outbox relay against real PostgreSQL and a real Kafka broker
 //! (`cargo xtask up` starts both).
 
 #[path = "support/mod.rs"]

@@ -8,10 +8,8 @@
 //! journey's — and asks which part of the machinery limits the throughput.
 //!
 //! 1. Builds the release binary and gives this run fresh databases
-//!    (`ferriseats_bench_orders`, …), its own topic namespace (`bench-<ms>`) and, unless
-//!    `--shared-broker`, a tansu of its own with empty storage
-//!    ([`kafka::FreshBroker`]): tansu slows down as its SQLite file fills up, so a
-//!    broker the tests have used gives figures that drift from run to run.
+//!    (`ferriseats_bench_orders`, …) and its own topic namespace (`bench-<ms>`) on the
+//!    broker `cargo xtask up` runs; the namespace's topics are deleted at the end.
 //! 2. **Database limit**: pgbench runs one order's SQL across all services
 //!    ([`pgbench::phase2_order`]) against the real migrations, one schema per
 //!    service database.
@@ -87,13 +85,9 @@ pub struct Phase2Args {
     /// Overload run: how long orders arrive (the first --warmup is not measured).
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     overload_duration: Duration,
-    /// Broker limit: messages produced (they stay in the broker's storage).
+    /// Broker limit: messages produced (to a topic of the run's own, deleted after).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(100..=1_000_000))]
     produce_messages: u32,
-    /// Measure on the broker `cargo xtask up` runs (or KAFKA_BROKERS) instead of a
-    /// tansu of the benchmark's own with empty storage (phase 3: of each run's own).
-    #[arg(long)]
-    pub(crate) shared_broker: bool,
     /// Database limit: pgbench clients, each running one order's SQL after another
     /// (for --duration).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -137,30 +131,26 @@ const SQL_DATABASE: &str = "ferriseats_bench_sql";
 /// Where the benchmarks find PostgreSQL, the shared broker and Redis.
 pub(crate) struct Infrastructure {
     pub admin_url: String,
-    pub shared_brokers: String,
+    pub brokers: String,
     pub redis_url: String,
 }
 
 impl Infrastructure {
-    /// Checks that each answers, before the long builds (the shared broker only
-    /// when it is to be used).
-    pub(crate) fn check(shared_broker: bool) -> anyhow::Result<Infrastructure> {
+    /// Checks that each answers, before the long builds.
+    pub(crate) fn check() -> anyhow::Result<Infrastructure> {
         let admin_url = services::url(&postgres::SERVICE);
         postgres::check_url(&admin_url).context(
             "PostgreSQL is needed for this benchmark: start it with `cargo xtask up` \
              (or point TEST_DATABASE_URL at a server)",
         )?;
-        let shared_brokers = services::url(&kafka::SERVICE);
-        if shared_broker {
-            kafka::check_url(&shared_brokers)
-                .context("the Kafka-protocol broker is needed: `cargo xtask up`")?;
-        }
+        let brokers = services::url(&kafka::SERVICE);
+        kafka::check_url(&brokers).context("Apache Kafka is needed: `cargo xtask up`")?;
         let redis_url = services::url(&redis::SERVICE);
         redis::check_url(&redis_url)
             .context("Redis is needed (notifications): `cargo xtask up`")?;
         Ok(Infrastructure {
             admin_url,
-            shared_brokers,
+            brokers,
             redis_url,
         })
     }
@@ -171,9 +161,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     // Fail before the long build if something is missing.
     let Infrastructure {
         admin_url,
-        shared_brokers,
+        brokers,
         redis_url,
-    } = Infrastructure::check(args.phase2.shared_broker)?;
+    } = Infrastructure::check()?;
     let have_pgbench = process::on_path("pgbench");
 
     let bin = crate::bench::build_release("phase2-events")?;
@@ -187,22 +177,6 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         _ => {}
     }
     std::fs::create_dir_all(dir.join("pgbench"))?;
-    // A broker's speed depends on what its storage already holds: by default, one of
-    // the benchmark's own with empty storage (stopped when `fresh` is dropped).
-    let fresh = if args.phase2.shared_broker {
-        None
-    } else {
-        let broker = kafka::FreshBroker::start(&dir.join("tansu"))?;
-        println!(
-            "broker: a tansu of this benchmark's own, empty, on {}",
-            broker.brokers
-        );
-        Some(broker)
-    };
-    let brokers = fresh
-        .as_ref()
-        .map_or(shared_brokers, |broker| broker.brokers.clone());
-
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis();
@@ -224,10 +198,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .build()?;
     drop_databases(&admin_url);
     let outcome = runtime.block_on(measure(args, &setup));
-    // Whatever happened: no databases left behind. (The run's topics stay on the
-    // broker, under their own namespace: tansu 0.6 answers DeleteTopics with
-    // UnknownTopicOrPartition, or not at all while its SQLite storage churns.)
+    // Whatever happened: no databases and no topics left behind.
     drop_databases(&admin_url);
+    runtime.block_on(delete_topics(&setup));
     let mut results = outcome?;
     results.seconds = began.elapsed().as_secs_f64();
     results.build_seconds = (built - began).as_secs_f64();
@@ -272,6 +245,15 @@ impl Setup {
     }
 }
 
+/// Deletes every topic of the run's namespace (the system's and the broker limit's).
+pub(crate) async fn delete_topics(setup: &Setup) {
+    if let Err(err) =
+        phase2_events::kafka::delete_namespace(&setup.brokers, &setup.namespace).await
+    {
+        eprintln!("warning: deleting the topics of {}: {err:#}", setup.namespace);
+    }
+}
+
 /// Drops the system's databases (and pgbench's) if they exist; the services create
 /// theirs when missing, so the next system starts on empty ones.
 pub(crate) fn drop_databases(admin_url: &str) {
@@ -304,8 +286,7 @@ async fn measure(args: &BenchArgs, setup: &Setup) -> anyhow::Result<Results> {
     server.terminate(Duration::from_secs(20)).await;
     let (latency, saturation, overload) = runs?;
 
-    // Last: what is produced stays in the broker's storage, and tansu's SQLite
-    // engine gets slower as that grows — this run's system should not pay for it.
+    // Last, once the system is stopped: the producer then has the broker to itself.
     println!(
         "\nbroker limit: {} messages of {} bytes (an OrderPlaced envelope)…",
         p2.produce_messages,
@@ -1021,7 +1002,8 @@ pub(crate) struct SaturationRun {
 /// The programs whose CPU time is shown (by process name; all processes of a name
 /// together, e.g. every PostgreSQL backend).
 const CPU_PROGRAMS: &[&str] = &[
-    "tansu",
+    // Apache Kafka: the JVM.
+    "java",
     "postgres",
     "phase2-events",
     "redis-server",
@@ -1512,12 +1494,9 @@ impl Observer {
             .set("group.id", group)
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")
-            // Ask the broker back soon when it has nothing: the arrival time is the
-            // measurement, so the observer should add little wait of its own
-            // (librdkafka's default lets the broker hold a fetch for 500 ms, and
-            // tansu holds it that long). 50 ms: small next to the latencies measured,
-            // few enough empty fetches not to load the broker.
-            .set("fetch.wait.max.ms", "50")
+            // No `fetch.wait.max.ms` of its own: Kafka answers a waiting fetch as soon
+            // as a message is appended, so the wait adds nothing to the arrival time
+            // measured.
             .create()
             .context("creating the observer's consumer")?;
         consumer.subscribe(&[topic])?;

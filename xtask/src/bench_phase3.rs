@@ -14,9 +14,8 @@
 //!    rounds and phase 3, phase 2 in even ones (ABBA): a drift that grows steadily
 //!    during the benchmark (a warming or throttling machine, PostgreSQL's own
 //!    bookkeeping) then costs both systems the same.
-//! 3. Every run starts from the same place: fresh databases, a topic namespace of its
-//!    own and, unless `--shared-broker`, a tansu of its own with empty storage
-//!    ([`kafka::FreshBroker`]; tansu slows down as its SQLite file fills up).
+//! 3. Every run starts from the same place: fresh databases and a topic namespace of
+//!    its own (deleted after the run) on the broker `cargo xtask up` runs.
 //! 4. Each run is phase 2's benchmark, shortened ([`bench_phase2`]'s functions):
 //!    priming, a **saturation run** (closed loop, `--saturation-in-flight` orders in
 //!    the system: the sustained orders/s, and CPU use per program), then a **latency
@@ -40,7 +39,7 @@ use crate::bench_phase2::{
     self, LatencyPlan, LatencyRun, Percentiles, QueueProbe, SaturationPlan, SaturationRun, Setup,
     Subject,
 };
-use crate::{kafka, loadgen, process};
+use crate::{loadgen, process};
 use anyhow::Context;
 use clap::Args;
 use common::shutdown::CancellationToken;
@@ -109,9 +108,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     // Fail before the long builds if something is missing.
     let crate::bench_phase2::Infrastructure {
         admin_url,
-        shared_brokers,
+        brokers,
         redis_url,
-    } = crate::bench_phase2::Infrastructure::check(args.phase2.shared_broker)?;
+    } = crate::bench_phase2::Infrastructure::check()?;
 
     let bins = [
         crate::bench::build_release(Subject::Phase2.package())?,
@@ -161,21 +160,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 p3.rounds,
                 subject.package()
             );
-            let fresh = if args.phase2.shared_broker {
-                None
-            } else {
-                let broker = kafka::FreshBroker::start(&run_dir.join("tansu"))?;
-                println!(
-                    "broker: a tansu of this run's own, empty, on {}",
-                    broker.brokers
-                );
-                Some(broker)
-            };
             let setup = Setup {
                 admin_url: admin_url.clone(),
-                brokers: fresh
-                    .as_ref()
-                    .map_or_else(|| shared_brokers.clone(), |b| b.brokers.clone()),
+                brokers: brokers.clone(),
                 redis_url: redis_url.clone(),
                 namespace: format!("bench-{millis}-{round}-{}", subject.name()),
                 subject,
@@ -199,9 +186,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 },
             };
             let outcome = runtime.block_on(one_run(args, &setup, round, &mut rate, sink.as_ref()));
-            // Whatever happened: no databases left behind, the broker stopped.
+            // Whatever happened: no databases and no topics left behind.
             drop_databases(&admin_url);
-            drop(fresh);
+            runtime.block_on(crate::bench_phase2::delete_topics(&setup));
             runs.push(outcome?);
         }
     }
@@ -225,7 +212,6 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         otlp_sink: p3.otlp_sink,
         scrape_interval_s: p3.scrape_interval.as_secs_f64(),
         probe_interval_s: p3.probe_interval.map(|i| i.as_secs_f64()),
-        shared_broker: args.phase2.shared_broker,
         runs,
         summary,
         overhead,
@@ -740,7 +726,6 @@ struct Results {
     scrape_interval_s: f64,
     /// Phase 3's --probe-interval, when not its default.
     probe_interval_s: Option<f64>,
-    shared_broker: bool,
     runs: Vec<RunReport>,
     summary: Vec<SubjectSummary>,
     overhead: Overhead,
@@ -764,18 +749,13 @@ fn print_table(r: &Results) {
     let o = &r.overhead;
     println!(
         "\n{}: {} cores shared by the load generator, the observer, the services, \
-         PostgreSQL and the broker; {}, each run on fresh databases{}\n",
+         PostgreSQL and the broker; {}, each run on fresh databases and topics\n",
         r.benchmark,
         r.cores,
         match r.rounds {
             1 => "1 round (phase 2, then phase 3)".to_owned(),
             n => format!("{n} rounds (phase 2 and phase 3 in ABBA order)"),
         },
-        if r.shared_broker {
-            ", one broker for all (--shared-broker)"
-        } else {
-            " and a broker of its own"
-        }
     );
     let ms = |v: f64| format!("{v:.1}");
     let cpu = |all: f64, service: f64| format!("{all:.4} ({service:.4})");
@@ -830,7 +810,7 @@ fn print_table(r: &Results) {
     println!(
         "\nSustained: closed loop, {} orders in the system, {:.0} s measured per run. \
          Percentiles: open model at {} orders/s{}, {:.0} s measured per run, {} orders per \
-         system in all (a p99 of so few is close to their maximum). CPU: tansu, \
+         system in all (a p99 of so few is close to their maximum). CPU: Kafka, \
          PostgreSQL, Redis and the system's process during the saturation run, per order \
          finished; in brackets the system's process alone. The first {:.0} s of each run \
          are not measured.",

@@ -1,31 +1,42 @@
-//! The Kafka-protocol broker as a [`Service`], and `cargo xtask broker restart`.
+//! Apache Kafka as a [`Service`], and `cargo xtask broker restart | kill | start`.
 //!
-//! The services talk to Kafka through rdkafka, so any broker that speaks the Kafka
-//! protocol on [`DEFAULT_BROKERS`] will do (`KAFKA_BROKERS` points them elsewhere):
-//! Apache Kafka from `phase2-events/compose.yaml` for those with Docker, or —
-//! what `cargo xtask up` runs natively — [`tansu`](https://crates.io/crates/tansu), a
-//! Kafka-compatible broker written in Rust and installed with `cargo install`. Both
-//! are recognised the same way: by a well-formed answer to an ApiVersions request
-//! ([`kafka_probe`]), not merely by an open port.
+//! The services talk to Kafka through rdkafka, so any Kafka broker on
+//! [`DEFAULT_BROKERS`] will do (`KAFKA_BROKERS` points them elsewhere): Apache Kafka
+//! from `phase2-events/compose.yaml` for those with Docker, or — what `cargo xtask up`
+//! runs natively — **Apache Kafka itself, from Maven Central's jars on the JVM**:
 //!
-//! tansu keeps its whole log in one SQLite file, `.ferriseats/tansu/tansu.db`, so a
-//! broker that is killed and started again loses nothing: `down` stops the process
-//! and keeps the file. It has no daemon mode, so xtask starts it detached
-//! ([`process::spawn_detached`]) with its output in `.ferriseats/logs/kafka-broker.log`,
-//! and writes its pid down for `down` and for [`restart`].
+//! * **install** (once): Java 17+ and Maven must be on `PATH` (installed with apt as
+//!   root on Debian/Ubuntu); `mvn dependency:copy-dependencies` on
+//!   `xtask/kafka/pom.xml` puts the jars of [`local_kafka::VERSION`] in
+//!   `.ferriseats/kafka/<version>/lib`. Later runs need no network.
+//! * **start**: [`local_kafka::Cluster`] writes each node's `server.properties` (every
+//!   setting explained there), formats its storage the first time only, and xtask
+//!   starts `java … kafka.Kafka` detached ([`process::spawn_detached`]), writing the
+//!   pid down for `down` and for the `broker` commands. One KRaft node (broker and
+//!   controller in one process) on 9092; with `--brokers 3` three of them on
+//!   9092–9094, whose topics keep 3 copies with `min.insync.replicas=2`.
+//! * **ready** means the node answers a `Metadata` request listing itself (and, for a
+//!   cluster, all three): then it has joined the controller quorum and clients can
+//!   produce. [`local_kafka::probe`] writes that request by hand, so `up` needs no
+//!   Kafka client library.
 //!
-//! `cargo xtask broker restart [--down-for 5s]` is the fault the phase-2 and
-//! phase-4 chaos scenarios inject: SIGKILL (a crash — no shutdown code runs), an
-//! optional outage, and a start on the same storage; it returns once the broker
-//! answers again and says how long that took.
+//! Storage lives under `.ferriseats/kafka/single-node/` (or `three-nodes/`): a
+//! broker that is killed and started again finds its log where it left it, and `down`
+//! keeps it. Each node logs to `server.log` in its own directory there.
+//!
+//! `cargo xtask broker restart [--down-for 5s]` is the fault the chaos scenarios
+//! inject: SIGKILL (a crash — no shutdown code runs), an optional outage, and a start
+//! on the same storage. `broker kill N` / `broker start N` do it to one node of the
+//! three (phase 4's "lose a node under load").
 
-use crate::kafka_probe;
 use crate::process::{self, Privilege};
 use crate::services::{self, Service, Started, State, Stop};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use common::local_kafka::{self, Cluster, Runtime, probe};
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// The bootstrap servers the services and tests use when `KAFKA_BROKERS` is not set.
@@ -33,164 +44,227 @@ pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
 /// Points the services and tests at other brokers (`host:port[,host:port…]`).
 pub const ENV_BROKERS: &str = "KAFKA_BROKERS";
 const NAME: &str = "kafka";
-const PORT: u16 = 9092;
-const PROGRAM: &str = "tansu";
-/// The one way to build tansu that works (see shared/CRATES.md): `--locked`, because
-/// newer versions of its dependencies break the build, and `libsql`, because the
-/// default feature set has no storage engine at all.
-const INSTALL_ARGS: &[&str] = &["install", "tansu", "--locked", "--features", "libsql"];
-/// How long one ApiVersions probe may take.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a freshly started broker may take to answer.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
+const PORT: u16 = local_kafka::BASE_PORT;
+/// What `ps` calls a Kafka node: the JVM.
+const PROGRAM: &str = "java";
+/// How long a freshly started node may take to join its cluster.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a node may take to shut down cleanly on SIGTERM before it is killed.
+pub const STOP_GRACE: Duration = Duration::from_secs(30);
+/// The Debian packages that provide what Kafka needs.
+const JAVA_PACKAGE: &str = "openjdk-17-jre-headless";
+const MAVEN_PACKAGE: &str = "maven";
 
 pub const SERVICE: Service = services::service! {
     name: NAME, port: PORT, env_override: ENV_BROKERS, default_url: DEFAULT_BROKERS,
 };
 
-/// Where the broker xtask starts keeps its log of messages (one SQLite file).
-fn storage_dir() -> PathBuf {
-    State::dir().join("tansu")
+/// How many nodes `up` starts (`--brokers`): 1 unless told otherwise.
+static NODES: AtomicU32 = AtomicU32::new(1);
+
+/// `cargo xtask up --brokers N` sets this before the services come up.
+pub fn set_nodes(nodes: u32) -> anyhow::Result<()> {
+    // Checked here, before anything starts: 1 or 3.
+    Cluster::standard(PathBuf::new(), nodes)?;
+    NODES.store(nodes, Ordering::Relaxed);
+    Ok(())
 }
 
-/// The file tansu keeps everything in.
-fn storage_file() -> PathBuf {
-    storage_dir().join(STORAGE_FILE)
+/// The shared broker of `nodes` nodes: its ports and where it keeps its storage.
+fn cluster(nodes: u32) -> Cluster {
+    let dir = if nodes == 1 {
+        "single-node"
+    } else {
+        "three-nodes"
+    };
+    Cluster::standard(local_kafka::home().join(dir), nodes)
+        .expect("1 or 3 nodes (checked by set_nodes)")
 }
 
-const STORAGE_FILE: &str = "tansu.db";
-
-fn log_file() -> PathBuf {
-    services::log_path(NAME, "broker")
+/// The cluster xtask started, from the pids it wrote down: one pid per node.
+fn started_cluster(state: &State) -> Option<(Cluster, Vec<u32>)> {
+    match &state.find(NAME)?.stop {
+        Stop::Process { pid, .. } => Some((cluster(1), vec![*pid])),
+        Stop::Processes { pids, .. } => Some((cluster(pids.len() as u32), pids.clone())),
+        Stop::Command(_) => None,
+    }
 }
 
-/// Up means: 127.0.0.1:9092 answers ApiVersions like a Kafka broker.
+/// Up means: 127.0.0.1:9092 answers Metadata listing at least one broker.
 fn is_up() -> bool {
-    kafka_probe::api_versions(DEFAULT_BROKERS, PROBE_TIMEOUT).is_ok()
-}
-
-/// The tansu binary: on `$PATH`, or where `cargo install` puts it (which is not on
-/// `$PATH` in every shell, e.g. a CI job that never sourced `~/.cargo/env`).
-fn find_tansu() -> Option<PathBuf> {
-    let cargo_home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
-    process::find(PROGRAM, cargo_home.map(|home| home.join("bin")).as_deref())
+    probe::metadata(DEFAULT_BROKERS, local_kafka::PROBE_TIMEOUT)
+        .is_ok_and(|view| !view.brokers.is_empty())
 }
 
 fn start(_privilege: Privilege) -> anyhow::Result<Option<Stop>> {
-    let Some(tansu) = find_tansu() else {
-        return Ok(None);
+    let Ok(runtime) = Runtime::find() else {
+        return Ok(None); // not installed: `up` installs, then calls us again
     };
-    let pid = start_broker(&tansu)?;
-    Ok(Some(Stop::Process {
-        pid,
-        program: PROGRAM.to_owned(),
+    let nodes = NODES.load(Ordering::Relaxed);
+    let cluster = cluster(nodes);
+    let started = Instant::now();
+    let mut children = Vec::new();
+    // Every node at once: none is ready before a majority of the controllers is up.
+    for node in &cluster.nodes {
+        children.push((node.id, launch(&cluster, &runtime, node.id)?));
+    }
+    let ready = wait_ready(&cluster, &mut children, 1, true);
+    if let Err(err) = ready {
+        for (_, child) in &children {
+            let _ = process::kill(child.id(), PROGRAM);
+        }
+        return Err(err);
+    }
+    let pids: Vec<u32> = children.iter().map(|(_, child)| child.id()).collect();
+    println!(
+        "kafka: Apache Kafka {} ({} node{}, pid{} {}) answers Metadata on {} after {:.1} s",
+        local_kafka::VERSION,
+        nodes,
+        if nodes == 1 { "" } else { "s" },
+        if nodes == 1 { "" } else { "s" },
+        pids.iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        cluster.bootstrap(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(Some(if nodes == 1 {
+        Stop::Process {
+            pid: pids[0],
+            program: PROGRAM.to_owned(),
+        }
+    } else {
+        Stop::Processes {
+            pids,
+            program: PROGRAM.to_owned(),
+        }
     }))
 }
 
-/// Starts tansu on 127.0.0.1:9092 with the SQLite storage, detached, and waits until
-/// it answers ApiVersions. Returns its pid.
-fn start_broker(tansu: &std::path::Path) -> anyhow::Result<u32> {
-    let child = launch(tansu, &storage_dir(), DEFAULT_BROKERS, &log_file())?;
-    Ok(child.id())
+/// Writes node `id`'s configuration (formatting its storage the first time) and
+/// starts it detached; its stdout and stderr (a JVM crash report, say) go to
+/// `.ferriseats/logs/kafka-node-<id>.log`, its own log to `server.log` beside its data.
+fn launch(cluster: &Cluster, runtime: &Runtime, id: u32) -> anyhow::Result<std::process::Child> {
+    let cmd = cluster.prepare(runtime, id)?;
+    process::spawn_detached(&cmd, &stdout_log(id))
 }
 
-/// Starts tansu listening on `addr` with its storage in `dir`, detached, and waits
-/// until it answers ApiVersions.
-fn launch(
-    tansu: &std::path::Path,
-    dir: &std::path::Path,
-    addr: &str,
-    log: &std::path::Path,
-) -> anyhow::Result<std::process::Child> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let listener = format!("tcp://{addr}");
-    let mut cmd = Command::new(tansu);
-    // tansu 0.6 opens a `sqlite://` path relative to its working directory (an
-    // absolute path ends up appended to it), hence the relative URL and the
-    // working directory.
-    cmd.arg("broker")
-        .args(["--listener-url", &listener])
-        .args(["--advertised-listener-url", &listener])
-        .args(["--storage-engine", &format!("sqlite://{STORAGE_FILE}")])
-        .current_dir(dir);
+fn stdout_log(id: u32) -> PathBuf {
+    services::log_path(NAME, &format!("node-{id}"))
+}
+
+/// Waits until node `probe_node` answers Metadata (listing every node when `all`);
+/// fails with the end of the logs if a node exits or time runs out.
+fn wait_ready(
+    cluster: &Cluster,
+    children: &mut [(u32, std::process::Child)],
+    probe_node: u32,
+    all: bool,
+) -> anyhow::Result<()> {
     let started = Instant::now();
-    let child = process::spawn_until_ready(
-        &cmd,
-        log,
-        PROGRAM,
-        &format!("ApiVersions on {addr}"),
-        START_TIMEOUT,
-        || kafka_probe::api_versions(addr, PROBE_TIMEOUT).is_ok(),
-    )?;
+    loop {
+        for (id, child) in children.iter_mut() {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "Kafka node {id} exited at once ({status}); end of {}:\n{}\n\
+                     end of {}:\n{}",
+                    cluster.log_file(*id).display(),
+                    process::tail(&cluster.log_file(*id), 20),
+                    stdout_log(*id).display(),
+                    process::tail(&stdout_log(*id), 10)
+                );
+            }
+        }
+        if cluster.is_ready(probe_node, all) {
+            return Ok(());
+        }
+        if started.elapsed() > START_TIMEOUT {
+            bail!(
+                "Kafka node {probe_node} did not answer Metadata within {START_TIMEOUT:?}, so it \
+                 was stopped again; end of {}:\n{}",
+                cluster.log_file(probe_node).display(),
+                process::tail(&cluster.log_file(probe_node), 30)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Java and Maven (apt, as root, on Debian/Ubuntu), then the jars from Maven Central.
+fn install(privilege: Privilege) -> anyhow::Result<()> {
+    for (program, package) in [("java", JAVA_PACKAGE), ("mvn", MAVEN_PACKAGE)] {
+        let found = match program {
+            "java" => local_kafka::java().is_some(),
+            _ => process::on_path(program),
+        };
+        if !found {
+            println!("kafka: `{program}` is not installed; installing Debian's {package}");
+            process::apt_install(privilege, package)?;
+        }
+    }
+    let lib = local_kafka::lib_dir();
+    let partial = lib.with_extension("partial");
+    let _ = std::fs::remove_dir_all(&partial);
     println!(
-        "kafka: tansu (pid {}) answers ApiVersions on {addr} after {:.1} s",
-        child.id(),
+        "kafka: fetching Apache Kafka {} from Maven Central into {} (once; about 45 MB)",
+        local_kafka::VERSION,
+        lib.display()
+    );
+    let pom = process::workspace_root().join("xtask/kafka/pom.xml");
+    let mut mvn = Command::new("mvn");
+    mvn.args(["-B", "-q", "-Dstyle.color=never", "-f"])
+        .arg(&pom)
+        .arg("dependency:copy-dependencies")
+        .arg(format!("-DoutputDirectory={}", partial.display()));
+    let started = Instant::now();
+    process::run(&mut mvn, Duration::from_secs(20 * 60))
+        .context("fetching Kafka's jars with Maven failed (is Maven Central reachable?)")?;
+    // Renamed only once complete, so an interrupted download is never taken for an
+    // installation.
+    let _ = std::fs::remove_dir_all(&lib);
+    std::fs::rename(&partial, &lib)
+        .with_context(|| format!("moving the jars to {}", lib.display()))?;
+    if !local_kafka::installed(&lib) {
+        bail!(
+            "Maven finished but {} holds no kafka_2.13-{}.jar",
+            lib.display(),
+            local_kafka::VERSION
+        );
+    }
+    println!(
+        "kafka: {} jars in {:.1} s",
+        std::fs::read_dir(&lib)?.count(),
         started.elapsed().as_secs_f64()
     );
-    Ok(child)
+    Ok(())
 }
 
-/// A tansu of its own on a free port, with empty storage in `dir` (emptied first),
-/// stopped when dropped. The benchmark uses one: how fast tansu answers depends on
-/// how much its SQLite file already holds, so a shared broker that tests have filled
-/// gives figures that drift from run to run.
-#[derive(Debug)]
-pub struct FreshBroker {
-    child: std::process::Child,
-    /// Its address, for `bootstrap.servers`.
-    pub brokers: String,
-}
-
-impl FreshBroker {
-    pub fn start(dir: &std::path::Path) -> anyhow::Result<FreshBroker> {
-        let tansu = find_tansu().with_context(|| {
-            format!(
-                "tansu is not installed: `cargo xtask up` installs it (or `cargo {}`)",
-                INSTALL_ARGS.join(" ")
-            )
-        })?;
-        match std::fs::remove_dir_all(dir) {
-            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
-                return Err(err).context(format!("clearing {}", dir.display()));
-            }
-            _ => {}
-        }
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-        let brokers = addr.to_string();
-        let child = launch(&tansu, dir, &brokers, &dir.join("tansu.log"))?;
-        Ok(FreshBroker { child, brokers })
-    }
-}
-
-impl Drop for FreshBroker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn install(_privilege: Privilege) -> anyhow::Result<()> {
-    println!(
-        "kafka: building the broker tansu from source; this takes 10–17 minutes on 2 cores \
-         (once: later runs find it in ~/.cargo/bin)"
-    );
-    let mut cmd = Command::new(process::cargo());
-    // Outside the workspace, so its settings (profiles, config) do not apply.
-    cmd.args(INSTALL_ARGS).current_dir(std::env::temp_dir());
-    process::run(&mut cmd, Duration::from_secs(45 * 60)).context(
-        "building tansu failed; the command above can be run by hand to see why \
-         (it needs a C compiler for SQLite)",
-    )
-}
-
-/// Prove that the tests' brokers speak the protocol.
+/// A broker answers: say what it is, and refuse a single node when three were asked for.
 fn prepare(_started_here: Option<Privilege>) -> anyhow::Result<()> {
-    let apis = kafka_probe::api_versions(DEFAULT_BROKERS, PROBE_TIMEOUT)?;
+    let view = probe::metadata(DEFAULT_BROKERS, local_kafka::PROBE_TIMEOUT)?;
+    let wanted = NODES.load(Ordering::Relaxed) as usize;
+    if view.brokers.len() < wanted {
+        bail!(
+            "{} broker{} answer{} on {DEFAULT_BROKERS}, but --brokers {wanted} was asked for: \
+             stop {} first (`cargo xtask down`, if xtask started it), then run \
+             `cargo xtask up --brokers {wanted}` again",
+            view.brokers.len(),
+            if view.brokers.len() == 1 { "" } else { "s" },
+            if view.brokers.len() == 1 { "s" } else { "" },
+            if view.brokers.len() == 1 { "it" } else { "them" },
+        );
+    }
     println!(
-        "kafka: ApiVersions answered at {DEFAULT_BROKERS} ({} APIs)",
-        apis.len()
+        "kafka: Metadata answered at {DEFAULT_BROKERS}: {} broker{} ({}), controller {}",
+        view.brokers.len(),
+        if view.brokers.len() == 1 { "" } else { "s" },
+        view.brokers
+            .iter()
+            .map(|b| format!("{} on {}:{}", b.node_id, b.host, b.port))
+            .collect::<Vec<_>>()
+            .join(", "),
+        view.controller_id
     );
     Ok(())
 }
@@ -203,7 +277,7 @@ pub fn check_url(brokers: &str) -> anyhow::Result<()> {
     for broker in brokers.split(',').map(str::trim).filter(|b| !b.is_empty()) {
         // Clients accept `PLAINTEXT://host:port` as well as `host:port`.
         let addr = broker.rsplit("://").next().unwrap_or(broker);
-        match kafka_probe::api_versions(addr, PROBE_TIMEOUT) {
+        match probe::api_versions(addr, local_kafka::PROBE_TIMEOUT) {
             Ok(_) => answered += 1,
             Err(err) => errors.push(format!("{broker}: {err:#}")),
         }
@@ -220,28 +294,43 @@ pub fn check_url(brokers: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// For `status`: where the broker keeps its storage and its log.
+/// For `status`: which Kafka, how many nodes, where its storage and logs are.
 fn details() -> Option<String> {
+    let state = State::load().ok()?;
+    let (cluster, pids) = started_cluster(&state)?;
+    let alive: Vec<String> = cluster
+        .nodes
+        .iter()
+        .zip(&pids)
+        .map(|(node, pid)| {
+            let up = if process::running(*pid, PROGRAM) {
+                "up"
+            } else {
+                "down"
+            };
+            format!("node {} :{} {up}", node.id, node.port)
+        })
+        .collect();
     Some(format!(
-        "storage {}, log {}",
-        storage_file().display(),
-        log_file().display()
+        "Apache Kafka {} (KRaft), {}; storage and server.log in {}",
+        local_kafka::VERSION,
+        alive.join(", "),
+        cluster.root.display()
     ))
 }
 
 fn manual() -> String {
-    let cargo_install = format!("cargo {}", INSTALL_ARGS.join(" "));
     format!(
-        "A Kafka-protocol broker is needed on {DEFAULT_BROKERS}. Either:\n\
-         \x20 tansu (any machine with Rust; 10–17 minutes to build):\n\
-         \x20   {cargo_install}\n\
-         \x20   then `cargo xtask up` starts it (storage: {storage})\n\
+        "Apache Kafka is needed on {DEFAULT_BROKERS}. Either:\n\
+         \x20 natively (what `cargo xtask up` does as root on Debian/Ubuntu):\n\
+         \x20   sudo apt-get install -y {JAVA_PACKAGE} {MAVEN_PACKAGE}   # Java 17+ and Maven\n\
+         \x20   cargo xtask up                                              # fetches Kafka {version} from Maven Central once\n\
          \x20 Docker (Apache Kafka, with PostgreSQL and Redis):\n\
          \x20   docker compose -f phase2-events/compose.yaml up -d --wait\n\
          \x20 or brokers elsewhere:\n\
          \x20   export {ENV_BROKERS}=HOST:PORT[,HOST:PORT…]\n\
          then run `cargo xtask up` again.",
-        storage = storage_file().display()
+        version = local_kafka::VERSION
     )
 }
 
@@ -253,23 +342,26 @@ pub struct BrokerArgs {
 
 #[derive(Debug, Subcommand)]
 enum BrokerAction {
-    /// Crash the broker that `cargo xtask up` started (SIGKILL) and start it again on
-    /// the same storage; returns once it answers. For chaos scenarios.
+    /// Crash the broker that `cargo xtask up` started (SIGKILL, every node) and start
+    /// it again on the same storage; returns once it answers. For chaos scenarios.
     Restart {
         /// How long the broker stays down between the kill and the start, e.g. 5s.
         #[arg(long, default_value = "0s", value_parser = crate::bench::parse_duration)]
         down_for: Duration,
     },
+    /// SIGKILL one node (1, 2 or 3) of the cluster `cargo xtask up --brokers 3` started.
+    Kill {
+        /// The node's id (its port is 9091 + id).
+        node: u32,
+    },
+    /// Start a node that was killed again, on its storage; returns once it has rejoined.
+    Start {
+        /// The node's id (its port is 9091 + id).
+        node: u32,
+    },
 }
 
 pub fn run(args: &BrokerArgs) -> anyhow::Result<()> {
-    match args.action {
-        BrokerAction::Restart { down_for } => restart(down_for),
-    }
-}
-
-/// `cargo xtask broker restart`: see the module docs.
-fn restart(down_for: Duration) -> anyhow::Result<()> {
     if let Some(brokers) = services::override_url(&SERVICE) {
         bail!(
             "{ENV_BROKERS}={brokers} is set: that broker is not xtask's to restart \
@@ -277,46 +369,106 @@ fn restart(down_for: Duration) -> anyhow::Result<()> {
         );
     }
     let mut state = State::load()?;
-    let (old_pid, program) = match state.find(NAME).map(|started| &started.stop) {
-        Some(Stop::Process { pid, program }) => (*pid, program.clone()),
-        Some(Stop::Command(_)) | None if is_up() => bail!(
-            "the broker on {DEFAULT_BROKERS} was not started by `cargo xtask up`, so xtask \
-             cannot restart it: restart it yourself, or stop it and run `cargo xtask up`"
-        ),
-        _ => bail!("no broker is running on {DEFAULT_BROKERS}: start one with `cargo xtask up`"),
+    let Some((cluster, pids)) = started_cluster(&state) else {
+        if is_up() {
+            bail!(
+                "the broker on {DEFAULT_BROKERS} was not started by `cargo xtask up`, so xtask \
+                 cannot restart it: restart it yourself, or stop it and run `cargo xtask up`"
+            );
+        }
+        bail!("no broker is running on {DEFAULT_BROKERS}: start one with `cargo xtask up`");
     };
-    let tansu = find_tansu().with_context(|| {
-        format!(
-            "tansu is no longer installed, so the broker could not be started again: \
-             install it with `cargo {}`",
-            INSTALL_ARGS.join(" ")
-        )
-    })?;
-    let killed_at = Instant::now();
-    if process::kill(old_pid, &program)? {
-        println!("kafka: killed tansu (pid {old_pid}) with SIGKILL");
+    let runtime = Runtime::find()?;
+    match args.action {
+        BrokerAction::Restart { down_for } => {
+            restart(&mut state, &cluster, &runtime, pids, down_for)
+        }
+        BrokerAction::Kill { node } => {
+            cluster.node(node)?;
+            let pid = pids[node as usize - 1];
+            if process::kill(pid, PROGRAM)? {
+                println!("kafka: killed node {node} (pid {pid}) with SIGKILL");
+            } else {
+                println!("kafka: node {node} (pid {pid}) was not running");
+            }
+            Ok(())
+        }
+        BrokerAction::Start { node } => {
+            cluster.node(node)?;
+            let old = pids[node as usize - 1];
+            if process::running(old, PROGRAM) {
+                println!("kafka: node {node} is already running (pid {old})");
+                return Ok(());
+            }
+            let started = Instant::now();
+            let mut children = vec![(node, launch(&cluster, &runtime, node)?)];
+            wait_ready(&cluster, &mut children, node, false)?;
+            let mut pids = pids;
+            pids[node as usize - 1] = children[0].1.id();
+            record(&mut state, pids)?;
+            println!(
+                "kafka: node {node} rejoined after {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Writes the pids of the nodes down, as `up` does.
+fn record(state: &mut State, pids: Vec<u32>) -> anyhow::Result<()> {
+    let stop = if pids.len() == 1 {
+        Stop::Process {
+            pid: pids[0],
+            program: PROGRAM.to_owned(),
+        }
     } else {
-        println!("kafka: tansu (pid {old_pid}) was not running");
+        Stop::Processes {
+            pids,
+            program: PROGRAM.to_owned(),
+        }
+    };
+    state.record(Started {
+        name: NAME.to_owned(),
+        address: DEFAULT_BROKERS.to_owned(),
+        stop,
+    })
+}
+
+/// `cargo xtask broker restart`: see the module docs.
+fn restart(
+    state: &mut State,
+    cluster: &Cluster,
+    runtime: &Runtime,
+    pids: Vec<u32>,
+    down_for: Duration,
+) -> anyhow::Result<()> {
+    let killed_at = Instant::now();
+    for (node, pid) in cluster.nodes.iter().zip(&pids) {
+        if process::kill(*pid, PROGRAM)? {
+            println!("kafka: killed node {} (pid {pid}) with SIGKILL", node.id);
+        } else {
+            println!("kafka: node {} (pid {pid}) was not running", node.id);
+        }
     }
     if !down_for.is_zero() {
         println!("kafka: staying down for {down_for:?}");
         std::thread::sleep(down_for);
     }
-    let new_pid = start_broker(&tansu).inspect_err(|_| {
-        // The old pid is gone; keep no stale entry for `down` to chase.
+    let mut children = Vec::new();
+    for node in &cluster.nodes {
+        children.push((node.id, launch(cluster, runtime, node.id)?));
+    }
+    wait_ready(cluster, &mut children, 1, true).inspect_err(|_| {
+        // The old pids are gone; keep no stale entry for `down` to chase.
         let _ = state.forget(NAME);
     })?;
-    state.record(Started {
-        name: NAME.to_owned(),
-        address: DEFAULT_BROKERS.to_owned(),
-        stop: Stop::Process {
-            pid: new_pid,
-            program: PROGRAM.to_owned(),
-        },
-    })?;
+    let new: Vec<u32> = children.iter().map(|(_, c)| c.id()).collect();
     println!(
-        "kafka: restarted as pid {new_pid}; unavailable for {:.1} s in all",
+        "kafka: restarted as pid{} {}; unavailable for {:.1} s in all",
+        if new.len() == 1 { "" } else { "s" },
+        new.iter().map(u32::to_string).collect::<Vec<_>>().join(", "),
         killed_at.elapsed().as_secs_f64()
     );
-    Ok(())
+    record(state, new)
 }

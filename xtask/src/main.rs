@@ -7,8 +7,8 @@
 //!
 //! | command | module |
 //! |---|---|
-//! | `cargo xtask up [--observability]` / `down` / `status` | [`services`] (the generic flow), [`postgres`], [`redis`], [`kafka`] ([`kafka_probe`]), [`prometheus`] |
-//! | `cargo xtask broker restart [--down-for 5s]` | [`kafka`] |
+//! | `cargo xtask up [--observability] [--brokers 3]` / `down` / `status` | [`services`] (the generic flow), [`postgres`], [`redis`], [`kafka`] (with `common::local_kafka`), [`prometheus`] |
+//! | `cargo xtask broker restart [--down-for 5s]` / `kill N` / `start N` | [`kafka`] |
 //! | `cargo xtask test [-- ARGS]` | [`test`] |
 //! | `cargo xtask bench [phase1\|phase2\|phase3]` | [`bench`], [`bench_phase2`], [`bench_phase3`], [`loadgen`], [`openloop`], [`pgbench`] |
 //!
@@ -18,7 +18,6 @@ mod bench;
 mod bench_phase2;
 mod bench_phase3;
 mod kafka;
-mod kafka_probe;
 mod loadgen;
 mod openloop;
 mod pgbench;
@@ -51,8 +50,9 @@ enum Command {
     Down,
     /// One line per service: address, up/down, and who started it.
     Status,
-    /// The Kafka-protocol broker that `up` started: `restart` crashes it (SIGKILL)
-    /// and starts it again on the same storage, for chaos scenarios.
+    /// The Kafka broker that `up` started: `restart` crashes it (SIGKILL) and starts it
+    /// again on the same storage; `kill N` / `start N` do it to one node of three.
+    /// For chaos scenarios.
     Broker(kafka::BrokerArgs),
     /// `up`, then the whole test suite (nextest if installed, plus doctests).
     Test(test::TestArgs),
@@ -66,12 +66,16 @@ struct UpArgs {
     /// rules in phase3-observability/deploy/prometheus/.
     #[arg(long)]
     observability: bool,
+    /// Kafka nodes: 1 (on 9092), or 3 (on 9092–9094; topics keep 3 copies with
+    /// min.insync.replicas=2, so one node can be lost).
+    #[arg(long, default_value_t = 1)]
+    brokers: u32,
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Up(args) => services::up(args.observability),
+        Command::Up(args) => services::up(args.observability, args.brokers),
         Command::Down => services::down(),
         Command::Status => services::status(),
         Command::Broker(args) => kafka::run(&args),

@@ -1,7 +1,7 @@
 //! `cargo xtask up | down | status`: local infrastructure as a *list of services*.
 //!
 //! Every service — PostgreSQL on 5432 ([`crate::postgres`]), Redis on 6379
-//! ([`crate::redis`]) and the Kafka-protocol broker on 9092 ([`crate::kafka`]) — is
+//! ([`crate::redis`]) and Apache Kafka on 9092 ([`crate::kafka`]) — is
 //! described by the same handful of answers (see [`Service`]) and brought up by one
 //! flow, [`up`]:
 //!
@@ -101,6 +101,9 @@ pub enum Stop {
     /// A server without a stop command of its own: SIGTERM to this pid (SIGKILL if
     /// it lingers), provided the pid still runs `program`.
     Process { pid: u32, program: String },
+    /// Several processes of one server (the nodes of a local Kafka cluster), each
+    /// stopped like [`Stop::Process`], the last first.
+    Processes { pids: Vec<u32>, program: String },
 }
 
 /// All the infrastructure, in start order.
@@ -133,9 +136,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long to wait for a server that is listening but not ready yet (still starting).
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// `cargo xtask up [--observability]`: [`SERVICES`], and with `observability` also
-/// [`OBSERVABILITY`].
-pub fn up(observability: bool) -> anyhow::Result<()> {
+/// `cargo xtask up [--observability] [--brokers N]`: [`SERVICES`], and with
+/// `observability` also [`OBSERVABILITY`]; Kafka with `brokers` nodes (1 or 3).
+pub fn up(observability: bool, brokers: u32) -> anyhow::Result<()> {
+    kafka::set_nodes(brokers)?;
     let mut state = State::load()?;
     let mut failed = Vec::new();
     let mut cached = None;
@@ -243,7 +247,7 @@ pub fn down() -> anyhow::Result<()> {
         let outcome = match &started.stop {
             // A pid is checked by `terminate` itself (and a server that still runs
             // but no longer answers must be stopped all the same).
-            Stop::Process { .. } => stop(&started),
+            Stop::Process { .. } | Stop::Processes { .. } => stop(&started),
             // A stop command needs a server to talk to.
             Stop::Command(_) => {
                 let is_up = all_services()
@@ -279,10 +283,30 @@ fn stop(started: &Started) -> anyhow::Result<bool> {
             process::run_logged(&mut cmd, &log, Duration::from_secs(120))?;
             Ok(true)
         }
-        Stop::Process { pid, program } => process::terminate(*pid, program, STOP_GRACE)
+        Stop::Process { pid, program } => process::terminate(*pid, program, grace(started))
             .with_context(|| {
                 format!("stopping {program} (pid {pid}); stop it by hand with `kill -9 {pid}`")
             }),
+        Stop::Processes { pids, program } => {
+            let mut any = false;
+            for pid in pids.iter().rev() {
+                any |= process::terminate(*pid, program, grace(started)).with_context(|| {
+                    format!("stopping {program} (pid {pid}); stop it by hand with `kill -9 {pid}`")
+                })?;
+            }
+            Ok(any)
+        }
+    }
+}
+
+/// How long `started` may take to exit after SIGTERM: a Kafka node moves its
+/// partitions' leadership away and closes its logs cleanly (which spares it a log
+/// recovery at the next start), and that takes longer than a database's shutdown.
+fn grace(started: &Started) -> Duration {
+    if started.name == kafka::SERVICE.name {
+        kafka::STOP_GRACE
+    } else {
+        STOP_GRACE
     }
 }
 
@@ -298,8 +322,13 @@ pub fn status() -> anyhow::Result<()> {
         let origin = match (up, started) {
             (true, Some(started)) => {
                 let mut words = "started by xtask".to_owned();
-                if let Stop::Process { pid, .. } = &started.stop {
-                    words += &format!(", pid {pid}");
+                match &started.stop {
+                    Stop::Process { pid, .. } => words += &format!(", pid {pid}"),
+                    Stop::Processes { pids, .. } => {
+                        let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+                        words += &format!(", pids {}", pids.join(" "));
+                    }
+                    Stop::Command(_) => {}
                 }
                 if let Some(details) = (service.details)() {
                     words += &format!(", {details}");
@@ -462,14 +491,22 @@ mod tests {
         // Older state files hold a plain command line; both forms must read back.
         let text = r#"{"started":[
             {"name":"postgresql","address":"127.0.0.1:5432","stop":["pg_ctlcluster","16","main","stop"]},
-            {"name":"kafka","address":"127.0.0.1:9092","stop":{"pid":42,"program":"tansu"}}]}"#;
+            {"name":"kafka","address":"127.0.0.1:9092","stop":{"pid":42,"program":"java"}},
+            {"name":"kafka","address":"127.0.0.1:9092","stop":{"pids":[42,43,44],"program":"java"}}]}"#;
         let state: State = serde_json::from_str(text).unwrap();
         assert!(matches!(&state.started[0].stop, Stop::Command(argv) if argv.len() == 4));
         assert_eq!(
             state.started[1].stop,
             Stop::Process {
                 pid: 42,
-                program: "tansu".to_owned()
+                program: "java".to_owned()
+            }
+        );
+        assert_eq!(
+            state.started[2].stop,
+            Stop::Processes {
+                pids: vec![42, 43, 44],
+                program: "java".to_owned()
             }
         );
         let again: State = serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();

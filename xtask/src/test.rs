@@ -35,7 +35,7 @@ pub struct TestArgs {
 const STEP_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
 pub fn run(args: &TestArgs) -> anyhow::Result<()> {
-    crate::services::up(false)?;
+    crate::services::up(false, 1)?;
     let mut env: Vec<(&str, String)> = crate::services::SERVICES
         .iter()
         .map(|service| (service.env_override, crate::services::url(service)))

@@ -30,7 +30,8 @@ pub struct Options {
     pub services: &'static [&'static str],
     pub decline_rate: f64,
     pub provider_latency: LatencyRange,
-    /// Another broker (a private one, through a proxy); default: `KAFKA_BROKERS`.
+    /// Another broker (a test's own `LocalCluster`, maybe through a proxy); default:
+    /// `KAFKA_BROKERS`.
     pub brokers: Option<String>,
 }
 
@@ -70,6 +71,13 @@ impl TestSystem {
             dbs.push(TestDb::create(Backend::Postgres).await);
         }
         let namespace = format!("t{}", uuid::Uuid::now_v7().simple());
+        super::sweep_once(
+            &options
+                .brokers
+                .clone()
+                .unwrap_or_else(phase2_events::kafka::brokers),
+        )
+        .await;
         let urls = [&dbs[0].url, &dbs[1].url, &dbs[2].url, &dbs[3].url].map(String::as_str);
         let mut settings = Settings::for_tests(&namespace, urls);
         if let Some(brokers) = &options.brokers {
@@ -108,7 +116,7 @@ impl TestSystem {
         let fail = |what: &str, err: anyhow::Error| -> ! {
             panic!(
                 "starting the {what} failed: {err:#}\nThe phase 2 tests need PostgreSQL, Redis and \
-                 the Kafka-protocol broker: start them with `cargo xtask up`."
+                 Apache Kafka: start them with `cargo xtask up`."
             )
         };
         let relays = Relays::build(&settings)
@@ -149,7 +157,7 @@ impl TestSystem {
         let fail = |err: anyhow::Error| -> ! {
             panic!(
                 "starting the {service} service failed: {err:#}\nThe phase 2 tests need \
-                 PostgreSQL, Redis and the Kafka-protocol broker: start them with `cargo xtask up`."
+                 PostgreSQL, Redis and Apache Kafka: start them with `cargo xtask up`."
             )
         };
         let settings = &self.settings;
@@ -270,12 +278,15 @@ impl TestSystem {
         }
     }
 
-    /// Stops every service and removes the databases.
+    /// Stops every service, removes the databases and deletes the topics.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         while let Some(done) = self.tasks.join_next().await {
             done.unwrap().unwrap();
         }
+        phase2_events::kafka::delete_namespace(&self.settings.brokers, &self.settings.namespace)
+            .await
+            .unwrap();
         self.orders_db.close().await;
         self.payments_db.close().await;
         self.inventory_db.close().await;

@@ -1,11 +1,15 @@
-//! "Does this server speak Kafka?" — one `ApiVersions` request, written by hand.
+//! "Does this server speak Kafka, and is it ready?" — two requests, written by hand.
 //!
 //! A port that accepts TCP proves little: it could be anything. Every Kafka client
 //! (librdkafka included) opens a connection by asking the broker which versions of
-//! which requests it supports, so a broker that answers *that* well-formed is one
-//! our services can talk to. The request is small enough to write out here instead
-//! of pulling a Kafka client into xtask, and reading it shows how the protocol is
-//! framed. All integers are big-endian.
+//! which requests it supports, so a broker that answers `ApiVersions` well-formed is
+//! one our services can talk to. *Ready* is more: a KRaft node answers `Metadata`
+//! with the brokers of its cluster only once it has caught up with the controller
+//! quorum and been unfenced, which is when producers and consumers can use it.
+//!
+//! Both requests are small enough to write out here instead of pulling a Kafka client
+//! (librdkafka takes minutes to compile) into `cargo xtask up`, and reading them shows
+//! how the protocol is framed. All integers are big-endian.
 //!
 //! ```text
 //! request:  size:i32  api_key:i16=18  api_version:i16=0  correlation_id:i32
@@ -19,6 +23,17 @@
 //! `correlation_id` into its answer — that is how a client matches responses to
 //! requests — so we check it, the error code, that the byte count adds up, and
 //! that the list includes ApiVersions (18) itself.
+//!
+//! `Metadata` v1 (the oldest that Kafka 4 still serves with an empty topic list) asks
+//! for no topic at all, only the brokers:
+//!
+//! ```text
+//! request:  size:i32  api_key:i16=3  api_version:i16=1  correlation_id:i32
+//!           client_id:(len:i16, bytes)  topics:(count:i32=0)
+//! response: size:i32  correlation_id:i32
+//!           brokers:(count:i32, count × (node_id:i32, host:string, port:i32, rack:nullable string))
+//!           controller_id:i32  topics:(count:i32=0, …)
+//! ```
 
 use anyhow::{Context, bail, ensure};
 use std::io::{Read, Write};
@@ -26,8 +41,9 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 const API_VERSIONS: i16 = 18;
+const METADATA: i16 = 3;
 const CLIENT_ID: &str = "ferriseats-xtask";
-/// Anything larger is not an ApiVersions response (a real one is a few hundred bytes).
+/// Anything larger is not an answer to these requests (a real one is a few hundred bytes).
 const MAX_RESPONSE: usize = 1 << 20;
 
 /// One entry of the broker's answer: request type `api_key`, versions `min..=max`.
@@ -41,6 +57,41 @@ pub struct ApiVersion {
 /// Sends ApiVersions v0 to `addr` (`host:port`) and returns the supported APIs.
 /// Each step (connect, write, read) gives up after `timeout`.
 pub fn api_versions(addr: &str, timeout: Duration) -> anyhow::Result<Vec<ApiVersion>> {
+    let correlation_id = correlation_id();
+    let body = exchange(addr, &encode_request(correlation_id), "ApiVersions", timeout)?;
+    decode_response(correlation_id, &body).with_context(|| format!("ApiVersions from {addr}"))
+}
+
+/// One broker of a cluster, as `Metadata` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broker {
+    pub node_id: i32,
+    pub host: String,
+    pub port: u16,
+}
+
+/// What `Metadata` says about the cluster: the brokers that are up (registered and
+/// unfenced) and which node is the active controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterView {
+    pub brokers: Vec<Broker>,
+    pub controller_id: i32,
+}
+
+/// Sends Metadata v1 (no topics) to `addr` and returns the brokers it lists.
+pub fn metadata(addr: &str, timeout: Duration) -> anyhow::Result<ClusterView> {
+    let correlation_id = correlation_id();
+    let body = exchange(
+        addr,
+        &encode_metadata_request(correlation_id),
+        "Metadata",
+        timeout,
+    )?;
+    decode_metadata_response(correlation_id, &body).with_context(|| format!("Metadata from {addr}"))
+}
+
+/// Connects to `addr`, writes `frame`, and returns the body of the one response.
+fn exchange(addr: &str, frame: &[u8], what: &str, timeout: Duration) -> anyhow::Result<Vec<u8>> {
     let addrs: Vec<_> = addr
         .to_socket_addrs()
         .with_context(|| format!("{addr:?} is not HOST:PORT, or the host is unknown"))?
@@ -64,28 +115,26 @@ pub fn api_versions(addr: &str, timeout: Duration) -> anyhow::Result<Vec<ApiVers
     };
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-
-    let correlation_id = correlation_id();
     stream
-        .write_all(&encode_request(correlation_id))
-        .with_context(|| format!("sending ApiVersions to {addr}"))?;
+        .write_all(frame)
+        .with_context(|| format!("sending {what} to {addr}"))?;
     let mut size = [0; 4];
     stream
         .read_exact(&mut size)
-        .with_context(|| format!("{addr} did not answer ApiVersions (not a Kafka broker?)"))?;
+        .with_context(|| format!("{addr} did not answer {what} (not a Kafka broker?)"))?;
     let size = i32::from_be_bytes(size);
     let Ok(size) = usize::try_from(size) else {
         bail!("{addr} answered with a negative frame size ({size}): not the Kafka protocol");
     };
     ensure!(
         (6..=MAX_RESPONSE).contains(&size),
-        "{addr} answered with a frame of {size} bytes: not an ApiVersions response"
+        "{addr} answered with a frame of {size} bytes: not a {what} response"
     );
     let mut body = vec![0; size];
     stream
         .read_exact(&mut body)
-        .with_context(|| format!("{addr} sent a truncated ApiVersions response"))?;
-    decode_response(correlation_id, &body).with_context(|| format!("ApiVersions from {addr}"))
+        .with_context(|| format!("{addr} sent a truncated {what} response"))?;
+    Ok(body)
 }
 
 /// A correlation id that differs between runs, so an answer meant for someone else
@@ -98,18 +147,62 @@ fn correlation_id() -> i32 {
     ((nanos ^ std::process::id()) & 0x7fff_ffff) as i32
 }
 
-/// The ApiVersions v0 request frame, size prefix included.
-pub fn encode_request(correlation_id: i32) -> Vec<u8> {
+/// The request header every request starts with, then `rest`, with the size prefix.
+fn frame(api_key: i16, api_version: i16, correlation_id: i32, rest: &[u8]) -> Vec<u8> {
     let client_id = CLIENT_ID.as_bytes();
-    let mut body = Vec::with_capacity(10 + client_id.len());
-    body.extend_from_slice(&API_VERSIONS.to_be_bytes());
-    body.extend_from_slice(&0_i16.to_be_bytes()); // api_version
+    let mut body = Vec::with_capacity(10 + client_id.len() + rest.len());
+    body.extend_from_slice(&api_key.to_be_bytes());
+    body.extend_from_slice(&api_version.to_be_bytes());
     body.extend_from_slice(&correlation_id.to_be_bytes());
     body.extend_from_slice(&(client_id.len() as i16).to_be_bytes());
     body.extend_from_slice(client_id);
+    body.extend_from_slice(rest);
     let mut frame = (body.len() as i32).to_be_bytes().to_vec();
     frame.extend_from_slice(&body);
     frame
+}
+
+/// The ApiVersions v0 request frame, size prefix included.
+pub fn encode_request(correlation_id: i32) -> Vec<u8> {
+    frame(API_VERSIONS, 0, correlation_id, &[])
+}
+
+/// The Metadata v1 request frame for no topics (`count = 0`; `-1` would mean all).
+pub fn encode_metadata_request(correlation_id: i32) -> Vec<u8> {
+    frame(METADATA, 1, correlation_id, &0_i32.to_be_bytes())
+}
+
+/// Reads a Metadata v1 response body up to the controller id (the topic list that
+/// follows is empty: none was asked for).
+pub fn decode_metadata_response(correlation_id: i32, body: &[u8]) -> anyhow::Result<ClusterView> {
+    let mut input = Input(body);
+    let echoed = input.i32()?;
+    ensure!(
+        echoed == correlation_id,
+        "the correlation id {echoed} is not ours ({correlation_id}): not the Kafka protocol"
+    );
+    let count = input.i32()?;
+    let count = usize::try_from(count)
+        .ok()
+        .filter(|n| *n <= 1024)
+        .with_context(|| format!("implausible broker count {count}"))?;
+    let mut brokers = Vec::with_capacity(count);
+    for _ in 0..count {
+        let node_id = input.i32()?;
+        let host = input.string()?.context("a broker without a host")?;
+        let port = input.i32()?;
+        let _rack = input.string()?;
+        brokers.push(Broker {
+            node_id,
+            host,
+            port: u16::try_from(port).with_context(|| format!("broker port {port}"))?,
+        });
+    }
+    let controller_id = input.i32()?;
+    Ok(ClusterView {
+        brokers,
+        controller_id,
+    })
 }
 
 /// Reads an ApiVersions v0 response body (the bytes after the size prefix).
@@ -169,6 +262,18 @@ impl Input<'_> {
 
     fn i32(&mut self) -> anyhow::Result<i32> {
         self.take().map(i32::from_be_bytes)
+    }
+
+    /// A nullable string: length `-1` is null.
+    fn string(&mut self) -> anyhow::Result<Option<String>> {
+        let len = self.i16()?;
+        let Ok(len) = usize::try_from(len) else {
+            return Ok(None);
+        };
+        ensure!(self.0.len() >= len, "the response ends inside a string");
+        let (text, rest) = self.0.split_at(len);
+        self.0 = rest;
+        Ok(Some(String::from_utf8(text.to_vec()).context("a string that is not UTF-8")?))
     }
 }
 
@@ -261,6 +366,47 @@ mod tests {
         let addr = fake_server(|_| b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec());
         let err = api_versions(&addr, Duration::from_secs(5)).unwrap_err();
         assert!(format!("{err:#}").contains("not"), "{err:#}");
+    }
+
+    #[test]
+    fn the_metadata_request_asks_for_no_topic() {
+        let frame = encode_metadata_request(9);
+        assert_eq!(&frame[4..8], &[0, 3, 0, 1]); // Metadata, v1
+        assert_eq!(&frame[frame.len() - 4..], &[0, 0, 0, 0]); // topics: count 0
+        assert_eq!(frame.len(), 4 + 2 + 2 + 4 + 2 + 16 + 4);
+    }
+
+    /// A Metadata v1 response body listing `brokers` as (id, host, port).
+    fn metadata_body(correlation_id: i32, brokers: &[(i32, &str, i32)], controller: i32) -> Vec<u8> {
+        let mut body = correlation_id.to_be_bytes().to_vec();
+        body.extend_from_slice(&(brokers.len() as i32).to_be_bytes());
+        for (id, host, port) in brokers {
+            body.extend_from_slice(&id.to_be_bytes());
+            body.extend_from_slice(&(host.len() as i16).to_be_bytes());
+            body.extend_from_slice(host.as_bytes());
+            body.extend_from_slice(&port.to_be_bytes());
+            body.extend_from_slice(&(-1_i16).to_be_bytes()); // rack: null
+        }
+        body.extend_from_slice(&controller.to_be_bytes());
+        body.extend_from_slice(&0_i32.to_be_bytes()); // topics
+        body
+    }
+
+    #[test]
+    fn a_metadata_response_lists_the_brokers_and_the_controller() {
+        let body = metadata_body(5, &[(1, "127.0.0.1", 9092), (2, "127.0.0.1", 9093)], 2);
+        let view = decode_metadata_response(5, &body).unwrap();
+        assert_eq!(view.controller_id, 2);
+        assert_eq!(
+            view.brokers[1],
+            Broker {
+                node_id: 2,
+                host: "127.0.0.1".to_owned(),
+                port: 9093
+            }
+        );
+        assert!(decode_metadata_response(6, &body).is_err(), "not our correlation id");
+        assert!(decode_metadata_response(5, &body[..20]).is_err(), "truncated");
     }
 
     #[test]
