@@ -1,5 +1,5 @@
 //! The real infrastructure the phase 2 and phase 3 exercises are checked against:
-//! the PostgreSQL server and the Kafka-protocol broker that `cargo xtask up` starts.
+//! the PostgreSQL server and the Apache Kafka broker that `cargo xtask up` starts.
 //!
 //! Every check gets a database and topics of its own (fresh names), so checks never
 //! see each other's rows or messages and can run in parallel. When a service is not
@@ -28,7 +28,7 @@ impl fmt::Display for Service {
         f.write_str(match self {
             Service::Postgres => "PostgreSQL",
             Service::Redis => "Redis",
-            Service::Kafka => "the Kafka-protocol broker",
+            Service::Kafka => "Apache Kafka",
         })
     }
 }
@@ -120,7 +120,8 @@ impl Drop for Database {
     }
 }
 
-/// Topics of a check's own on the broker, under a fresh namespace.
+/// Topics of a check's own on the broker, under a fresh namespace. Dropped, it
+/// deletes them again (after a failed check too), so checks leave nothing behind.
 pub struct Kafka {
     pub brokers: String,
     pub namespace: String,
@@ -146,6 +147,8 @@ impl Kafka {
         kafka::ensure_topics(&brokers, &refs, 3)
             .await
             .map_err(|err| unreachable(Service::Kafka, &brokers, &err))?;
+        // Topics of checks that were killed before they could delete theirs.
+        let _ = kafka::sweep_test_topics(&brokers, Duration::from_secs(3600)).await;
         let producer = kafka::producer(&brokers).map_err(|err| Failure(format!("{err:#}")))?;
         Ok(Kafka {
             brokers,
@@ -180,6 +183,22 @@ impl Kafka {
             .await
             .map_err(|err| Failure(format!("reading a topic: {err}")))?
             .map_err(|err| Failure(format!("reading a topic: {err:#}")))
+    }
+}
+
+impl Drop for Kafka {
+    fn drop(&mut self) {
+        let (brokers, namespace) = (self.brokers.clone(), self.namespace.clone());
+        // Not inside the check's runtime (it may be unwinding): a thread of its own.
+        let _ = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                let _ = runtime.block_on(kafka::delete_namespace(&brokers, &namespace));
+            }
+        })
+        .join();
     }
 }
 

@@ -14,7 +14,7 @@
 //!
 //! The checkers exercise behaviour — statistics of jitter samples, a deadline that
 //! is never overrun, 50 threads racing for one key — not just compilation. From
-//! exercise 5 on they run against the real PostgreSQL and Kafka-protocol broker that
+//! exercise 5 on they run against the real PostgreSQL and Apache Kafka that
 //! `cargo xtask up` starts, through phase 2's and phase 3's own libraries
 //! ([`infra`] reaches them, or says which one is missing).
 //! `tests/both_directions.rs` proves for every exercise that the starter fails its

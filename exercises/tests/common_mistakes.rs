@@ -398,3 +398,49 @@ fn lag_off_by_one_is_caught() {
     let message = failure_of(ex10_consumer_lag::check::check::<OffByOne>);
     assert!(message.contains("4 is the next it will read"), "{message}");
 }
+
+/// Handles the committed offset right, but counts a partition the group never
+/// committed on from offset 0 (true only until retention deletes the oldest
+/// messages).
+struct FromZero;
+impl ex10_consumer_lag::LagMeter for FromZero {
+    fn new() -> Self {
+        FromZero
+    }
+    fn lag(
+        &self,
+        brokers: &str,
+        group: &str,
+        topic: &str,
+    ) -> anyhow::Result<std::collections::BTreeMap<i32, i64>> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let timeout = std::time::Duration::from_secs(10);
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let mut partitions = rdkafka::TopicPartitionList::new();
+        for p in 0..3 {
+            partitions.add_partition(topic, p);
+        }
+        let committed = consumer.committed_offsets(partitions, timeout)?;
+        let mut lag = std::collections::BTreeMap::new();
+        for element in committed.elements() {
+            let (_low, high) = consumer.fetch_watermarks(topic, element.partition(), timeout)?;
+            let next = match element.offset() {
+                rdkafka::Offset::Offset(next) => next,
+                _ => 0,
+            };
+            lag.insert(element.partition(), (high - next).max(0));
+        }
+        Ok(lag)
+    }
+}
+
+#[test]
+fn lag_counted_from_zero_is_caught_once_retention_deleted_the_oldest() {
+    let message = failure_of(ex10_consumer_lag::check::check::<FromZero>);
+    assert!(message.contains("not at 0"), "{message}");
+    assert!(message.contains("1: 5"), "{message}");
+}

@@ -254,7 +254,10 @@ impl<E: Effect> EventConsumer<E> {
             .set("bootstrap.servers", &self.brokers)
             .set("group.id", group)
             .set("fetch.wait.max.ms", fetch_wait.as_millis().to_string())
-            .set("session.timeout.ms", SESSION_TIMEOUT.as_millis().to_string())
+            .set(
+                "session.timeout.ms",
+                SESSION_TIMEOUT.as_millis().to_string(),
+            )
             .set(
                 "heartbeat.interval.ms",
                 HEARTBEAT_INTERVAL.as_millis().to_string(),

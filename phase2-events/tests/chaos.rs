@@ -5,13 +5,13 @@
 mod support;
 
 use common::domain::OrderId;
+use common::local_kafka::LocalCluster;
 use common::payment::LatencyRange;
 use phase2_events::services::payment::PaymentService;
 use rdkafka::producer::FutureRecord;
 use sqlx::Row;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
-use common::local_kafka::LocalCluster;
 use support::checker::check;
 use support::system::{Options, TestSystem};
 

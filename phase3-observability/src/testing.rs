@@ -103,6 +103,13 @@ impl System {
             dbs.push(TestDb::create(Backend::Postgres).await);
         }
         let namespace = format!("t{}", uuid::Uuid::now_v7().simple());
+        // Topics that earlier runs' tests left behind (one that panicked never reached
+        // `stop`): more than an hour old, so no test running now still uses them.
+        let _ = phase2_events::kafka::sweep_test_topics(
+            &phase2_events::kafka::brokers(),
+            Duration::from_secs(3600),
+        )
+        .await;
         let mut observed = Wrapper::parse_from(["test"]).observed;
         let urls = [&dbs[0].url, &dbs[1].url, &dbs[2].url, &dbs[3].url].map(String::as_str);
         observed.settings = phase2_events::config::Settings::for_tests(&namespace, urls);
@@ -124,7 +131,7 @@ impl System {
         .unwrap_or_else(|err| {
             panic!(
                 "starting phase 3 failed: {err:#}\nThe phase 3 tests need PostgreSQL, Redis and \
-                 the Kafka-protocol broker: start them with `cargo xtask up`."
+                 Apache Kafka: start them with `cargo xtask up`."
             )
         });
         let order_url = format!("http://{}", node.order_addr().expect("all runs the API"));
@@ -270,12 +277,17 @@ impl System {
     }
 
     /// Stops everything and removes the databases.
+    /// Stops the system, removes its databases and deletes its topics.
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.task.await.unwrap().unwrap();
         for db in self.dbs {
             db.drop_database().await;
         }
+        let brokers = phase2_events::kafka::brokers();
+        phase2_events::kafka::delete_namespace(&brokers, &self.namespace)
+            .await
+            .unwrap();
     }
 }
 

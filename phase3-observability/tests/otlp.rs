@@ -106,7 +106,7 @@ async fn the_binary_exports_its_traces_over_otlp_and_flushes_them_on_sigterm() {
         if let Some(status) = child.try_wait().unwrap() {
             panic!(
                 "phase3-observability exited with {status} before it was ready; it needs \
-                 PostgreSQL, Redis and the Kafka-protocol broker: start them with `cargo xtask up`"
+                 PostgreSQL, Redis and Apache Kafka: start them with `cargo xtask up`"
             );
         }
         assert!(
@@ -180,4 +180,7 @@ async fn the_binary_exports_its_traces_over_otlp_and_flushes_them_on_sigterm() {
     for db in dbs {
         db.drop_database().await;
     }
+    phase2_events::kafka::delete_namespace(&phase2_events::kafka::brokers(), &namespace)
+        .await
+        .unwrap();
 }

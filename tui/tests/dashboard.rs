@@ -4,7 +4,7 @@
 //! incident on; the screen shows it, and so does the ops server. Then the system
 //! dies under the dashboard, which keeps running and shows it down.
 //!
-//! Needs PostgreSQL, Redis and the Kafka-protocol broker (`cargo xtask up`), and
+//! Needs PostgreSQL, Redis and Apache Kafka (`cargo xtask up`), and
 //! tmux. A missing one fails the test with the command that provides it.
 
 use phase3_observability::testing::{Options, System};

@@ -247,10 +247,12 @@ impl Setup {
 
 /// Deletes every topic of the run's namespace (the system's and the broker limit's).
 pub(crate) async fn delete_topics(setup: &Setup) {
-    if let Err(err) =
-        phase2_events::kafka::delete_namespace(&setup.brokers, &setup.namespace).await
+    if let Err(err) = phase2_events::kafka::delete_namespace(&setup.brokers, &setup.namespace).await
     {
-        eprintln!("warning: deleting the topics of {}: {err:#}", setup.namespace);
+        eprintln!(
+            "warning: deleting the topics of {}: {err:#}",
+            setup.namespace
+        );
     }
 }
 

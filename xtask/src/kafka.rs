@@ -55,8 +55,14 @@ pub const STOP_GRACE: Duration = Duration::from_secs(30);
 const JAVA_PACKAGE: &str = "openjdk-17-jre-headless";
 const MAVEN_PACKAGE: &str = "maven";
 
+/// Every node of the local cluster: what clients should bootstrap from when any node
+/// may be down (with only 127.0.0.1:9092, a client that starts while node 1 is down
+/// finds no broker, though the cluster is up).
+pub const CLUSTER_BROKERS: &str = "127.0.0.1:9092,127.0.0.1:9093,127.0.0.1:9094";
+
 pub const SERVICE: Service = services::service! {
     name: NAME, port: PORT, env_override: ENV_BROKERS, default_url: DEFAULT_BROKERS,
+    local_urls: &[CLUSTER_BROKERS],
 };
 
 /// How many nodes `up` starts (`--brokers`): 1 unless told otherwise.
@@ -252,7 +258,11 @@ fn prepare(_started_here: Option<Privilege>) -> anyhow::Result<()> {
             view.brokers.len(),
             if view.brokers.len() == 1 { "" } else { "s" },
             if view.brokers.len() == 1 { "s" } else { "" },
-            if view.brokers.len() == 1 { "it" } else { "them" },
+            if view.brokers.len() == 1 {
+                "it"
+            } else {
+                "them"
+            },
         );
     }
     println!(
@@ -266,6 +276,13 @@ fn prepare(_started_here: Option<Privilege>) -> anyhow::Result<()> {
             .join(", "),
         view.controller_id
     );
+    if view.brokers.len() >= 3 && services::url(&SERVICE) != CLUSTER_BROKERS {
+        println!(
+            "kafka: clients bootstrap from {DEFAULT_BROKERS} unless told otherwise; so that one \
+             started while node 1 is down still finds the cluster:\n\
+             \x20   export {ENV_BROKERS}={CLUSTER_BROKERS}"
+        );
+    }
     Ok(())
 }
 
@@ -467,7 +484,10 @@ fn restart(
     println!(
         "kafka: restarted as pid{} {}; unavailable for {:.1} s in all",
         if new.len() == 1 { "" } else { "s" },
-        new.iter().map(u32::to_string).collect::<Vec<_>>().join(", "),
+        new.iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
         killed_at.elapsed().as_secs_f64()
     );
     record(state, new)

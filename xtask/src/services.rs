@@ -43,6 +43,9 @@ pub struct Service {
     pub env_override: &'static str,
     /// What `env_override` means when it is not set: the local server on `port`.
     pub default_url: &'static str,
+    /// Other values of `env_override` that still mean the local server (Kafka's
+    /// three local nodes listed in full, say): `up` manages it all the same.
+    pub local_urls: &'static [&'static str],
     /// Does the service answer on 127.0.0.1:`port`? Cheap, no side effects.
     pub is_up: fn() -> bool,
     /// Start it if it is installed. `Ok(Some(stop))`: it is running now and `stop`
@@ -68,17 +71,21 @@ pub struct Service {
 /// names (`is_up`, `start`, `install`, `prepare`, `check_url`, `manual`,
 /// `details`), which every service module defines.
 macro_rules! service {
+    (@or $given:expr) => { $given };
+    (@or) => { &[] };
     (
         name: $name:expr,
         port: $port:expr,
         env_override: $env_override:expr,
-        default_url: $default_url:expr $(,)?
+        default_url: $default_url:expr
+        $(, local_urls: $local_urls:expr)? $(,)?
     ) => {
         $crate::services::Service {
             name: $name,
             port: $port,
             env_override: $env_override,
             default_url: $default_url,
+            local_urls: $crate::services::service!(@or $($local_urls)?),
             is_up,
             start,
             install,
@@ -101,8 +108,8 @@ pub enum Stop {
     /// A server without a stop command of its own: SIGTERM to this pid (SIGKILL if
     /// it lingers), provided the pid still runs `program`.
     Process { pid: u32, program: String },
-    /// Several processes of one server (the nodes of a local Kafka cluster), each
-    /// stopped like [`Stop::Process`], the last first.
+    /// Several processes of one server (the nodes of a local Kafka cluster), stopped
+    /// together, each like [`Stop::Process`].
     Processes { pids: Vec<u32>, program: String },
 }
 
@@ -120,9 +127,9 @@ fn all_services() -> impl Iterator<Item = &'static Service> {
 /// The value of `service.env_override` if it points somewhere else than the local
 /// default (set to the default, it changes nothing: e.g. exported for the tests).
 pub fn override_url(service: &Service) -> Option<String> {
-    std::env::var(service.env_override)
-        .ok()
-        .filter(|url| !url.is_empty() && url != service.default_url)
+    std::env::var(service.env_override).ok().filter(|url| {
+        !url.is_empty() && url != service.default_url && !service.local_urls.contains(&url.as_str())
+    })
 }
 
 /// Where clients of `service` (tests, benchmarks) connect: the override, or the
@@ -288,13 +295,28 @@ fn stop(started: &Started) -> anyhow::Result<bool> {
                 format!("stopping {program} (pid {pid}); stop it by hand with `kill -9 {pid}`")
             }),
         Stop::Processes { pids, program } => {
-            let mut any = false;
-            for pid in pids.iter().rev() {
-                any |= process::terminate(*pid, program, grace(started)).with_context(|| {
-                    format!("stopping {program} (pid {pid}); stop it by hand with `kill -9 {pid}`")
-                })?;
+            // SIGTERM to all at once: a cluster stopped one node after the other loses
+            // its controller quorum with the second, and the last then waits in vain
+            // for a controller to confirm its shutdown.
+            let running: Vec<u32> = pids
+                .iter()
+                .copied()
+                .filter(|pid| process::running(*pid, program))
+                .collect();
+            for pid in &running {
+                println!("$ kill -s TERM {pid}");
+                process::signal(*pid, "TERM")?;
             }
-            Ok(any)
+            for pid in &running {
+                if !process::wait_gone(*pid, program, grace(started)) {
+                    println!(
+                        "{program} (pid {pid}) ignored SIGTERM for {:?}",
+                        grace(started)
+                    );
+                    process::kill(*pid, program)?;
+                }
+            }
+            Ok(!running.is_empty())
         }
     }
 }

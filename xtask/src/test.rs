@@ -10,10 +10,13 @@
 //! exercises are built from their shipped starters (`FERRISEATS_EXERCISES=shipped`),
 //! whatever a learner keeps in `exercises/mine/`.
 //!
-//! The runner is cargo-nextest when installed (one process per test: faster on
-//! many cores, and a test that hangs or crashes cannot take the others with it).
-//! nextest does not run doctests, so `cargo test --doc` runs before it. Without
-//! nextest, plain `cargo test` covers both. This is also what CI runs (`.ci/run`).
+//! The runner is cargo-nextest (one process per test, the test binaries side by
+//! side: the integration tests spend most of their time waiting on the databases and
+//! the broker, so running them together roughly halves the suite; and a test that
+//! hangs or crashes cannot take the others with it). When it is missing it is
+//! installed once with `cargo install cargo-nextest --locked`; if that fails, plain
+//! `cargo test` runs everything instead. nextest does not run doctests, so
+//! `cargo test --doc` runs before it. This is also what CI runs (`.ci/run`).
 
 use crate::process;
 use anyhow::bail;
@@ -63,10 +66,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         println!("tests use {name}={}", crate::services::redact(value));
     }
 
-    let nextest = process::succeeds(
-        Command::new(process::cargo()).args(["nextest", "--version"]),
-        Duration::from_secs(30),
-    );
+    let nextest = nextest_available();
     let mut steps: Vec<Vec<String>> = Vec::new();
     let words = |s: &str| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
     if nextest {
@@ -81,7 +81,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
             .concat(),
         );
     } else {
-        println!("(cargo-nextest is not installed: using cargo test)");
+        println!("(cargo-nextest could not be installed: using cargo test)");
         steps.push([words("test --workspace --no-fail-fast"), args.args.clone()].concat());
     }
 
@@ -102,4 +102,30 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         bail!("tests failed: {}", failed.join("; "));
     }
     Ok(())
+}
+
+/// Is cargo-nextest installed, or can it be installed now?
+fn nextest_available() -> bool {
+    let installed = || {
+        process::succeeds(
+            Command::new(process::cargo()).args(["nextest", "--version"]),
+            Duration::from_secs(30),
+        )
+    };
+    if installed() {
+        return true;
+    }
+    println!("cargo-nextest: not installed; installing it (once, a few minutes)");
+    let mut install = Command::new(process::cargo());
+    // Outside the workspace, so its profiles and config do not apply.
+    install
+        .args(["install", "cargo-nextest", "--locked"])
+        .current_dir(std::env::temp_dir());
+    match process::run(&mut install, Duration::from_secs(30 * 60)) {
+        Ok(()) => installed(),
+        Err(err) => {
+            eprintln!("cargo-nextest: {err:#}");
+            false
+        }
+    }
 }

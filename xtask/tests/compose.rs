@@ -443,6 +443,18 @@ mod phase2 {
     }
 
     #[test]
+    fn kafka_is_the_version_cargo_xtask_up_runs_natively() {
+        let kafka = PHASE2.service("kafka");
+        let image = kafka.get("image").and_then(Value::as_str).unwrap();
+        assert_eq!(
+            image,
+            format!("apache/kafka:{}", common::local_kafka::VERSION),
+            "the compose file's Kafka must be the one `cargo xtask up` fetches \
+             (common/src/local_kafka/mod.rs, xtask/kafka/pom.xml)"
+        );
+    }
+
+    #[test]
     fn kafka_runs_in_kraft_mode_with_listeners_that_fit_together() {
         let kafka = PHASE2.service("kafka");
         let roles = env_var(&kafka, "KAFKA_PROCESS_ROLES");

@@ -431,8 +431,7 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Base64url without padding: the form of a Kafka cluster id (22 characters for
 /// 16 bytes).
 fn base64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
         let b = [
@@ -466,7 +465,9 @@ mod tests {
         let single = Cluster::standard("/tmp/x".into(), 1).unwrap();
         let text = single.properties(1).unwrap();
         assert!(text.contains("controller.quorum.voters=1@127.0.0.1:19092\n"));
-        assert!(text.contains("listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:19092\n"));
+        assert!(
+            text.contains("listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:19092\n")
+        );
         assert!(text.contains("default.replication.factor=1\n"));
         assert!(text.contains("min.insync.replicas=1\n"));
         assert!(text.contains("group.initial.rebalance.delay.ms=0\n"));
@@ -482,7 +483,10 @@ mod tests {
         assert!(text.contains("default.replication.factor=3\n"));
         assert!(text.contains("offsets.topic.replication.factor=3\n"));
         assert!(text.contains("min.insync.replicas=2\n"));
-        assert_eq!(three.bootstrap(), "127.0.0.1:9092,127.0.0.1:9093,127.0.0.1:9094");
+        assert_eq!(
+            three.bootstrap(),
+            "127.0.0.1:9092,127.0.0.1:9093,127.0.0.1:9094"
+        );
         assert!(three.node(4).is_err());
     }
 
@@ -501,7 +505,10 @@ mod tests {
             .properties(1)
             .unwrap();
         let mut keys = std::collections::BTreeSet::new();
-        for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        for line in text
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
             let (key, value) = line.split_once('=').expect("key=value");
             assert!(!value.is_empty(), "{key} has no value");
             assert!(keys.insert(key), "{key} set twice");

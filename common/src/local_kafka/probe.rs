@@ -58,7 +58,12 @@ pub struct ApiVersion {
 /// Each step (connect, write, read) gives up after `timeout`.
 pub fn api_versions(addr: &str, timeout: Duration) -> anyhow::Result<Vec<ApiVersion>> {
     let correlation_id = correlation_id();
-    let body = exchange(addr, &encode_request(correlation_id), "ApiVersions", timeout)?;
+    let body = exchange(
+        addr,
+        &encode_request(correlation_id),
+        "ApiVersions",
+        timeout,
+    )?;
     decode_response(correlation_id, &body).with_context(|| format!("ApiVersions from {addr}"))
 }
 
@@ -273,7 +278,9 @@ impl Input<'_> {
         ensure!(self.0.len() >= len, "the response ends inside a string");
         let (text, rest) = self.0.split_at(len);
         self.0 = rest;
-        Ok(Some(String::from_utf8(text.to_vec()).context("a string that is not UTF-8")?))
+        Ok(Some(
+            String::from_utf8(text.to_vec()).context("a string that is not UTF-8")?,
+        ))
     }
 }
 
@@ -377,7 +384,11 @@ mod tests {
     }
 
     /// A Metadata v1 response body listing `brokers` as (id, host, port).
-    fn metadata_body(correlation_id: i32, brokers: &[(i32, &str, i32)], controller: i32) -> Vec<u8> {
+    fn metadata_body(
+        correlation_id: i32,
+        brokers: &[(i32, &str, i32)],
+        controller: i32,
+    ) -> Vec<u8> {
         let mut body = correlation_id.to_be_bytes().to_vec();
         body.extend_from_slice(&(brokers.len() as i32).to_be_bytes());
         for (id, host, port) in brokers {
@@ -405,8 +416,14 @@ mod tests {
                 port: 9093
             }
         );
-        assert!(decode_metadata_response(6, &body).is_err(), "not our correlation id");
-        assert!(decode_metadata_response(5, &body[..20]).is_err(), "truncated");
+        assert!(
+            decode_metadata_response(6, &body).is_err(),
+            "not our correlation id"
+        );
+        assert!(
+            decode_metadata_response(5, &body[..20]).is_err(),
+            "truncated"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The checker of exercise 10: a real topic whose partitions hold known numbers of
-//! messages, a group whose committed offsets the checker sets, and phase 2's own lag
-//! probe as the second opinion.
+//! messages (one of them with its oldest messages deleted, as retention does), a
+//! group whose committed offsets the checker sets, and phase 2's own lag probe as the
+//! second opinion.
 
 use super::LagMeter;
 use crate::infra::{self, Kafka};
@@ -30,6 +31,38 @@ async fn publish(kafka: &Kafka, topic: &str, partition: i32, n: usize) -> Result
             )
             .await
             .map_err(|(err, _)| Failure(format!("publishing to {topic}: {err}")))?;
+    }
+    Ok(())
+}
+
+/// Deletes the messages of `partition` below `before`, as retention does with old
+/// segments (Kafka's DeleteRecords): the partition's low watermark becomes `before`.
+async fn delete_before(
+    kafka: &Kafka,
+    topic: &str,
+    partition: i32,
+    before: i64,
+) -> Result<(), Failure> {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .create()
+        .map_err(|err| Failure(format!("creating an admin client: {err}")))?;
+    let mut offsets = TopicPartitionList::new();
+    offsets
+        .add_partition_offset(topic, partition, Offset::Offset(before))
+        .map_err(|err| Failure(format!("{err}")))?;
+    let deleted = admin
+        .delete_records(&offsets, &AdminOptions::new())
+        .await
+        .map_err(|err| Failure(format!("deleting records of {topic}/{partition}: {err}")))?;
+    for element in deleted.elements() {
+        if let Err(err) = element.error() {
+            return Err(Failure(format!(
+                "deleting records of {topic}/{partition}: {err}"
+            )));
+        }
     }
     Ok(())
 }
@@ -85,25 +118,28 @@ async fn scenario<M: LagMeter>() -> Result<(), Failure> {
     let meter = Arc::new(M::new());
 
     // Partition 0: 10 published, the group finished 0..=3 (committed 4).
-    // Partition 1: 5 published, the group never committed here.
+    // Partition 1: 5 published, the oldest 2 deleted (low watermark 2), the group
+    // never committed here: it will start at 2.
     // Partition 2: nothing published.
     publish(&kafka, &topic, 0, 10).await?;
     publish(&kafka, &topic, 1, 5).await?;
+    delete_before(&kafka, &topic, 1, 2).await?;
     let (brokers, g, t) = (kafka.brokers.clone(), group.clone(), topic.clone());
     tokio::task::spawn_blocking(move || commit(&brokers, &g, &t, &[(0, 4)]))
         .await
         .map_err(|err| Failure(format!("{err}")))??;
     let (yours, reference) = measure(&meter, &kafka, &group, &topic).await?;
-    let expected = BTreeMap::from([(0, 6), (1, 5), (2, 0)]);
+    let expected = BTreeMap::from([(0, 6), (1, 3), (2, 0)]);
     ensure(reference == expected, || {
         format!("the broker disagrees with the checker's setup: phase 2's probe says {reference:?}")
     })?;
     ensure(yours == expected, || {
         format!(
             "partition 0 holds offsets 0–9 and the group committed 4 (it finished 0–3, and 4 is the \
-             next it will read); partition 1 holds 5 messages and the group never committed there \
-             (it will start from the beginning); partition 2 is empty. Lag must be {expected:?}, \
-             your lag() says {yours:?}"
+             next it will read); partition 1 was given offsets 0–4, of which 0 and 1 were deleted \
+             (its low watermark is 2, as after retention), and the group never committed there, so \
+             it will start at the low watermark, not at 0; partition 2 is empty. Lag must be \
+             {expected:?}, your lag() says {yours:?}"
         )
     })?;
 

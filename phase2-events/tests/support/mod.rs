@@ -35,9 +35,13 @@ pub async fn setup(prefix: &str, derived: &[fn(&str) -> String]) -> Setup {
     let mut topics = vec![topic.clone()];
     topics.extend(derived.iter().map(|name| name(&topic)));
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-    kafka::ensure_topics(&brokers, &topic_refs, 3).await.unwrap_or_else(|err| {
-        panic!("Apache Kafka at {brokers} is required: {err:#}\nStart it with `cargo xtask up`.")
-    });
+    kafka::ensure_topics(&brokers, &topic_refs, 3)
+        .await
+        .unwrap_or_else(|err| {
+            panic!(
+                "Apache Kafka at {brokers} is required: {err:#}\nStart it with `cargo xtask up`."
+            )
+        });
     let producer = kafka::producer(&brokers).unwrap();
     Setup {
         db,
