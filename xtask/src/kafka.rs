@@ -103,9 +103,11 @@ fn is_up() -> bool {
 }
 
 fn start(_privilege: Privilege) -> anyhow::Result<Option<Stop>> {
-    let Ok(runtime) = Runtime::find() else {
+    if !local_kafka::installed(&local_kafka::lib_dir()) || local_kafka::java().is_none() {
         return Ok(None); // not installed: `up` installs, then calls us again
-    };
+    }
+    // Installed: anything still wrong (a Java too old) is an error to show.
+    let runtime = Runtime::find()?;
     let nodes = NODES.load(Ordering::Relaxed);
     let cluster = cluster(nodes);
     let started = Instant::now();
@@ -135,17 +137,7 @@ fn start(_privilege: Privilege) -> anyhow::Result<Option<Stop>> {
         cluster.bootstrap(),
         started.elapsed().as_secs_f64()
     );
-    Ok(Some(if nodes == 1 {
-        Stop::Process {
-            pid: pids[0],
-            program: PROGRAM.to_owned(),
-        }
-    } else {
-        Stop::Processes {
-            pids,
-            program: PROGRAM.to_owned(),
-        }
-    }))
+    Ok(Some(stop_of(pids)))
 }
 
 /// Writes node `id`'s configuration (formatting its storage the first time) and
@@ -223,9 +215,18 @@ fn install(privilege: Privilege) -> anyhow::Result<()> {
         .arg(&pom)
         .arg("dependency:copy-dependencies")
         .arg(format!("-DoutputDirectory={}", partial.display()));
+    println!("$ {}", process::display(&mvn));
     let started = Instant::now();
-    process::run(&mut mvn, Duration::from_secs(20 * 60))
-        .context("fetching Kafka's jars with Maven failed (is Maven Central reachable?)")?;
+    // Quiet unless it fails: then all of Maven's output, which says what it could not get.
+    let out = process::output(&mut mvn, Duration::from_secs(20 * 60))?;
+    if !out.status.success() {
+        bail!(
+            "fetching Kafka's jars with Maven failed ({}); is Maven Central reachable?\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     // Renamed only once complete, so an interrupted download is never taken for an
     // installation.
     let _ = std::fs::remove_dir_all(&lib);
@@ -432,23 +433,21 @@ pub fn run(args: &BrokerArgs) -> anyhow::Result<()> {
     }
 }
 
+/// How `down` stops the nodes with these pids (one per node).
+fn stop_of(pids: Vec<u32>) -> Stop {
+    let program = PROGRAM.to_owned();
+    match pids[..] {
+        [pid] => Stop::Process { pid, program },
+        _ => Stop::Processes { pids, program },
+    }
+}
+
 /// Writes the pids of the nodes down, as `up` does.
 fn record(state: &mut State, pids: Vec<u32>) -> anyhow::Result<()> {
-    let stop = if pids.len() == 1 {
-        Stop::Process {
-            pid: pids[0],
-            program: PROGRAM.to_owned(),
-        }
-    } else {
-        Stop::Processes {
-            pids,
-            program: PROGRAM.to_owned(),
-        }
-    };
     state.record(Started {
         name: NAME.to_owned(),
         address: DEFAULT_BROKERS.to_owned(),
-        stop,
+        stop: stop_of(pids),
     })
 }
 

@@ -95,7 +95,40 @@ impl Runtime {
             "no `java` on PATH (or in $JAVA_HOME/bin): Apache Kafka needs Java 17 or newer; \
              `cargo xtask up` installs it on Debian/Ubuntu as root",
         )?;
+        match java_major(&java) {
+            Some(major) if major >= MIN_JAVA => {}
+            Some(major) => bail!(
+                "{} is Java {major}, and Apache Kafka {VERSION} needs Java {MIN_JAVA} or newer: \
+                 set JAVA_HOME to a newer JDK (e.g. Debian's openjdk-17-jre-headless)",
+                java.display()
+            ),
+            None => bail!(
+                "{} does not say which Java it is (`-version`)",
+                java.display()
+            ),
+        }
         Ok(Runtime { java, lib })
+    }
+}
+
+/// The oldest Java the Kafka 4 broker runs on.
+pub const MIN_JAVA: u32 = 17;
+
+/// The major version `java -version` reports: `openjdk version "17.0.15"` is 17
+/// (and the old scheme's `"1.8.0_392"` is 8).
+pub fn java_major(java: &Path) -> Option<u32> {
+    let out = Command::new(java).arg("-version").output().ok()?;
+    parse_java_major(&String::from_utf8_lossy(&out.stderr))
+}
+
+fn parse_java_major(version_text: &str) -> Option<u32> {
+    let quoted = version_text.split('"').nth(1)?;
+    let mut parts = quoted.split(['.', '-', '_', '+']);
+    let first: u32 = parts.next()?.parse().ok()?;
+    if first == 1 {
+        parts.next()?.parse().ok()
+    } else {
+        Some(first)
     }
 }
 
@@ -488,6 +521,18 @@ mod tests {
             "127.0.0.1:9092,127.0.0.1:9093,127.0.0.1:9094"
         );
         assert!(three.node(4).is_err());
+    }
+
+    #[test]
+    fn the_java_version_is_read_in_both_schemes() {
+        let modern = "openjdk version \"17.0.15\" 2025-04-15\nOpenJDK Runtime Environment";
+        assert_eq!(parse_java_major(modern), Some(17));
+        assert_eq!(
+            parse_java_major("openjdk version \"25\" 2025-09-16"),
+            Some(25)
+        );
+        assert_eq!(parse_java_major("java version \"1.8.0_392\""), Some(8));
+        assert_eq!(parse_java_major("no quotes here"), None);
     }
 
     #[test]
