@@ -72,6 +72,19 @@ impl IntoResponse for OrderError {
     }
 }
 
+/// A database or serialization failure is nothing the client did: logged, 500.
+impl From<sqlx::Error> for OrderError {
+    fn from(err: sqlx::Error) -> Self {
+        OrderError::Unexpected(err.into())
+    }
+}
+
+impl From<serde_json::Error> for OrderError {
+    fn from(err: serde_json::Error) -> Self {
+        OrderError::Unexpected(err.into())
+    }
+}
+
 impl From<Problem> for OrderError {
     fn from(problem: Problem) -> Self {
         OrderError::Rejected(problem)
@@ -115,7 +128,7 @@ pub async fn place_order(
         return Ok(respond(&order).into_response());
     };
 
-    let fingerprint = serde_json::to_string(&request).map_err(anyhow::Error::from)?;
+    let fingerprint = serde_json::to_string(&request)?;
     match app
         .store
         .insert(&new_order, Some((key.as_str(), &fingerprint)))

@@ -20,6 +20,12 @@ use tokio::net::TcpListener;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// Phase 1's migrations (menu, orders, idempotency keys), for tests that build the
+/// router on a database of their own.
+pub fn migrator() -> &'static sqlx::migrate::Migrator {
+    &MIGRATOR
+}
+
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {

@@ -29,7 +29,7 @@
 //! `traceparent` header. Phase 3 turns these spans into metrics and traces; here they
 //! only give every log line of a message its context.
 
-use crate::events::Envelope;
+use crate::events::{DecodeError, Envelope};
 use anyhow::Context;
 use common::shutdown::CancellationToken;
 use rdkafka::ClientConfig;
@@ -77,6 +77,29 @@ pub enum HandleError {
     /// Will never succeed (invalid content, impossible state): dead-letter it.
     #[error("permanent: {0}")]
     Permanent(String),
+}
+
+impl HandleError {
+    /// A failure that may pass (a provider that timed out, say): retry later.
+    pub fn transient(err: impl Into<anyhow::Error>) -> HandleError {
+        HandleError::Transient(err.into())
+    }
+}
+
+/// A database error inside a handler is a hiccup (a lost connection, a deadlock, a
+/// serialization failure): the transaction is rolled back and the event retried, so
+/// handlers write `?` after each query.
+impl From<sqlx::Error> for HandleError {
+    fn from(err: sqlx::Error) -> HandleError {
+        HandleError::Transient(err.into())
+    }
+}
+
+/// A payload that cannot be read now never will be: dead-letter it.
+impl From<DecodeError> for HandleError {
+    fn from(err: DecodeError) -> HandleError {
+        HandleError::Permanent(err.to_string())
+    }
 }
 
 /// What a service does with one event, inside the consumer's transaction.

@@ -9,11 +9,19 @@
 //! On the wire: key = order id, value = the JSON envelope, and the envelope's
 //! identifying fields repeated as Kafka headers so tools can filter without parsing.
 
-use crate::consumer::HandleError;
 use chrono::{DateTime, Utc};
 use common::domain::OrderId;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+/// An event whose payload is not what its `event_type` says.
+#[derive(Debug, thiserror::Error)]
+#[error("unreadable {event_type} payload: {source}")]
+pub struct DecodeError {
+    pub event_type: String,
+    #[source]
+    pub source: serde_json::Error,
+}
 
 /// The envelope around every event payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,11 +75,13 @@ impl Envelope {
         }
     }
 
-    /// The payload as `T`. An unreadable payload will never become readable: the
-    /// error is permanent, and the message goes to the dead-letter topic.
-    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, HandleError> {
-        serde_json::from_value(self.payload.clone()).map_err(|err| {
-            HandleError::Permanent(format!("unreadable {} payload: {err}", self.event_type))
+    /// The payload as `T`. An unreadable payload will never become readable: in a
+    /// handler, `?` makes it a permanent failure (`HandleError`'s `From`), and the
+    /// message goes to the dead-letter topic.
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, DecodeError> {
+        serde_json::from_value(self.payload.clone()).map_err(|source| DecodeError {
+            event_type: self.event_type.clone(),
+            source,
         })
     }
 

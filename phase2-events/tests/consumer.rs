@@ -94,8 +94,7 @@ impl Handler for RecordingHandler {
                 .bind(event.order_id.to_string())
                 .bind(&instance)
                 .execute(&mut **tx)
-                .await
-                .map_err(|e| HandleError::Transient(e.into()))?;
+                .await?;
             Ok(())
         }
     }

@@ -120,8 +120,8 @@ async fn scenario<R: PoisonRouter>() -> Result<(), Failure> {
         Poison {
             position: 3,
             reason_contains: match wrong_payload.decode::<OrderPlaced>() {
-                Err(HandleError::Permanent(reason)) => reason,
-                _ => unreachable!("the payload lacks fields"),
+                Err(err) => err.to_string(),
+                Ok(_) => unreachable!("the payload lacks fields"),
             },
             payload: Some(wrong_payload_bytes),
             what: "an OrderPlaced envelope whose payload lacks its fields",

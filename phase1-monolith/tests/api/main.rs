@@ -8,6 +8,7 @@
 mod support;
 
 mod idempotency;
+mod in_process;
 mod orders;
 mod reconciliation;
 mod resilience;

@@ -77,7 +77,7 @@ impl Handler for Scheduler {
         .bind(common::telemetry::current_traceparent().or(event.traceparent.clone()))
         .execute(&mut **tx)
         .await
-        .map_err(|e| HandleError::Transient(e.into()))?;
+        ?;
         tracing::info!(order_id = %event.order_id, "delivery scheduled");
         Ok(())
     }

@@ -49,10 +49,6 @@ impl Handler for Inventory {
     }
 }
 
-fn transient(err: impl Into<anyhow::Error>) -> HandleError {
-    HandleError::Transient(err.into())
-}
-
 impl Inventory {
     /// The handler of the inventory service, announcing on `topics.inventory`.
     pub fn new(topics: Arc<Topics>) -> Self {
@@ -82,11 +78,9 @@ impl Inventory {
                 sqlx::query("SELECT available FROM stock WHERE sku = $1 FOR UPDATE")
                     .bind(sku)
                     .fetch_optional(&mut **tx)
-                    .await
-                    .map_err(transient)?
+                    .await?
                     .map(|row| row.try_get("available"))
-                    .transpose()
-                    .map_err(transient)?;
+                    .transpose()?;
             if available.unwrap_or(0) < *qty {
                 short.push(sku.clone());
             }
@@ -110,8 +104,7 @@ impl Inventory {
                 .bind(line.qty)
                 .bind(&line.sku)
                 .execute(&mut **tx)
-                .await
-                .map_err(transient)?;
+                .await?;
         }
         record(tx, event, "reserved", &lines).await?;
         let announced = event.caused(event::STOCK_RESERVED, serde_json::json!({}));
@@ -131,8 +124,7 @@ impl Inventory {
                         .bind(line.qty)
                         .bind(&line.sku)
                         .execute(&mut **tx)
-                        .await
-                        .map_err(transient)?;
+                        .await?;
                 }
                 sqlx::query(
                     "UPDATE reservations SET status = 'released', updated_at = $1 WHERE order_id = $2",
@@ -141,7 +133,7 @@ impl Inventory {
                 .bind(event.order_id.to_string())
                 .execute(&mut **tx)
                 .await
-                .map_err(transient)?;
+                ?;
                 tracing::info!(order_id = %event.order_id, "stock released");
                 let announced = event.caused(event::STOCK_RELEASED, serde_json::json!({}));
                 enqueue(tx, &self.topics.inventory, &announced).await
@@ -160,14 +152,13 @@ async fn reservation(
         sqlx::query("SELECT status, lines FROM reservations WHERE order_id = $1 FOR UPDATE")
             .bind(event.order_id.to_string())
             .fetch_optional(&mut **tx)
-            .await
-            .map_err(transient)?
+            .await?
     else {
         return Ok(None);
     };
-    let status: String = row.try_get("status").map_err(transient)?;
-    let lines: String = row.try_get("lines").map_err(transient)?;
-    let lines = serde_json::from_str(&lines).map_err(transient)?;
+    let status: String = row.try_get("status")?;
+    let lines: String = row.try_get("lines")?;
+    let lines = serde_json::from_str(&lines).map_err(HandleError::transient)?;
     Ok(Some((status, lines)))
 }
 
@@ -182,11 +173,10 @@ async fn record(
     )
     .bind(event.order_id.to_string())
     .bind(status)
-    .bind(serde_json::to_string(lines).map_err(transient)?)
+    .bind(serde_json::to_string(lines).map_err(HandleError::transient)?)
     .bind(common::db::timestamp(common::db::now()))
     .execute(&mut **tx)
-    .await
-    .map_err(transient)?;
+    .await?;
     Ok(())
 }
 

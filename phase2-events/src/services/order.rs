@@ -77,34 +77,29 @@ async fn place_order(
     let key = IdempotencyKey::from_headers(&headers)?;
     let menu = api.store.menu().await?;
     let new_order = NewOrder::price(request.customer_id.clone(), &request.items, &menu)?;
-    let fingerprint = serde_json::to_string(&request).map_err(anyhow::Error::from)?;
+    let fingerprint = serde_json::to_string(&request)?;
     let claim = key.as_ref().map(|k| (k.as_str(), fingerprint.as_str()));
 
-    let mut tx = api
-        .store
-        .pool()
-        .begin()
-        .await
-        .map_err(anyhow::Error::from)?;
+    let mut tx = api.store.pool().begin().await?;
     match OrderStore::insert_in(&mut tx, &new_order, claim).await? {
         Inserted::Created(order) => {
             let placed = Envelope::new(
                 event::ORDER_PLACED,
                 order.id,
                 &request_id,
-                serde_json::to_value(order_placed(&order)).map_err(anyhow::Error::from)?,
+                serde_json::to_value(order_placed(&order))?,
             );
             outbox::enqueue(&mut tx, &api.topics.orders, &placed).await?;
             let (status, body) = respond(&order);
             if let Some(key) = &key {
                 idempotency::save_response(&mut *tx, key.as_str(), status, &body.0).await?;
             }
-            tx.commit().await.map_err(anyhow::Error::from)?;
+            tx.commit().await?;
             tracing::info!(order_id = %order.id, event_id = %placed.event_id, "order placed; OrderPlaced in the outbox");
             Ok((status, body).into_response())
         }
         Inserted::KeyAlreadyUsed => {
-            tx.rollback().await.map_err(anyhow::Error::from)?;
+            tx.rollback().await?;
             let key = key.ok_or_else(|| anyhow::anyhow!("no key, no conflict"))?;
             let saved = idempotency::load(api.store.pool(), key.as_str())
                 .await?
@@ -177,14 +172,12 @@ impl Handler for Saga {
         let row = sqlx::query("SELECT stock_reserved_at FROM orders WHERE id = $1 FOR UPDATE")
             .bind(event.order_id.to_string())
             .fetch_optional(&mut **tx)
-            .await
-            .map_err(transient)?
+            .await?
             .ok_or_else(|| {
                 HandleError::Permanent(format!("no order {} in the order database", event.order_id))
             })?;
         let stock_reserved = row
-            .try_get::<Option<String>, _>("stock_reserved_at")
-            .map_err(transient)?
+            .try_get::<Option<String>, _>("stock_reserved_at")?
             .is_some();
         let order = OrderStore::get_in(tx, event.order_id)
             .await
@@ -208,8 +201,7 @@ impl Handler for Saga {
                     .bind(common::db::timestamp(common::db::now()))
                     .bind(order.id.to_string())
                     .execute(&mut **tx)
-                    .await
-                    .map_err(transient)?;
+                    .await?;
                 tracing::info!(order_id = %order.id, "stock reserved before payment; waiting for it");
             }
             _ => {
@@ -236,15 +228,12 @@ impl Saga {
             Ok(next) => {
                 let announced = cause.caused(
                     flow::status_event(next.status),
-                    serde_json::to_value(StatusChanged {
+                    super::to_json(&StatusChanged {
                         status: next.status,
                         cancellation_reason: next.cancellation_reason,
-                    })
-                    .map_err(|e| HandleError::Transient(e.into()))?,
+                    })?,
                 );
-                outbox::enqueue(tx, &self.topics.orders, &announced)
-                    .await
-                    .map_err(HandleError::Transient)?;
+                super::enqueue(tx, &self.topics.orders, &announced).await?;
                 tracing::info!(order_id = %next.id, from = %order.status, to = %next.status, cause = cause.event_type, "order moved");
                 Ok(next)
             }
@@ -259,10 +248,6 @@ impl Saga {
             Err(ApplyError::Db(err)) => Err(HandleError::Transient(err)),
         }
     }
-}
-
-fn transient(err: sqlx::Error) -> HandleError {
-    HandleError::Transient(err.into())
 }
 
 /// The order service, built and ready to run.

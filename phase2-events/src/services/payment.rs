@@ -117,7 +117,7 @@ impl Payments {
         {
             Ok(RefundOutcome::Refunded(charges)) => charges,
             Ok(RefundOutcome::NothingCaptured) => Vec::new(),
-            Err(err) => return Err(HandleError::Transient(err.into())),
+            Err(err) => return Err(HandleError::transient(err)),
         };
         let charge_ids: Vec<String> = refunded.iter().map(|c| c.charge_id.clone()).collect();
         let amount: i64 = refunded.iter().map(|c| c.amount_cents).sum();
@@ -141,8 +141,7 @@ impl Payments {
                 .bind(common::db::timestamp(common::db::now()))
                 .bind(event.order_id.to_string())
                 .execute(&mut **tx)
-                .await
-                .map_err(|e| HandleError::Transient(e.into()))?;
+                .await?;
         }
         tracing::info!(order_id = %event.order_id, status = new_status, refunds = charge_ids.len(), "payment compensated");
         if charge_ids.is_empty() {
@@ -163,11 +162,8 @@ async fn status_of(
     let row = sqlx::query("SELECT status FROM payments WHERE order_id = $1 FOR UPDATE")
         .bind(event.order_id.to_string())
         .fetch_optional(&mut **tx)
-        .await
-        .map_err(|e| HandleError::Transient(e.into()))?;
-    row.map(|r| r.try_get::<String, _>("status"))
-        .transpose()
-        .map_err(|e| HandleError::Transient(e.into()))
+        .await?;
+    Ok(row.map(|r| r.try_get::<String, _>("status")).transpose()?)
 }
 
 async fn record(
@@ -187,8 +183,7 @@ async fn record(
     .bind(amount_cents)
     .bind(common::db::timestamp(common::db::now()))
     .execute(&mut **tx)
-    .await
-    .map_err(|e| HandleError::Transient(e.into()))?;
+    .await?;
     Ok(())
 }
 
