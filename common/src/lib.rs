@@ -18,8 +18,8 @@
 //! | [`local_kafka`] | Apache Kafka on this machine: configuration, readiness probe, test clusters |
 //! | `testing`       | (feature `testing`) a fresh database per test, logs kept in memory   |
 //!
-//! Heavy dependencies of later phases (Kafka, OpenTelemetry) will be behind cargo
-//! features, so phase 1 builds without them.
+//! Nothing here depends on Kafka or OpenTelemetry: the phases that introduce them
+//! (2 and 3) carry those dependencies, so phase 1 builds without them.
 
 pub mod db;
 pub mod domain;

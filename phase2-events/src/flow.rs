@@ -65,14 +65,57 @@ pub fn status_event(status: OrderStatus) -> &'static str {
     }
 }
 
-/// The services that consume, by the name of their consumer group.
-pub const CONSUMER_SERVICES: [&str; 5] = [
-    "order-service",
-    "payment-service",
-    "inventory-service",
-    "notification-service",
-    "delivery-service",
-];
+/// The five services. One type for the names every crate shares: a service's
+/// subcommand, its consumer group (and the `consumer` column of `processed_events`),
+/// the topics it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Service {
+    Order,
+    Payment,
+    Inventory,
+    Notification,
+    Delivery,
+}
+
+impl Service {
+    /// All five; every one of them consumes.
+    pub const ALL: [Service; 5] = [
+        Service::Order,
+        Service::Payment,
+        Service::Inventory,
+        Service::Notification,
+        Service::Delivery,
+    ];
+
+    /// `payment`: its subcommand (`phase2-events payment`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Service::Order => "order",
+            Service::Payment => "payment",
+            Service::Inventory => "inventory",
+            Service::Notification => "notification",
+            Service::Delivery => "delivery",
+        }
+    }
+
+    /// `payment-service`: its consumer group outside any namespace (see
+    /// [`Topics::group`]), and the name it records its processed events under.
+    pub const fn group(self) -> &'static str {
+        match self {
+            Service::Order => "order-service",
+            Service::Payment => "payment-service",
+            Service::Inventory => "inventory-service",
+            Service::Notification => "notification-service",
+            Service::Delivery => "delivery-service",
+        }
+    }
+}
+
+impl std::fmt::Display for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// Topic names. A non-empty namespace prefixes every topic and consumer group
 /// (`<namespace>.orders`), so several systems — e.g. parallel tests — can share one
@@ -104,35 +147,43 @@ impl Topics {
         }
     }
 
-    /// The consumer group of a service (`<namespace>.<service>`).
-    pub fn group(&self, service: &str) -> String {
+    /// The consumer group of a service (`<namespace>.payment-service`).
+    pub fn group(&self, service: Service) -> String {
+        self.namespaced(service.group())
+    }
+
+    /// `name` in this system's namespace (`<namespace>.<name>`): a consumer group of
+    /// something else than a service (an observer), a key prefix.
+    pub fn namespaced(&self, name: &str) -> String {
         if self.namespace.is_empty() {
-            service.to_owned()
+            name.to_owned()
         } else {
-            format!("{}.{service}", self.namespace)
+            format!("{}.{name}", self.namespace)
         }
     }
 
-    /// The topics the consumer group of `service` (one of [`CONSUMER_SERVICES`])
-    /// reads; its `.retry` group reads their retry topics.
-    pub fn reads(&self, service: &str) -> Vec<String> {
+    /// The topics the consumer group of `service` reads; its `.retry` group reads
+    /// their retry topics.
+    pub fn reads(&self, service: Service) -> Vec<String> {
         match service {
             // The saga hears back from everyone else.
-            "order-service" => vec![
+            Service::Order => vec![
                 self.payments.clone(),
                 self.inventory.clone(),
                 self.delivery.clone(),
             ],
             // Everyone else reacts to the order's events.
-            _ => vec![self.orders.clone()],
+            Service::Payment | Service::Inventory | Service::Notification | Service::Delivery => {
+                vec![self.orders.clone()]
+            }
         }
     }
 
     /// Every consumer group and what it reads: `(group, topics)`, the retry groups
     /// included (what a lag monitor must watch).
     pub fn subscriptions(&self) -> Vec<(String, Vec<String>)> {
-        CONSUMER_SERVICES
-            .iter()
+        Service::ALL
+            .into_iter()
             .flat_map(|service| {
                 let group = self.group(service);
                 let reads = self.reads(service);
@@ -216,7 +267,8 @@ mod tests {
     fn a_namespace_prefixes_topics_and_groups() {
         let topics = Topics::new("t1");
         assert_eq!(topics.orders, "t1.orders");
-        assert_eq!(topics.group("payment"), "t1.payment");
+        assert_eq!(topics.group(Service::Payment), "t1.payment-service");
+        assert_eq!(topics.namespaced("observer"), "t1.observer");
         assert_eq!(Topics::new("").payments, "payments");
         assert_eq!(topics.all().len(), 12);
         assert!(topics.all().contains(&"t1.delivery.dlq".to_owned()));

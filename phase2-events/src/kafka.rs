@@ -265,17 +265,17 @@ impl LagProbe {
 
 /// [`LagProbe::sample`] of each probe, with the watermarks of all their partitions
 /// fetched together. Blocking.
-pub fn sample_all(
-    probes: &[LagProbe],
+pub fn sample_all<P: std::borrow::Borrow<LagProbe>>(
+    probes: &[P],
     timeout: Duration,
 ) -> anyhow::Result<Vec<Vec<PartitionLag>>> {
     use rdkafka::consumer::Consumer;
     use std::collections::BTreeSet;
-    let Some(first) = probes.first() else {
+    let Some(first) = probes.first().map(P::borrow) else {
         return Ok(Vec::new());
     };
     let mut every = BTreeSet::new();
-    for probe in probes {
+    for probe in probes.iter().map(P::borrow) {
         every.extend(probe.partitions(timeout)?.iter().cloned());
     }
     // ListOffsets with the special timestamps -1 (latest) and -2 (earliest).
@@ -300,7 +300,7 @@ pub fn sample_all(
     let high = watermarks(rdkafka::Offset::End)?;
     let low = watermarks(rdkafka::Offset::Beginning)?;
     let mut samples = Vec::with_capacity(probes.len());
-    for probe in probes {
+    for probe in probes.iter().map(P::borrow) {
         let mut wanted = rdkafka::TopicPartitionList::new();
         for (topic, partition) in probe.partitions(timeout)? {
             wanted.add_partition(topic, *partition);

@@ -46,11 +46,31 @@ pub async fn enqueue(
     Ok(())
 }
 
-/// How many events wait to be published (for tests, `/ready` and, later, metrics).
-pub async fn backlog(pool: &AnyPool) -> anyhow::Result<i64> {
+/// The outbox's backlog in one query, the only one: how many events wait to be
+/// published (`backlog`) and when the oldest of them was written (`oldest`, RFC 3339
+/// text, NULL when none waits). `/ready`, the tests, phase 3's outbox probe and the
+/// benchmark's queue probe all read it.
+pub const BACKLOG: &str = "SELECT count(*) AS backlog, min(created_at) AS oldest FROM outbox \
+                           WHERE published_at IS NULL";
+
+/// What [`BACKLOG`] answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backlog {
+    pub events: i64,
+    pub oldest: Option<String>,
+}
+
+/// The outbox's backlog ([`BACKLOG`]).
+pub async fn backlog_of(pool: &AnyPool) -> anyhow::Result<Backlog> {
     use sqlx::Row;
-    let row = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE published_at IS NULL")
-        .fetch_one(pool)
-        .await?;
-    Ok(row.try_get("n")?)
+    let row = sqlx::query(BACKLOG).fetch_one(pool).await?;
+    Ok(Backlog {
+        events: row.try_get("backlog")?,
+        oldest: row.try_get("oldest")?,
+    })
+}
+
+/// How many events wait to be published.
+pub async fn backlog(pool: &AnyPool) -> anyhow::Result<i64> {
+    Ok(backlog_of(pool).await?.events)
 }

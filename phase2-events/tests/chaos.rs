@@ -7,6 +7,7 @@ mod support;
 use common::domain::OrderId;
 use common::local_kafka::LocalCluster;
 use common::payment::LatencyRange;
+use phase2_events::flow::Service;
 use phase2_events::services::payment::PaymentService;
 use rdkafka::producer::FutureRecord;
 use sqlx::Row;
@@ -159,11 +160,9 @@ async fn scenario_3_a_broker_restart_mid_flow_loses_nothing() {
     broker.kill(1);
     eprintln!("broker killed");
     accepted.extend(place_many(&system, 15).await);
-    let waiting = count(
-        &system.orders_db,
-        "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL",
-    )
-    .await;
+    let waiting = phase2_events::outbox::backlog(&system.orders_db)
+        .await
+        .unwrap();
     eprintln!(
         "15 orders accepted while the broker was down; {waiting} events wait in the order outbox"
     );
@@ -267,13 +266,13 @@ async fn scenario_5_poison_messages_go_to_the_dead_letter_topic() {
     // (which read OrderPlaced's payload) dead-lettered the bad payload.
     let dlq = phase2_events::consumer::dlq_topic(&system.topics.orders);
     let expected: BTreeSet<(String, String)> = [
-        ("payment-service", &garbage_key),
-        ("inventory-service", &garbage_key),
-        ("delivery-service", &garbage_key),
-        ("notification-service", &garbage_key),
-        ("payment-service", &bad.order_id.to_string()),
-        ("inventory-service", &bad.order_id.to_string()),
-        ("notification-service", &bad.order_id.to_string()),
+        (Service::Payment, &garbage_key),
+        (Service::Inventory, &garbage_key),
+        (Service::Delivery, &garbage_key),
+        (Service::Notification, &garbage_key),
+        (Service::Payment, &bad.order_id.to_string()),
+        (Service::Inventory, &bad.order_id.to_string()),
+        (Service::Notification, &bad.order_id.to_string()),
     ]
     .into_iter()
     .map(|(group, key)| (system.topics.group(group), key.clone()))

@@ -17,7 +17,7 @@ use common::fault_proxy::FaultProxy;
 use common::metrics::Metrics;
 use common::shutdown::CancellationToken;
 use phase2_events::config::Settings;
-use phase2_events::flow::Topics;
+use phase2_events::flow::{Service, Topics};
 use phase2_events::services::delivery::DeliveryService;
 use phase2_events::services::inventory::InventoryService;
 use phase2_events::services::notification::NotificationService;
@@ -285,11 +285,11 @@ async fn watch(role: Role, settings: &Settings) -> anyhow::Result<Watch> {
         let service = match role {
             Role::All => return true,
             Role::Relay => return false,
-            Role::Order => "order-service",
-            Role::Payment => "payment-service",
-            Role::Inventory => "inventory-service",
-            Role::Notification => "notification-service",
-            Role::Delivery => "delivery-service",
+            Role::Order => Service::Order,
+            Role::Payment => Service::Payment,
+            Role::Inventory => Service::Inventory,
+            Role::Notification => Service::Notification,
+            Role::Delivery => Service::Delivery,
         };
         let own = topics.group(service);
         group == own || group == phase2_events::consumer::retry_group(&own)

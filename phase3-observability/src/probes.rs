@@ -23,7 +23,7 @@ use phase2_events::kafka::LagProbe;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use sqlx::{AnyPool, Row};
+use sqlx::AnyPool;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -165,14 +165,10 @@ impl Probes {
     pub async fn sample(&self) -> anyhow::Result<()> {
         for (service, pool) in &self.outboxes {
             // created_at is RFC 3339 text (the same code runs on SQLite in phase 1).
-            let row = sqlx::query(
-                "SELECT count(*) AS backlog, min(created_at) AS oldest FROM outbox \
-                 WHERE published_at IS NULL",
-            )
-            .fetch_one(pool)
-            .await?;
-            let backlog: i64 = row.try_get("backlog")?;
-            let oldest: Option<String> = row.try_get("oldest")?;
+            let phase2_events::outbox::Backlog {
+                events: backlog,
+                oldest,
+            } = phase2_events::outbox::backlog_of(pool).await?;
             let age = match oldest {
                 Some(text) => {
                     let at = common::db::parse_timestamp(&text)?;

@@ -53,10 +53,11 @@ pub const PAYMENT_BUCKETS: [f64; 22] = [
     10.0, 12.5, 15.0, 20.0, 30.0,
 ];
 
-/// The log messages this layer listens for (phase 2 logs them).
-pub const ORDER_PLACED: &str = "order placed; OrderPlaced in the outbox";
-pub const ORDER_MOVED: &str = "order moved";
-pub const BREAKER_CHANGED: &str = "circuit breaker state change";
+/// The log messages this layer listens for: the constants the code that logs them
+/// uses (phase 2's order service, `common`'s breaker), never a copy of their wording.
+pub const ORDER_PLACED: &str = phase2_events::services::order::LOG_ORDER_PLACED;
+pub const ORDER_MOVED: &str = phase2_events::services::order::LOG_ORDER_MOVED;
+pub const BREAKER_CHANGED: &str = common::resilience::breaker::LOG_STATE_CHANGED;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabel {

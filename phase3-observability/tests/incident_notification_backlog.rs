@@ -6,6 +6,7 @@
 
 mod support;
 
+use phase2_events::flow::Service;
 use phase3_observability::incidents::IncidentSettings;
 use phase3_observability::scrape::Samples;
 use std::time::{Duration, Instant};
@@ -28,8 +29,8 @@ async fn notification_backlog_grows_lag_which_drains_when_switched_off() {
         ..Options::default()
     })
     .await;
-    let notification = system.ns("notification-service");
-    let payment = system.ns("payment-service");
+    let notification = system.ns(Service::Notification.group());
+    let payment = system.ns(Service::Payment.group());
     let warmup = vec![system.place().await];
     system
         .wait_delivered(&warmup, Duration::from_secs(60))

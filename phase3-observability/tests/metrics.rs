@@ -5,6 +5,7 @@
 
 mod support;
 
+use phase2_events::flow::Service;
 use phase3_observability::scrape::quantile;
 use std::time::Duration;
 use support::{Options, System, value};
@@ -31,7 +32,7 @@ async fn an_order_flow_shows_in_every_metric() {
         .map_err(|(e, _)| e)
         .unwrap();
 
-    let payment = system.ns("payment-service");
+    let payment = system.ns(Service::Payment.group());
     let orders_topic = system.ns("orders");
 
     let s = system
@@ -128,13 +129,7 @@ async fn an_order_flow_shows_in_every_metric() {
         ) >= 6.0
     );
     // Every group the system has is measured, retry groups included.
-    for service in [
-        "order-service",
-        "payment-service",
-        "inventory-service",
-        "notification-service",
-        "delivery-service",
-    ] {
+    for service in Service::ALL.map(Service::group) {
         let group = system.ns(service);
         assert!(
             s.matching("kafka_consumer_lag", &[("group", &group)])

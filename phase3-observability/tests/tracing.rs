@@ -8,6 +8,7 @@ mod support;
 
 use opentelemetry::Value;
 use opentelemetry_sdk::trace::SpanData;
+use phase2_events::flow::Service;
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 use support::{Options, System};
@@ -34,7 +35,7 @@ async fn one_order_is_one_trace_across_every_service() {
         .wait_delivered(std::slice::from_ref(&id), Duration::from_secs(90))
         .await;
     // The last consumers (notification of OrderDelivered) finish a moment later.
-    let notification = system.ns("notification-service");
+    let notification = system.ns(Service::Notification.group());
     let mut last = Vec::new();
     for _ in 0..100 {
         last = system.spans.get_finished_spans().unwrap();
@@ -69,13 +70,7 @@ async fn one_order_is_one_trace_across_every_service() {
         .filter(|s| s.name == "consume")
         .filter_map(|s| attribute(s, "consumer"))
         .collect();
-    for service in [
-        "order-service",
-        "payment-service",
-        "inventory-service",
-        "notification-service",
-        "delivery-service",
-    ] {
+    for service in Service::ALL.map(Service::group) {
         assert!(
             consumers.contains(&system.ns(service)),
             "{service} consumed within the order's trace; consumers in it: {consumers:?}"

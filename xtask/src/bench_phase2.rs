@@ -47,13 +47,13 @@ use common::domain::{OrderId, OrderStatus};
 use common::shutdown::CancellationToken;
 use hdrhistogram::Histogram;
 use phase2_events::events::Envelope;
-use phase2_events::flow::{Line, OrderPlaced, Topics, event};
+use phase2_events::flow::{Line, OrderPlaced, Service, Topics, event};
+use phase2_events::kafka::LagProbe;
 use rdkafka::ClientConfig;
 use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
-use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -771,7 +771,7 @@ pub(crate) async fn prime(setup: &Setup, server: &mut Server) -> anyhow::Result<
     let observer = Observer::start(
         &setup.brokers,
         &topics.orders,
-        &topics.group("bench-observer"),
+        &topics.namespaced("bench-observer"),
     )?;
     let url = format!("http://{}/orders", server.addr());
 
@@ -1361,13 +1361,15 @@ impl Queues {
     }
 }
 
-/// Reads the queue lengths of the system under test.
+/// Reads the queue lengths of the system under test: the outboxes, and the lag of
+/// each service's consumer group through phase 2's own [`LagProbe`] (one probe per
+/// service, its group and topics from [`Service`] and [`Topics`]).
 #[derive(Clone)]
 pub(crate) struct QueueProbe {
     /// (service, database URL).
     databases: Vec<(&'static str, String)>,
-    /// (group, a consumer in that group that never subscribes, the topics it reads).
-    groups: Vec<(String, Arc<BaseConsumer>, Vec<String>)>,
+    /// One per service, in [`Service::ALL`]'s order.
+    groups: Arc<Vec<(Service, LagProbe)>>,
 }
 
 impl std::fmt::Debug for QueueProbe {
@@ -1386,33 +1388,19 @@ impl QueueProbe {
             .iter()
             .map(|(service, name)| (*service, setup.database_url(name)))
             .collect();
-        let orders = vec![topics.orders.clone()];
         let mut groups = Vec::new();
-        for (service, read) in [
-            ("payment-service", orders.clone()),
-            ("inventory-service", orders.clone()),
-            ("delivery-service", orders.clone()),
-            ("notification-service", orders),
-            (
-                "order-service",
-                vec![
-                    topics.payments.clone(),
-                    topics.inventory.clone(),
-                    topics.delivery.clone(),
-                ],
-            ),
-        ] {
-            let group = topics.group(service);
-            // Only asks for the group's committed offsets: never joins the group.
-            let consumer: BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", &setup.brokers)
-                .set("group.id", &group)
-                .set("enable.auto.commit", "false")
-                .create()
-                .with_context(|| format!("creating a probe for group {group}"))?;
-            groups.push((service.to_owned(), Arc::new(consumer), read));
+        for service in Service::ALL {
+            let probe = LagProbe::new(
+                &setup.brokers,
+                &topics.group(service),
+                topics.reads(service),
+            )?;
+            groups.push((service, probe));
         }
-        Ok(QueueProbe { databases, groups })
+        Ok(QueueProbe {
+            databases,
+            groups: Arc::new(groups),
+        })
     }
 
     async fn sample(&self) -> anyhow::Result<Queues> {
@@ -1421,48 +1409,25 @@ impl QueueProbe {
     }
 
     fn sample_blocking(&self) -> anyhow::Result<Queues> {
-        let timeout = Duration::from_secs(5);
         let mut outbox = Vec::new();
         for (service, url) in &self.databases {
-            let n = postgres::query(
-                url,
-                "SELECT count(*) FROM outbox WHERE published_at IS NULL",
-            )?;
+            // psql -A prints `backlog|oldest`.
+            let row = postgres::query(url, phase2_events::outbox::BACKLOG)?;
+            let n = row.split('|').next().unwrap_or_default();
             outbox.push((service.to_string(), n.parse::<f64>().unwrap_or(f64::NAN)));
         }
-        let mut high: HashMap<(String, i32), i64> = HashMap::new();
-        let mut lag = Vec::new();
-        for (service, consumer, read) in &self.groups {
-            let mut wanted = TopicPartitionList::new();
-            for topic in read {
-                for partition in 0..PARTITIONS {
-                    wanted.add_partition(topic, partition);
-                }
-            }
-            let committed = consumer.committed_offsets(wanted, timeout)?;
-            let mut behind = 0;
-            for element in committed.elements() {
-                let key = (element.topic().to_owned(), element.partition());
-                let end = match high.get(&key) {
-                    Some(end) => *end,
-                    None => {
-                        let (_, end) = consumer.fetch_watermarks(
-                            element.topic(),
-                            element.partition(),
-                            timeout,
-                        )?;
-                        high.insert(key, end);
-                        end
-                    }
-                };
-                let done = match element.offset() {
-                    Offset::Offset(offset) => offset,
-                    _ => 0,
-                };
-                behind += (end - done).max(0);
-            }
-            lag.push((service.clone(), behind as f64));
-        }
+        // The services' probes, all their partitions' watermarks in two requests.
+        let probes: Vec<&LagProbe> = self.groups.iter().map(|(_, probe)| probe).collect();
+        let samples = phase2_events::kafka::sample_all(&probes, Duration::from_secs(5))?;
+        let lag = self
+            .groups
+            .iter()
+            .zip(samples)
+            .map(|((service, _), partitions)| {
+                let behind: i64 = partitions.iter().map(|p| p.lag()).sum();
+                (service.group().to_owned(), behind as f64)
+            })
+            .collect();
         Ok(Queues { outbox, lag })
     }
 }

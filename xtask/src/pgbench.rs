@@ -24,6 +24,7 @@
 use crate::loadgen;
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
+use phase2_events::flow::Service;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -103,7 +104,7 @@ pub fn phase2_order(envelope_bytes: usize) -> Phase2Script {
     s.comment(
         "payment service, OrderPlaced: charge (the provider is called inside this transaction)",
     );
-    s.consume(payment, "payment-service", |s| {
+    s.consume(payment, Service::Payment, |s| {
         s.statement(&format!(
             "SELECT status FROM {payment}.payments WHERE order_id = :oid FOR UPDATE;"
         ));
@@ -118,7 +119,7 @@ pub fn phase2_order(envelope_bytes: usize) -> Phase2Script {
     s.comment(
         "inventory service, OrderPlaced: lock the stock rows in sku order, check, subtract, record",
     );
-    s.consume(inventory, "inventory-service", |s| {
+    s.consume(inventory, Service::Inventory, |s| {
         s.statement(&format!(
             "SELECT status, lines FROM {inventory}.reservations WHERE order_id = :oid FOR UPDATE;"
         ));
@@ -140,15 +141,15 @@ pub fn phase2_order(envelope_bytes: usize) -> Phase2Script {
         s.outbox(inventory, "inventory", "StockReserved");
     });
     s.relay(inventory);
-    s.ignored_by(&[(delivery, "delivery-service")], "OrderPlaced");
+    s.ignored_by(&[(delivery, Service::Delivery)], "OrderPlaced");
 
     s.comment("saga (order service), PaymentCompleted: placed -> paid");
     s.saga_step(1, "paid", "OrderPaid");
     s.ignored_by(
         &[
-            (payment, "payment-service"),
-            (inventory, "inventory-service"),
-            (delivery, "delivery-service"),
+            (payment, Service::Payment),
+            (inventory, Service::Inventory),
+            (delivery, Service::Delivery),
         ],
         "OrderPaid",
     );
@@ -156,14 +157,11 @@ pub fn phase2_order(envelope_bytes: usize) -> Phase2Script {
     s.comment("saga, StockReserved: paid -> confirmed");
     s.saga_step(2, "confirmed", "OrderConfirmed");
     s.ignored_by(
-        &[
-            (payment, "payment-service"),
-            (inventory, "inventory-service"),
-        ],
+        &[(payment, Service::Payment), (inventory, Service::Inventory)],
         "OrderConfirmed",
     );
     s.comment("delivery service, OrderConfirmed: schedule the delivery");
-    s.consume(delivery, "delivery-service", |s| {
+    s.consume(delivery, Service::Delivery, |s| {
         s.statement(&format!(
             "INSERT INTO {delivery}.deliveries (order_id, stage, due_at, correlation_id, last_event_id) \
              VALUES (:oid, 'confirmed', now()::text, 'bench', gen_random_uuid()::text) \
@@ -199,9 +197,9 @@ pub fn phase2_order(envelope_bytes: usize) -> Phase2Script {
         s.saga_step(version, stage, order_event);
         s.ignored_by(
             &[
-                (payment, "payment-service"),
-                (inventory, "inventory-service"),
-                (delivery, "delivery-service"),
+                (payment, Service::Payment),
+                (inventory, Service::Inventory),
+                (delivery, Service::Delivery),
             ],
             order_event,
         );
@@ -264,7 +262,8 @@ impl Phase2Script {
 
     /// `consumer::Transactional`: the processed_events claim and the handler's
     /// effect in one transaction.
-    fn consume(&mut self, schema: &str, consumer: &str, effect: impl FnOnce(&mut Self)) {
+    fn consume(&mut self, schema: &str, consumer: Service, effect: impl FnOnce(&mut Self)) {
+        let consumer = consumer.group();
         self.statement("BEGIN;");
         self.statement(&format!(
             "SELECT pg_advisory_xact_lock(hashtextextended('bench.{consumer}/' || :oid::text, 0));"
@@ -280,12 +279,12 @@ impl Phase2Script {
 
     /// Services that read the `orders` topic but do nothing with `event`: they still
     /// record it as processed, in a transaction of its own.
-    fn ignored_by(&mut self, consumers: &[(&str, &str)], event: &str) {
+    fn ignored_by(&mut self, consumers: &[(&str, Service)], event: &str) {
         self.comment(&format!(
             "{event}: read and recorded by every consumer of orders"
         ));
         for (schema, consumer) in consumers {
-            self.consume(schema, consumer, |_| {});
+            self.consume(schema, *consumer, |_| {});
         }
     }
 
@@ -293,7 +292,7 @@ impl Phase2Script {
     /// announces it; the relay publishes the announcement.
     fn saga_step(&mut self, version: u32, status: &str, announce: &str) {
         let order = PHASE2_SCHEMAS[0];
-        self.consume(order, "order-service", |s| {
+        self.consume(order, Service::Order, |s| {
             s.statement(&format!(
                 "SELECT stock_reserved_at FROM {order}.orders WHERE id = :oid FOR UPDATE;"
             ));

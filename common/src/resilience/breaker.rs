@@ -37,6 +37,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// Logged at every state change (`breaker`, `from`, `to`). Phase 3 turns it into the
+/// `circuit_breaker_state` gauge, matching on this constant, not on its wording.
+pub const LOG_STATE_CHANGED: &str = "circuit breaker state change";
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BreakerConfig {
     /// How many recent calls the failure rate is computed over.
@@ -236,12 +240,7 @@ impl CircuitBreaker {
         inner.state = next;
         inner.generation += 1;
         let to = describe(&inner.state);
-        tracing::info!(
-            breaker = self.name,
-            from,
-            to,
-            "circuit breaker state change"
-        );
+        tracing::info!(breaker = self.name, from, to, "{}", LOG_STATE_CHANGED);
     }
 
     fn open_error(&self, retry_after: Duration) -> BreakerOpen {

@@ -213,7 +213,7 @@ async fn scenarios<I: CompensatingInventory>(pool: &AnyPool) -> Result<(), Failu
             .await
             .map_err(db)?;
     }
-    let group = topics.group("inventory-service");
+    let group = topics.group(phase2_events::flow::Service::Inventory);
     let consumer = EventConsumer {
         name: group.clone(),
         brokers: kafka.brokers.clone(),

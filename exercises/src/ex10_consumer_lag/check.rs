@@ -114,7 +114,7 @@ async fn measure<M: LagMeter>(
 async fn scenario<M: LagMeter>() -> Result<(), Failure> {
     let kafka = Kafka::create("exercise10", &["orders"]).await?;
     let topic = kafka.name("orders");
-    let group = kafka.name("notification-service");
+    let group = kafka.name(phase2_events::flow::Service::Notification.group());
     let meter = Arc::new(M::new());
 
     // Partition 0: 10 published, the group finished 0..=3 (committed 4).

@@ -10,13 +10,13 @@ use super::enqueue;
 use crate::config::Settings;
 use crate::consumer::{EventConsumer, HandleError, Handler, Transactional};
 use crate::events::Envelope;
-use crate::flow::{Topics, event};
+use crate::flow::{Service, Topics, event};
 use common::shutdown::CancellationToken;
 use sqlx::{Any, AnyPool, Row, Transaction};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub const SERVICE: &str = "delivery";
+pub const SERVICE: Service = Service::Delivery;
 
 pub fn migrators() -> Vec<sqlx::migrate::Migrator> {
     vec![sqlx::migrate!("./migrations/delivery")]
@@ -157,7 +157,7 @@ impl DeliveryService {
         let consumer = super::consumer(
             settings,
             &topics,
-            "delivery-service",
+            SERVICE,
             producer,
             Transactional {
                 pool: pool.clone(),

@@ -19,12 +19,12 @@ use super::{ConsumerService, enqueue, to_json};
 use crate::config::Settings;
 use crate::consumer::{HandleError, Handler};
 use crate::events::Envelope;
-use crate::flow::{Line, OrderPlaced, OutOfStock, Topics, event};
+use crate::flow::{Line, OrderPlaced, OutOfStock, Service, Topics, event};
 use sqlx::{Any, Row, Transaction};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-pub const SERVICE: &str = "inventory";
+pub const SERVICE: Service = Service::Inventory;
 
 pub fn migrators() -> Vec<sqlx::migrate::Migrator> {
     vec![sqlx::migrate!("./migrations/inventory")]

@@ -12,7 +12,7 @@ pub mod payment;
 use crate::config::Settings;
 use crate::consumer::{Effect, EventConsumer, HandleError, Handler, Transactional};
 use crate::events::Envelope;
-use crate::flow::Topics;
+use crate::flow::{Service, Topics};
 use crate::{kafka, outbox};
 use anyhow::Context;
 use common::shutdown::CancellationToken;
@@ -53,12 +53,12 @@ pub async fn connect_kafka(settings: &Settings) -> anyhow::Result<(Topics, Futur
     Ok((topics, kafka::producer(&settings.brokers)?))
 }
 
-/// The consumer of `service` (e.g. `payment-service`): its group, reading what
-/// [`Topics::reads`] says it reads.
+/// The consumer of `service`: its group, reading what [`Topics::reads`] says it
+/// reads.
 pub fn consumer<E: Effect>(
     settings: &Settings,
     topics: &Topics,
-    service: &str,
+    service: Service,
     producer: FutureProducer,
     effect: E,
 ) -> EventConsumer<E> {
@@ -114,11 +114,11 @@ pub struct ConsumerService<H> {
 
 impl<H: Handler + Clone> ConsumerService<H> {
     /// Opens (and migrates) `database_url`, connects to Kafka, and builds the
-    /// consumer group `<service>-service` (reading what [`Topics::reads`] says) with the handler
-    /// that `handler(topics)` makes.
+    /// consumer group of `service` (reading what [`Topics::reads`] says) with the
+    /// handler that `handler(topics)` makes.
     pub async fn open(
         settings: &Settings,
-        service: &str,
+        service: Service,
         database_url: &str,
         migrators: Vec<Migrator>,
         handler: impl FnOnce(Arc<Topics>) -> H,
@@ -129,7 +129,7 @@ impl<H: Handler + Clone> ConsumerService<H> {
         let consumer = consumer(
             settings,
             &topics,
-            &format!("{service}-service"),
+            service,
             producer,
             Transactional {
                 pool: pool.clone(),

@@ -19,7 +19,7 @@
 use crate::config::Settings;
 use crate::consumer::{Effect, EventConsumer, Verdict};
 use crate::events::Envelope;
-use crate::flow::{StatusChanged, Topics};
+use crate::flow::{Service, StatusChanged, Topics};
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
@@ -37,7 +37,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
-pub const SERVICE: &str = "notification";
+pub const SERVICE: Service = Service::Notification;
 
 /// How long a claimed event id is remembered (longer than any redelivery).
 const DEDUP_SECONDS: u64 = 7 * 24 * 3600;
@@ -51,7 +51,7 @@ pub struct Keys {
 impl Keys {
     pub fn new(topics: &Topics) -> Keys {
         Keys {
-            prefix: format!("ferriseats:{}", topics.group("notification")),
+            prefix: format!("ferriseats:{}", topics.namespaced(SERVICE.name())),
         }
     }
     fn notified(&self, event_id: &str) -> String {
@@ -254,7 +254,7 @@ impl NotificationService {
         let consumer = super::consumer(
             settings,
             &topics,
-            "notification-service",
+            SERVICE,
             producer,
             Notifier {
                 redis: redis.clone(),

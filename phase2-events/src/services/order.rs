@@ -16,7 +16,7 @@
 use crate::config::Settings;
 use crate::consumer::{HandleError, Handler, Transactional};
 use crate::events::Envelope;
-use crate::flow::{self, Line, OrderPlaced, StatusChanged, Topics, event};
+use crate::flow::{self, Line, OrderPlaced, Service, StatusChanged, Topics, event};
 use crate::outbox;
 use axum::Router;
 use axum::extract::{FromRef, State};
@@ -35,7 +35,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
-pub const SERVICE: &str = "order";
+pub const SERVICE: Service = Service::Order;
+
+/// Logged once an order's transaction committed (`order_id`, `event_id`). Phase 3
+/// counts placed orders from this line (`orders_total{status="placed"}`), so both
+/// sides use this constant rather than its wording.
+pub const LOG_ORDER_PLACED: &str = "order placed; OrderPlaced in the outbox";
+/// Logged by the saga for each transition it writes (`order_id`, `from`, `to`); phase
+/// 3 counts it once the consumer's transaction commits.
+pub const LOG_ORDER_MOVED: &str = "order moved";
 
 /// Phase 1's migrations (menu, orders, idempotency keys) plus the saga column.
 pub fn migrators() -> Vec<sqlx::migrate::Migrator> {
@@ -95,7 +103,7 @@ async fn place_order(
                 idempotency::save_response(&mut *tx, key.as_str(), status, &body.0).await?;
             }
             tx.commit().await?;
-            tracing::info!(order_id = %order.id, event_id = %placed.event_id, "order placed; OrderPlaced in the outbox");
+            tracing::info!(order_id = %order.id, event_id = %placed.event_id, "{}", LOG_ORDER_PLACED);
             Ok((status, body).into_response())
         }
         Inserted::KeyAlreadyUsed => {
@@ -234,7 +242,7 @@ impl Saga {
                     })?,
                 );
                 super::enqueue(tx, &self.topics.orders, &announced).await?;
-                tracing::info!(order_id = %next.id, from = %order.status, to = %next.status, cause = cause.event_type, "order moved");
+                tracing::info!(order_id = %next.id, from = %order.status, to = %next.status, cause = cause.event_type, "{}", LOG_ORDER_MOVED);
                 Ok(next)
             }
             Err(ApplyError::Illegal(illegal)) => {
@@ -292,7 +300,7 @@ impl OrderService {
         let consumer = super::consumer(
             settings,
             &topics,
-            "order-service",
+            SERVICE,
             producer,
             Transactional {
                 pool: pool.clone(),

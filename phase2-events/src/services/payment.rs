@@ -1,9 +1,9 @@
 //! The payment service: charges on `OrderPlaced`, refunds on `OrderCancelled`.
 //!
-//! It calls the phase 1 provider simulator through the same resilient client
-//! (timeouts, retries with full jitter, circuit breaker, the order id as idempotency
-//! key). What it decided is recorded in its own `payments` table and announced
-//! through its own outbox, in the consumer's transaction:
+//! It calls the provider simulator through the resilient client phase 1 uses, both
+//! in `common::payment` (timeouts, retries with full jitter, circuit breaker, the
+//! order id as idempotency key). What it decided is recorded in its own `payments`
+//! table and announced through its own outbox, in the consumer's transaction:
 //!
 //! | event            | payments row        | action                        | announces          |
 //! |------------------|---------------------|-------------------------------|--------------------|
@@ -18,18 +18,33 @@
 //! again. A cancellation can overtake that retry (it is on another topic); it then
 //! finds no row, settles with the provider, and leaves `voided`, which the retried
 //! `OrderPlaced` respects.
+//!
+//! **Why the charge happens inside the transaction here, when phase 1 committed the
+//! order before calling the provider.** Phase 1 had no redelivery: a crash during the
+//! call would have lost every trace of the attempt, so the order was stored first and
+//! the reconciler settled what was left in doubt. Here the event itself is the record
+//! of the attempt. If the process dies during the call, the transaction (the
+//! `processed_events` row, the `payments` row, the outbox row) rolls back, Kafka
+//! redelivers `OrderPlaced`, and the charge is retried with the same idempotency key:
+//! the provider answers from its records instead of charging again. Nothing is in
+//! doubt, so there is nothing to reconcile. The price is a database transaction (a
+//! pooled connection and the order's lock) held open for as long as the provider
+//! takes: with a slow provider, that is what limits how many orders a payment
+//! service settles at once.
 
 use super::{ConsumerService, enqueue, to_json};
 use crate::config::Settings;
 use crate::consumer::{HandleError, Handler};
 use crate::events::Envelope;
-use crate::flow::{OrderPlaced, PaymentCompleted, PaymentFailed, PaymentRefunded, Topics, event};
+use crate::flow::{
+    OrderPlaced, PaymentCompleted, PaymentFailed, PaymentRefunded, Service, Topics, event,
+};
 use common::domain::Cents;
 use common::payment::{PaymentClient, PaymentOutcome, RefundOutcome};
 use sqlx::{Any, Row, Transaction};
 use std::sync::Arc;
 
-pub const SERVICE: &str = "payment";
+pub const SERVICE: Service = Service::Payment;
 
 pub fn migrators() -> Vec<sqlx::migrate::Migrator> {
     vec![sqlx::migrate!("./migrations/payment")]
