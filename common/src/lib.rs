@@ -13,8 +13,6 @@
 //! | [`db`]          | one connection function for SQLite and PostgreSQL                    |
 //! | [`telemetry`]   | JSON logs where every line carries the request id                    |
 //! | [`shutdown`]    | Ctrl-C / SIGTERM as a `CancellationToken`                            |
-//! | [`fault_proxy`] | a TCP proxy that injects latency and partitions (chaos tests)        |
-//! | [`metrics`]     | the Prometheus registry, `GET /metrics`, HTTP metrics by route       |
 //! | [`local_kafka`] | Apache Kafka on this machine: configuration, readiness probe, test clusters |
 //! | `testing`       | (feature `testing`) a fresh database per test, logs kept in memory   |
 //!
@@ -23,10 +21,8 @@
 
 pub mod db;
 pub mod domain;
-pub mod fault_proxy;
 pub mod http;
 pub mod local_kafka;
-pub mod metrics;
 pub mod payment;
 pub mod resilience;
 pub mod shutdown;

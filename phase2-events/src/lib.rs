@@ -17,6 +17,7 @@
 //! | [`relay`]    | outbox → Kafka, at least once, one leader, marked by id            |
 //! | [`consumer`] | at-least-once, idempotent consumer; retry and dead-letter topics   |
 //! | [`dlq`]      | list and replay dead letters                                       |
+//! | [`fault_proxy`] | a TCP proxy that injects latency and partitions (chaos scenarios) |
 //! | [`services`] | order (API + saga), payment, inventory, notification, delivery     |
 //! | [`system`]   | relays, the provider simulator, everything in one process          |
 //! | [`config`]   | flags and environment variables                                    |
@@ -25,6 +26,7 @@ pub mod config;
 pub mod consumer;
 pub mod dlq;
 pub mod events;
+pub mod fault_proxy;
 pub mod flow;
 pub mod kafka;
 pub mod outbox;

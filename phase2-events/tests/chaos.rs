@@ -178,7 +178,7 @@ async fn scenario_3_a_broker_restart_mid_flow_loses_nothing() {
 }
 
 /// 4. Latency (and a short partition) between the services and the broker, through
-///    the TCP fault proxy of `common::fault_proxy`.
+///    the TCP fault proxy of `phase2_events::fault_proxy`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scenario_4_latency_between_services_and_broker() {
     let broker_port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -186,7 +186,7 @@ async fn scenario_4_latency_between_services_and_broker() {
         .local_addr()
         .unwrap()
         .port();
-    let proxy = common::fault_proxy::FaultProxy::start(
+    let proxy = phase2_events::fault_proxy::FaultProxy::start(
         "127.0.0.1:0".parse().unwrap(),
         ([127, 0, 0, 1], broker_port).into(),
     )

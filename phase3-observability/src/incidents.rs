@@ -16,12 +16,12 @@
 //! can all see what an instructor did. The switches are served by the ops server
 //! ([`crate::ops`]): `GET /admin/incidents`, `PUT` / `DELETE /admin/incidents/{name}`.
 
+use crate::metrics::Metrics;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
-use common::fault_proxy::FaultProxy;
-use common::metrics::Metrics;
+use phase2_events::fault_proxy::FaultProxy;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;

@@ -9,6 +9,7 @@
 //!
 //! | module         | what it shows                                                        |
 //! |----------------|----------------------------------------------------------------------|
+//! | [`metrics`]    | the Prometheus registry, `GET /metrics`, HTTP metrics by matched route |
 //! | [`signals`]    | spans → metrics: events, failures, DLQ, payments, orders, breaker     |
 //! | [`probes`]     | sampled quantities: consumer lag, DLQ depth, outbox backlog and age, process memory and CPU |
 //! | [`telemetry`]  | the subscriber: JSON logs with trace ids, OpenTelemetry + OTLP, W3C propagation |
@@ -21,6 +22,7 @@
 
 pub mod client;
 pub mod incidents;
+pub mod metrics;
 pub mod node;
 pub mod ops;
 pub mod probes;
@@ -29,7 +31,7 @@ pub mod signals;
 pub mod telemetry;
 pub mod testing;
 
-use common::metrics::Metrics;
+use crate::metrics::Metrics;
 
 /// What a process records into, made before anything logs: the registry with the
 /// process collector, the span-metrics layer and the leak (its layer goes into the

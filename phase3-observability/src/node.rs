@@ -10,13 +10,13 @@
 //! ```
 
 use crate::incidents::{CpuBurn, Incidents, Leak};
+use crate::metrics::Metrics;
 use crate::probes::{Probes, Watch};
 use anyhow::Context;
 use axum::Router;
-use common::fault_proxy::FaultProxy;
-use common::metrics::Metrics;
 use common::shutdown::CancellationToken;
 use phase2_events::config::Settings;
+use phase2_events::fault_proxy::FaultProxy;
 use phase2_events::flow::{Service, Topics};
 use phase2_events::services::delivery::DeliveryService;
 use phase2_events::services::inventory::InventoryService;
@@ -171,7 +171,7 @@ impl Node {
             };
             router.layer(axum::middleware::from_fn_with_state(
                 http_metrics.clone(),
-                common::metrics::track_http,
+                crate::metrics::track_http,
             ))
         };
 

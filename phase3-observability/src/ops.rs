@@ -14,6 +14,7 @@
 //! routes are never reachable from where customers come in.
 
 use crate::incidents::{Incidents, Status};
+use crate::metrics::Metrics;
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
@@ -21,7 +22,6 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use common::http::layers::{HttpLimits, with_standard_layers};
 use common::http::problem::Problem;
-use common::metrics::Metrics;
 use serde_json::{Value, json};
 
 #[derive(Debug, Clone)]
@@ -41,10 +41,10 @@ pub fn router(service: &'static str, metrics: Metrics, incidents: Incidents) -> 
             get(show).put(switch_on).delete(switch_off),
         )
         .with_state(Ops { service, incidents })
-        .merge(common::metrics::router(metrics.clone()));
+        .merge(crate::metrics::router(metrics.clone()));
     with_standard_layers(admin, HttpLimits::default()).layer(axum::middleware::from_fn_with_state(
         metrics,
-        common::metrics::track_http,
+        crate::metrics::track_http,
     ))
 }
 

@@ -17,7 +17,7 @@
 //! * **The process** ([`ProcessCollector`]): resident memory, CPU seconds, threads,
 //!   open file descriptors, read from `/proc/self` at each scrape (Linux).
 
-use common::metrics::Metrics;
+use crate::metrics::Metrics;
 use common::shutdown::CancellationToken;
 use phase2_events::kafka::LagProbe;
 use prometheus_client::encoding::EncodeLabelSet;

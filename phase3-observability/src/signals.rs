@@ -29,7 +29,7 @@
 //! `unreadable_envelope`, `permanent` or `retries_exhausted`, while the full reason
 //! travels in the dead letter's headers.
 
-use common::metrics::Metrics;
+use crate::metrics::Metrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -147,7 +147,7 @@ impl SpanMetrics {
             processing: metrics.register(
                 "event_processing_duration_seconds",
                 "Time to handle one message to completion (effect committed, or handed on)",
-                Family::new_with_constructor(common::metrics::latency_histogram),
+                Family::new_with_constructor(crate::metrics::latency_histogram),
             ),
             failed: metrics.register(
                 "events_failed",

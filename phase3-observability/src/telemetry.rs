@@ -209,7 +209,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::metrics::Metrics;
+    use crate::metrics::Metrics;
     use common::telemetry::TracePropagation;
     use common::testing::LogBuffer;
 

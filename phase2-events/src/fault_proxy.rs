@@ -39,7 +39,7 @@
 //! ```no_run
 //! use std::net::SocketAddr;
 //! use std::time::Duration;
-//! use common::fault_proxy::FaultProxy;
+//! use phase2_events::fault_proxy::FaultProxy;
 //!
 //! # async fn demo(broker: SocketAddr) -> std::io::Result<()> {
 //! let proxy = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], 0)), broker).await?;
