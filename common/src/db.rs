@@ -11,6 +11,9 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 use std::time::Duration;
 
+// Plain string work on URLs, shared with xtask (which has no sqlx).
+pub use common_local::endpoints::{LOCAL_POSTGRES_URL, redact, with_database};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -67,28 +70,6 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<AnyPool>
     })
 }
 
-/// The PostgreSQL server of a local set-up (`cargo xtask up`, the compose file), and
-/// what tests and benchmarks use unless `TEST_DATABASE_URL` says otherwise.
-pub const LOCAL_POSTGRES_URL: &str = "postgres://postgres:postgres@127.0.0.1:5432/postgres";
-
-/// `url` with its database name replaced by `database` (query parameters kept):
-/// `postgres://u:p@h:5432/postgres?x=y` → `postgres://u:p@h:5432/DATABASE?x=y`.
-pub fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let server = match base[authority_start..].find('/') {
-        Some(slash) => &base[..authority_start + slash],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{server}/{database}?{query}"),
-        None => format!("{server}/{database}"),
-    }
-}
-
 /// Creates the PostgreSQL database named in `url` if it does not exist yet (connecting
 /// to the server's `postgres` database to do so). Phase 2 gives every service its own
 /// database; this lets `cargo run` start on an empty server.
@@ -126,22 +107,6 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`, for error messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _password)) => {
-                    format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..])
-                }
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
 /// The current time at the precision timestamps are stored with (microseconds), so
 /// an order returned from memory equals the same order read back from the database.
 pub fn now() -> DateTime<Utc> {
@@ -164,32 +129,6 @@ pub fn parse_timestamp(text: &str) -> anyhow::Result<DateTime<Utc>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_redacted_from_urls() {
-        assert_eq!(
-            redact("postgres://app:hunter2@db:5432/orders"),
-            "postgres://app:***@db:5432/orders"
-        );
-        assert_eq!(
-            redact("postgres://app@db/orders"),
-            "postgres://app@db/orders"
-        );
-        assert_eq!(redact("sqlite://orders.db"), "sqlite://orders.db");
-    }
-
-    #[test]
-    fn with_database_replaces_only_the_database() {
-        assert_eq!(
-            with_database(LOCAL_POSTGRES_URL, "bench"),
-            "postgres://postgres:postgres@127.0.0.1:5432/bench"
-        );
-        assert_eq!(
-            with_database("postgres://u:p@h:1/db?sslmode=disable", "x"),
-            "postgres://u:p@h:1/x?sslmode=disable"
-        );
-        assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
-    }
 
     #[test]
     fn timestamps_sort_as_text() {

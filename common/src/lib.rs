@@ -13,7 +13,8 @@
 //! | [`db`]          | one connection function for SQLite and PostgreSQL                    |
 //! | [`telemetry`]   | JSON logs where every line carries the request id                    |
 //! | [`shutdown`]    | Ctrl-C / SIGTERM as a `CancellationToken`                            |
-//! | [`local_kafka`] | Apache Kafka on this machine: configuration, readiness probe, test clusters |
+//! | [`endpoints`]   | (from `common-local`) where PostgreSQL, Redis and Kafka listen, and the variables that move them |
+//! | [`local_kafka`] | (from `common-local`) Apache Kafka on this machine: configuration, readiness probe, test clusters |
 //! | `testing`       | (feature `testing`) a fresh database per test, logs kept in memory   |
 //!
 //! Nothing here depends on Kafka or OpenTelemetry: the phases that introduce them
@@ -22,10 +23,13 @@
 pub mod db;
 pub mod domain;
 pub mod http;
-pub mod local_kafka;
 pub mod payment;
 pub mod resilience;
 pub mod shutdown;
 pub mod telemetry;
+
+// The local infrastructure lives in `common-local` (std only, so xtask can use it
+// without compiling the rest); the phases reach it from here.
+pub use common_local::{endpoints, local_kafka};
 #[cfg(feature = "testing")]
 pub mod testing;

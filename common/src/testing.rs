@@ -16,7 +16,7 @@ pub enum Backend {
 
 /// The PostgreSQL server tests use: `TEST_DATABASE_URL`, or the local default.
 pub fn postgres_admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| crate::db::LOCAL_POSTGRES_URL.to_owned())
+    crate::endpoints::POSTGRES.url()
 }
 
 /// A database that exists for one test only.

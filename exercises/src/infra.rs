@@ -246,8 +246,7 @@ pub async fn require(services: &[Service]) -> Result<(), Failure> {
                 }
             }
             Service::Redis => {
-                let url =
-                    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+                let url = common::endpoints::REDIS.url();
                 let addr = url
                     .trim_start_matches("redis://")
                     .rsplit('@')

@@ -98,7 +98,7 @@ impl Settings {
         }
         let mut s = <Defaults as clap::Parser>::parse_from(["test"]).settings;
         s.brokers = crate::kafka::brokers();
-        s.redis_url = std::env::var("REDIS_URL").unwrap_or(s.redis_url);
+        s.redis_url = common::endpoints::REDIS.url();
         s.namespace = namespace.to_owned();
         let [order, payment, inventory, delivery] = databases;
         s.order_database_url = order.to_owned();

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 /// Where the broker is (`KAFKA_BROKERS`, default `127.0.0.1:9092`).
 pub fn brokers() -> String {
-    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned())
+    common::endpoints::KAFKA.url()
 }
 
 /// A producer that never writes a message twice or out of order per partition, and

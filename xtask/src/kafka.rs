@@ -33,17 +33,18 @@ use crate::process::{self, Privilege};
 use crate::services::{self, Service, Started, State, Stop};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use common::local_kafka::{self, Cluster, Runtime, probe};
+use common_local::endpoints;
+use common_local::local_kafka::{self, Cluster, Runtime, probe};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// The bootstrap servers the services and tests use when `KAFKA_BROKERS` is not set.
-pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
+pub const DEFAULT_BROKERS: &str = endpoints::KAFKA.default;
 /// Points the services and tests at other brokers (`host:port[,host:port…]`).
-pub const ENV_BROKERS: &str = "KAFKA_BROKERS";
-const NAME: &str = "kafka";
+pub const ENV_BROKERS: &str = endpoints::KAFKA.env;
+const NAME: &str = endpoints::KAFKA.name;
 const PORT: u16 = local_kafka::BASE_PORT;
 /// What `ps` calls a Kafka node: the JVM.
 const PROGRAM: &str = "java";

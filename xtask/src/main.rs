@@ -7,7 +7,7 @@
 //!
 //! | command | module |
 //! |---|---|
-//! | `cargo xtask up [--observability] [--brokers 3]` / `down` / `status` | [`services`] (the generic flow), [`postgres`], [`redis`], [`kafka`] (with `common::local_kafka`), [`prometheus`] |
+//! | `cargo xtask up [--observability] [--brokers 3]` / `down` / `status` | [`services`] (the generic flow), [`postgres`], [`redis`], [`kafka`] (with `common_local::local_kafka`), [`prometheus`] |
 //! | `cargo xtask broker restart [--down-for 5s]` / `kill N` / `start N` | [`kafka`] |
 //! | `cargo xtask test [-- ARGS]` | [`test`] |
 //! | `cargo xtask bench [phase1\|phase2\|phase3]` | [`bench`], [`bench_phase2`], [`bench_phase3`], [`loadgen`], [`openloop`], [`pgbench`] |

@@ -15,18 +15,19 @@
 use crate::process::{self, Privilege};
 use crate::services::{self, Service, Stop};
 use anyhow::bail;
+use common_local::endpoints;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 /// The server the tests use when `TEST_DATABASE_URL` is not set.
-pub const DEFAULT_URL: &str = common::db::LOCAL_POSTGRES_URL;
+pub const DEFAULT_URL: &str = endpoints::POSTGRES.default;
 /// Points the tests (and `cargo xtask bench`) at another server.
-pub const ENV_URL: &str = "TEST_DATABASE_URL";
+pub const ENV_URL: &str = endpoints::POSTGRES.env;
 const PORT: u16 = 5432;
 
 pub const SERVICE: Service = services::service! {
-    name: "postgresql", port: PORT, env_override: ENV_URL, default_url: DEFAULT_URL,
+    name: endpoints::POSTGRES.name, port: PORT, env_override: ENV_URL, default_url: DEFAULT_URL,
 };
 
 /// Up means: the port accepts TCP *and* `pg_isready` says the server accepts

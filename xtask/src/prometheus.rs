@@ -32,6 +32,7 @@
 use crate::process::{self, Privilege};
 use crate::services::{self, Service, Stop};
 use anyhow::{Context, bail};
+use common_local::endpoints;
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -39,10 +40,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Where Prometheus answers when `PROMETHEUS_URL` is not set.
-pub const DEFAULT_URL: &str = "http://127.0.0.1:9090";
+pub const DEFAULT_URL: &str = endpoints::PROMETHEUS.default;
 /// Points xtask (and whoever wants it) at another Prometheus.
-pub const ENV_URL: &str = "PROMETHEUS_URL";
-const NAME: &str = "prometheus";
+pub const ENV_URL: &str = endpoints::PROMETHEUS.env;
+const NAME: &str = endpoints::PROMETHEUS.name;
 const PORT: u16 = 9090;
 const PROGRAM: &str = "prometheus";
 const PACKAGE: &str = "prometheus";

@@ -19,6 +19,7 @@
 use crate::process::{self, Privilege};
 use crate::services::{self, Service, Stop};
 use anyhow::{Context, bail};
+use common_local::endpoints;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
@@ -26,15 +27,15 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The server the services and tests use when `REDIS_URL` is not set.
-pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
+pub const DEFAULT_URL: &str = endpoints::REDIS.default;
 /// Points the services and tests at another Redis.
-pub const ENV_URL: &str = "REDIS_URL";
+pub const ENV_URL: &str = endpoints::REDIS.env;
 const PORT: u16 = 6379;
 /// Connect, write and read timeout of one check.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub const SERVICE: Service = services::service! {
-    name: "redis", port: PORT, env_override: ENV_URL, default_url: DEFAULT_URL,
+    name: endpoints::REDIS.name, port: PORT, env_override: ENV_URL, default_url: DEFAULT_URL,
 };
 
 /// Where the server xtask starts keeps its pid file and log (no data: see the

@@ -386,7 +386,7 @@ pub fn status() -> anyhow::Result<()> {
 }
 
 /// A URL fit for printing: the password replaced by `***` (shared with the services).
-pub use common::db::redact;
+pub use common_local::endpoints::redact;
 
 fn address(service: &Service) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, service.port))

@@ -448,9 +448,9 @@ mod phase2 {
         let image = kafka.get("image").and_then(Value::as_str).unwrap();
         assert_eq!(
             image,
-            format!("apache/kafka:{}", common::local_kafka::VERSION),
+            format!("apache/kafka:{}", common_local::local_kafka::VERSION),
             "the compose file's Kafka must be the one `cargo xtask up` fetches \
-             (common/src/local_kafka/mod.rs, xtask/kafka/pom.xml)"
+             (common/local/src/local_kafka/mod.rs, xtask/kafka/pom.xml)"
         );
     }
 

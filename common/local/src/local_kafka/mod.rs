@@ -37,17 +37,11 @@ use std::time::Duration;
 /// `xtask/kafka/pom.xml` (which fetches it) and in the compose files' image tags.
 pub const VERSION: &str = "4.3.2";
 
-/// The workspace root (this crate's parent directory).
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("common lives one level below the workspace root")
-        .to_path_buf()
-}
-
 /// `.ferriseats/kafka`: the jars of each version, and the shared broker's storage.
 pub fn home() -> PathBuf {
-    workspace_root().join(".ferriseats").join("kafka")
+    crate::process::workspace_root()
+        .join(".ferriseats")
+        .join("kafka")
 }
 
 /// Where `cargo xtask up` puts the jars of [`VERSION`].
@@ -274,7 +268,7 @@ impl Cluster {
         let replicas = self.replication_factor();
         let min_isr = self.min_insync_replicas();
         Ok(format!(
-            "# Written by FerrisEats (common/src/local_kafka/mod.rs) at every start: edit that file, not this one.\n\
+            "# Written by FerrisEats (common/local/src/local_kafka/mod.rs) at every start: edit that file, not this one.\n\
              # One node of a local KRaft cluster of {count}, Apache Kafka {VERSION}.\n\
              \n\
              # Broker and controller in one process: no ZooKeeper, no separate controller nodes.\n\
@@ -334,7 +328,7 @@ impl Cluster {
     fn log4j(&self, id: u32) -> String {
         let log = self.log_file(id);
         format!(
-            "# Written by FerrisEats (common/src/local_kafka/mod.rs).\n\
+            "# Written by FerrisEats (common/local/src/local_kafka/mod.rs).\n\
              status = warn\n\
              appender.file.type = RollingFile\n\
              appender.file.name = file\n\
@@ -368,7 +362,7 @@ impl Cluster {
         }
         std::fs::create_dir_all(&self.root)
             .with_context(|| format!("creating {}", self.root.display()))?;
-        let id = base64url(&rand::random::<[u8; 16]>());
+        let id = random_id();
         std::fs::write(&path, format!("{id}\n"))
             .with_context(|| format!("writing {}", path.display()))?;
         Ok(id)
@@ -460,6 +454,25 @@ impl Cluster {
 
 /// How long one readiness probe may take.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// 16 random bytes in Kafka's cluster-id form (URL-safe base64, no padding), from
+/// the standard library alone: every `RandomState` is seeded from the operating
+/// system's randomness (and each later one in a process differs), which is plenty
+/// for naming a cluster or a scratch directory.
+pub(crate) fn random_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut bytes = [0u8; 16];
+    for half in bytes.chunks_mut(8) {
+        let mut hasher = std::hash::RandomState::new().build_hasher();
+        hasher.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        half.copy_from_slice(&hasher.finish().to_le_bytes());
+    }
+    base64url(&bytes)
+}
 
 /// Base64url without padding: the form of a Kafka cluster id (22 characters for
 /// 16 bytes).
@@ -562,7 +575,9 @@ mod tests {
 
     #[test]
     fn the_pom_pins_the_same_version() {
-        let pom = std::fs::read_to_string(workspace_root().join("xtask/kafka/pom.xml")).unwrap();
+        let pom =
+            std::fs::read_to_string(crate::process::workspace_root().join("xtask/kafka/pom.xml"))
+                .unwrap();
         assert!(
             pom.contains(&format!("<kafka.version>{VERSION}</kafka.version>")),
             "xtask/kafka/pom.xml must pin Kafka {VERSION}"

@@ -60,10 +60,8 @@ impl LocalCluster {
         advertised: Option<SocketAddr>,
     ) -> anyhow::Result<LocalCluster> {
         let runtime = Runtime::find()?;
-        let root: PathBuf = std::env::temp_dir().join(format!(
-            "ferriseats-kafka-{}",
-            uuid::Uuid::now_v7().simple()
-        ));
+        let root: PathBuf =
+            std::env::temp_dir().join(format!("ferriseats-kafka-{}", super::random_id()));
         let mut cluster = Cluster::on_ports(root, ports)?;
         // Tests start several of these at once: a smaller heap is plenty.
         cluster.heap_mib = 384;
