@@ -21,6 +21,7 @@
 //! | [`services`] | order (API + saga), payment, inventory, notification, delivery     |
 //! | [`system`]   | relays, the provider simulator, everything in one process          |
 //! | [`config`]   | flags and environment variables                                    |
+//! | `testing`    | the test harness of phases 2–4 and the no-loss checker (feature `testing`) |
 
 pub mod config;
 pub mod consumer;
@@ -33,3 +34,5 @@ pub mod outbox;
 pub mod relay;
 pub mod services;
 pub mod system;
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -1,20 +1,18 @@
 //! The chaos scenarios of phase 2, each on a whole system and each ending with the
-//! reconciliation checker (`support/checker.rs`). Scenario 7 (relay crash between
+//! reconciliation checker (`phase2_events::testing::checker`, in `src/testing/checker.rs`). Scenario 7 (relay crash between
 //! publish and mark) is in `relay.rs`, where the topic itself is inspected.
-
-mod support;
 
 use common::domain::OrderId;
 use common::local_kafka::LocalCluster;
 use common::payment::LatencyRange;
 use phase2_events::flow::Service;
 use phase2_events::services::payment::PaymentService;
+use phase2_events::testing::checker::check;
+use phase2_events::testing::{Options, TestSystem};
 use rdkafka::producer::FutureRecord;
 use sqlx::Row;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
-use support::checker::check;
-use support::system::{Options, TestSystem};
 
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -39,7 +37,12 @@ async fn count(db: &sqlx::AnyPool, sql: &'static str) -> i64 {
 async fn scenario_1_a_consumer_killed_mid_processing_resumes_without_loss() {
     // On the shared broker `cargo xtask up` started: the fault is the consumer's.
     let system = TestSystem::start(Options {
-        services: &["order", "inventory", "notification", "delivery"],
+        services: &[
+            Service::Order,
+            Service::Inventory,
+            Service::Notification,
+            Service::Delivery,
+        ],
         provider_latency: LatencyRange {
             min: Duration::from_millis(50),
             max: Duration::from_millis(150),
@@ -123,10 +126,10 @@ async fn scenario_2_every_event_delivered_twice_is_applied_once() {
     // Notifications are best effort and trail the orders: wait for them, then
     // require exactly one per event (the checker already refuses any twice).
     let started = Instant::now();
-    let mut sent = support::checker::notifications(&system).await;
+    let mut sent = phase2_events::testing::checker::notifications(&system).await;
     while sent.len() < copies.len() && started.elapsed() < LIMIT {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        sent = support::checker::notifications(&system).await;
+        sent = phase2_events::testing::checker::notifications(&system).await;
     }
     let distinct: BTreeSet<&String> = sent.iter().collect();
     eprintln!(

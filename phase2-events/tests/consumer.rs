@@ -1,9 +1,6 @@
 //! The at-least-once, idempotent consumer against real PostgreSQL and a real
 //! Apache Kafka (`cargo xtask up`).
 
-#[path = "support/mod.rs"]
-mod support;
-
 use common::domain::OrderId;
 use common::shutdown::CancellationToken;
 use phase2_events::consumer::{
@@ -11,6 +8,7 @@ use phase2_events::consumer::{
 };
 use phase2_events::events::Envelope;
 
+use phase2_events::testing::Setup;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
@@ -21,7 +19,6 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use support::Setup;
 
 /// Records each event's effect; fails transiently once for events marked `flaky`,
 /// and permanently for events marked `impossible`.
@@ -100,16 +97,27 @@ impl Handler for RecordingHandler {
     }
 }
 
-async fn setup() -> Setup {
-    let setup = support::setup("test-consumer", &[retry_topic, dlq_topic]).await;
+/// The harness's [`Setup`] (a database and a topic with its retry and dead-letter
+/// topics) with an `effects` table that the recording handler writes to.
+struct Fixture(Setup);
+
+impl std::ops::Deref for Fixture {
+    type Target = Setup;
+    fn deref(&self) -> &Setup {
+        &self.0
+    }
+}
+
+async fn setup() -> Fixture {
+    let setup = phase2_events::testing::setup("test-consumer", &[retry_topic, dlq_topic]).await;
     sqlx::query("CREATE TABLE effects (event_id TEXT PRIMARY KEY, order_id TEXT NOT NULL, instance TEXT NOT NULL)")
         .execute(&setup.pool)
         .await
         .unwrap();
-    setup
+    Fixture(setup)
 }
 
-impl Setup {
+impl Fixture {
     async fn send(&self, key: &str, payload: &[u8]) {
         self.producer
             .send(
@@ -246,7 +254,7 @@ impl Setup {
     ) {
         stop.cancel();
         task.await.unwrap().unwrap();
-        self.close().await;
+        self.0.close().await;
     }
 }
 

@@ -1,13 +1,11 @@
 //! The outbox relay against real PostgreSQL and a real Kafka broker
 //! (`cargo xtask up` starts both).
 
-#[path = "support/mod.rs"]
-mod support;
-
 use common::domain::OrderId;
 use common::shutdown::CancellationToken;
 use phase2_events::events::Envelope;
 use phase2_events::relay::Relay;
+use phase2_events::testing::Setup;
 use phase2_events::{kafka, outbox};
 use rdkafka::ClientConfig;
 use rdkafka::Message;
@@ -16,7 +14,6 @@ use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use support::Setup;
 
 /// Enqueues `n` events for `orders` distinct orders, one transaction each; returns
 /// the event ids in the order they were enqueued.
@@ -131,7 +128,7 @@ fn assert_per_order_sequence_is_increasing(received: &[Envelope]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_publishes_every_outbox_row_in_order_per_order_and_marks_it() {
-    let setup = support::setup("test-relay", &[]).await;
+    let setup = phase2_events::testing::setup("test-relay", &[]).await;
     let ids = enqueue_events(&setup, 60, 6).await;
     let relay = Relay::new(
         setup.pool.clone(),
@@ -156,7 +153,7 @@ async fn the_relay_publishes_every_outbox_row_in_order_per_order_and_marks_it() 
 /// rows are published again — duplicates, which consumers absorb — and nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_crash_between_publish_and_mark_duplicates_but_loses_nothing() {
-    let setup = support::setup("test-relay", &[]).await;
+    let setup = phase2_events::testing::setup("test-relay", &[]).await;
     let ids = enqueue_events(&setup, 40, 4).await;
     let producer = kafka::producer(&setup.brokers).unwrap();
 
@@ -192,7 +189,7 @@ async fn a_relay_crash_between_publish_and_mark_duplicates_but_loses_nothing() {
 /// sent twice and per-order order holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_relays_at_once_publish_each_event_once() {
-    let setup = support::setup("test-relay", &[]).await;
+    let setup = phase2_events::testing::setup("test-relay", &[]).await;
     let stop = CancellationToken::new();
     let mut tasks = Vec::new();
     for _ in 0..2 {

@@ -1,13 +1,12 @@
 //! The saga end to end: every service, the relays and the provider simulator on the
 //! real broker, PostgreSQL and Redis; each test ends with the reconciliation checker.
 
-mod support;
-
 use futures::StreamExt;
+use phase2_events::flow::Service;
+use phase2_events::testing::checker::check;
+use phase2_events::testing::{Options, TestSystem};
 use serde_json::{Value, json};
 use std::time::Duration;
-use support::checker::check;
-use support::system::{Options, TestSystem};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -51,7 +50,12 @@ async fn orders_are_delivered_or_cancelled_and_compensated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_payment_taken_before_stock_ran_out_is_refunded() {
     let mut system = TestSystem::start(Options {
-        services: &["order", "payment", "notification", "delivery"],
+        services: &[
+            Service::Order,
+            Service::Payment,
+            Service::Notification,
+            Service::Delivery,
+        ],
         ..Options::default()
     })
     .await;
@@ -63,7 +67,7 @@ async fn a_payment_taken_before_stock_ran_out_is_refunded() {
         "SELECT COUNT(*) FROM payments WHERE status = 'captured'",
     )
     .await;
-    system.start_service("inventory").await; // answers: out of stock
+    system.start_service(Service::Inventory).await; // answers: out of stock
     let report = check(&system, &[order], &initial, LIMIT).await;
     assert_eq!(
         (report.cancelled_stock, report.charges, report.refunded),
@@ -81,7 +85,12 @@ async fn a_payment_taken_before_stock_ran_out_is_refunded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stock_reserved_before_a_declined_payment_is_released() {
     let mut system = TestSystem::start(Options {
-        services: &["order", "inventory", "notification", "delivery"],
+        services: &[
+            Service::Order,
+            Service::Inventory,
+            Service::Notification,
+            Service::Delivery,
+        ],
         decline_rate: 1.0,
         ..Options::default()
     })
@@ -98,7 +107,7 @@ async fn stock_reserved_before_a_declined_payment_is_released() {
         initial["fries"] - 3,
         "reserved"
     );
-    system.start_service("payment").await; // declines
+    system.start_service(Service::Payment).await; // declines
     let report = check(&system, &[order], &initial, LIMIT).await;
     assert_eq!(report.cancelled_payment, 1);
     wait_for(
@@ -143,7 +152,7 @@ async fn concurrent_orders_for_the_last_items_never_oversell() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_api_keeps_phase_1_contract_with_202_and_idempotency_keys() {
     let system = TestSystem::start(Options {
-        services: &["order"],
+        services: &[Service::Order],
         ..Options::default()
     })
     .await;
@@ -221,14 +230,7 @@ async fn a_websocket_client_sees_every_status_live_until_delivered() {
         .expect("the stream closes once the order is delivered");
     // Whatever the first status seen (the order may have moved on before the socket
     // opened), the rest follow the state machine, once each, to `delivered`.
-    let path = [
-        "placed",
-        "paid",
-        "confirmed",
-        "preparing",
-        "out_for_delivery",
-        "delivered",
-    ];
+    let path = common::domain::OrderStatus::HAPPY_PATH.map(|s| s.as_str());
     let first = path.iter().position(|s| *s == statuses[0]).unwrap();
     assert_eq!(
         statuses,
@@ -240,7 +242,7 @@ async fn a_websocket_client_sees_every_status_live_until_delivered() {
 
 /// Tiramisu held by reservations.
 async fn held_tiramisu(system: &TestSystem) -> i64 {
-    support::checker::held_reservations(&system.inventory_db)
+    phase2_events::testing::checker::held_reservations(&system.inventory_db)
         .await
         .values()
         .flatten()

@@ -16,7 +16,7 @@
 //! | [`incidents`]  | the planned incidents and their switches                             |
 //! | [`ops`]        | the ops server: `/metrics`, `/health`, `/admin/incidents`            |
 //! | [`node`]       | one process: phase 2's services with all of the above wired around them |
-//! | [`testing`]    | the test harness: a whole observed system in the test's process     |
+//! | `testing`      | the test harness: a whole observed system in the test's process (feature `testing`) |
 //! | [`client`]     | the `incident` command: switch incidents of a running process        |
 //! | [`scrape`]     | reading `/metrics` back: samples, and percentiles from histogram buckets |
 
@@ -29,6 +29,7 @@ pub mod probes;
 pub mod scrape;
 pub mod signals;
 pub mod telemetry;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 use crate::metrics::Metrics;

@@ -1,7 +1,8 @@
-//! The test harness of phase 3 and of the dashboard: one observed system per test
-//! process — `phase3-observability all`, built in this process on four fresh
-//! databases and a topic namespace of its own, with ports of its own — judged from
-//! its ops server's `/metrics`, from the outside, like a dashboard.
+//! The test harness of phase 3 and of the dashboard (feature `testing`): one observed
+//! system per test process — `phase3-observability all`, built in this process on
+//! phase 2's [`Scratch`] (four fresh databases and a topic namespace of its own),
+//! with ports of its own — judged from its ops server's `/metrics`, from the
+//! outside, like a dashboard.
 //!
 //! The tracing subscriber is global, so each test binary holds one scenario (the
 //! suite may run under plain `cargo test`, where the tests of a binary share a
@@ -15,9 +16,9 @@ use crate::{Instruments, telemetry};
 use clap::Parser;
 use common::payment::LatencyRange;
 use common::shutdown::CancellationToken;
-use common::testing::{Backend, TestDb};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
-use serde_json::{Value, json};
+use phase2_events::testing::Scratch;
+use serde_json::Value;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -92,27 +93,16 @@ pub struct System {
     pub spans: InMemorySpanExporter,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    dbs: Vec<TestDb>,
+    scratch: Scratch,
 }
 
 impl System {
     pub async fn start(options: Options) -> System {
         let global = global(&options);
-        let mut dbs = Vec::new();
-        for _ in 0..4 {
-            dbs.push(TestDb::create(Backend::Postgres).await);
-        }
-        let namespace = format!("t{}", uuid::Uuid::now_v7().simple());
-        // Topics that earlier runs' tests left behind (one that panicked never reached
-        // `stop`): more than an hour old, so no test running now still uses them.
-        let _ = phase2_events::kafka::sweep_test_topics(
-            &phase2_events::kafka::brokers(),
-            Duration::from_secs(3600),
-        )
-        .await;
+        let scratch = Scratch::create(None).await;
+        let namespace = scratch.namespace().to_owned();
         let mut observed = Wrapper::parse_from(["test"]).observed;
-        let urls = [&dbs[0].url, &dbs[1].url, &dbs[2].url, &dbs[3].url].map(String::as_str);
-        observed.settings = phase2_events::config::Settings::for_tests(&namespace, urls);
+        observed.settings = scratch.settings.clone();
         let s = &mut observed.settings;
         s.provider.latency = options.provider_latency;
         s.payment.attempt_timeout = Duration::from_secs(5);
@@ -146,7 +136,7 @@ impl System {
             spans: global.spans.clone(),
             shutdown,
             task,
-            dbs,
+            scratch,
         }
     }
 
@@ -155,20 +145,11 @@ impl System {
         format!("{}.{name}", self.namespace)
     }
 
-    /// Places an order; returns its id once accepted (202).
+    /// Places an order of one pizza; returns its id once accepted (202).
     pub async fn place(&self) -> String {
-        let body =
-            json!({"customer_id": "cust-1", "items": [{"sku": "pizza-margherita", "qty": 1}]});
-        let response = self
-            .http
-            .post(format!("{}/orders", self.order_url))
-            .json(&body)
-            .send()
+        phase2_events::testing::place_order(&self.http, &self.order_url, &[("pizza-margherita", 1)])
             .await
-            .expect("order API reachable");
-        assert_eq!(response.status(), 202, "order accepted");
-        let body: Value = response.json().await.unwrap();
-        body["id"].as_str().unwrap().to_owned()
+            .to_string()
     }
 
     /// `GET` of `url` as JSON.
@@ -276,18 +257,11 @@ impl System {
         state
     }
 
-    /// Stops everything and removes the databases.
     /// Stops the system, removes its databases and deletes its topics.
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.task.await.unwrap().unwrap();
-        for db in self.dbs {
-            db.drop_database().await;
-        }
-        let brokers = phase2_events::kafka::brokers();
-        phase2_events::kafka::delete_namespace(&brokers, &self.namespace)
-            .await
-            .unwrap();
+        self.scratch.remove().await;
     }
 }
 

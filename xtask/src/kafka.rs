@@ -288,29 +288,9 @@ fn prepare(_started_here: Option<Privilege>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Does at least one of the comma-separated `host:port` brokers answer ApiVersions?
-/// (A client needs only one to bootstrap; the others are reported.)
+/// Checks `brokers` answer, for `status`.
 pub fn check_url(brokers: &str) -> anyhow::Result<()> {
-    let mut errors = Vec::new();
-    let mut answered = 0;
-    for broker in brokers.split(',').map(str::trim).filter(|b| !b.is_empty()) {
-        // Clients accept `PLAINTEXT://host:port` as well as `host:port`.
-        let addr = broker.rsplit("://").next().unwrap_or(broker);
-        match probe::api_versions(addr, local_kafka::PROBE_TIMEOUT) {
-            Ok(_) => answered += 1,
-            Err(err) => errors.push(format!("{broker}: {err:#}")),
-        }
-    }
-    if answered == 0 {
-        if errors.is_empty() {
-            bail!("{ENV_BROKERS} lists no broker (expected host:port[,host:port…])");
-        }
-        bail!("no broker answers ApiVersions:\n  {}", errors.join("\n  "));
-    }
-    for error in errors {
-        eprintln!("kafka: warning: {error}");
-    }
-    Ok(())
+    local_kafka::check_brokers(brokers)
 }
 
 /// For `status`: which Kafka, how many nodes, where its storage and logs are.
@@ -365,7 +345,7 @@ enum BrokerAction {
     /// it again on the same storage; returns once it answers. For chaos scenarios.
     Restart {
         /// How long the broker stays down between the kill and the start, e.g. 5s.
-        #[arg(long, default_value = "0s", value_parser = crate::bench::parse_duration)]
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
         down_for: Duration,
     },
     /// SIGKILL one node (1, 2 or 3) of the cluster `cargo xtask up --brokers 3` started.

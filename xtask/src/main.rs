@@ -10,17 +10,11 @@
 //! | `cargo xtask up [--observability] [--brokers 3]` / `down` / `status` | [`services`] (the generic flow), [`postgres`], [`redis`], [`kafka`] (with `common_local::local_kafka`), [`prometheus`] |
 //! | `cargo xtask broker restart [--down-for 5s]` / `kill N` / `start N` | [`kafka`] |
 //! | `cargo xtask test [-- ARGS]` | [`test`] |
-//! | `cargo xtask bench [phase1\|phase2\|phase3]` | [`bench`], [`bench_phase2`], [`bench_phase3`], [`loadgen`], [`openloop`], [`pgbench`] |
+//! | `cargo xtask bench [phase1\|phase2\|phase3] [FLAGS]` | runs `phase4-chaos bench …` in release mode (the benchmarks are phase 4's library: `phase4-chaos/src/bench/`) |
 //!
 //! This file only parses the command line and dispatches.
 
-mod bench;
-mod bench_phase2;
-mod bench_phase3;
 mod kafka;
-mod loadgen;
-mod openloop;
-mod pgbench;
 mod postgres;
 mod process;
 mod prometheus;
@@ -28,6 +22,7 @@ mod redis;
 mod services;
 mod test;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -56,8 +51,14 @@ enum Command {
     Broker(kafka::BrokerArgs),
     /// `up`, then the whole test suite (nextest if installed, plus doctests).
     Test(test::TestArgs),
-    /// Throughput and latency percentiles, next to pgbench running the same SQL.
-    Bench(bench::BenchArgs),
+    /// Throughput and latency percentiles, next to pgbench running the same SQL:
+    /// builds and runs `phase4-chaos bench ARGS` (`cargo xtask bench --help` lists them).
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// Passed on to `phase4-chaos bench`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -72,6 +73,28 @@ struct UpArgs {
     brokers: u32,
 }
 
+/// The benchmarks live in phase 4's library (they need rdkafka, sqlx and the phases,
+/// which `up` must not wait for): build its binary in release mode — a debug build
+/// measures the compiler, not the design — and run it.
+fn bench(args: &[String]) -> anyhow::Result<()> {
+    let mut build = std::process::Command::new(process::cargo());
+    build
+        .args(["build", "--release", "-p", "phase4-chaos"])
+        .current_dir(process::workspace_root());
+    process::run(&mut build, std::time::Duration::from_secs(60 * 60))?;
+    let bin = process::target_dir().join("release/phase4-chaos");
+    let status = std::process::Command::new(&bin)
+        .arg("bench")
+        .args(args)
+        .current_dir(process::workspace_root())
+        .status()
+        .with_context(|| format!("running {}", bin.display()))?;
+    if !status.success() {
+        anyhow::bail!("`phase4-chaos bench` failed ({status})");
+    }
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -80,7 +103,7 @@ fn main() -> std::process::ExitCode {
         Command::Status => services::status(),
         Command::Broker(args) => kafka::run(&args),
         Command::Test(args) => test::run(&args),
-        Command::Bench(args) => bench::run(&args),
+        Command::Bench { args } => bench(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -16,6 +16,7 @@ use crate::process::{self, Privilege};
 use crate::services::{self, Service, Stop};
 use anyhow::bail;
 use common_local::endpoints;
+use common_local::psql::{self, check_url};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -200,7 +201,7 @@ fn prepare(started_here: Option<Privilege>) -> anyhow::Result<()> {
             );
         }
     }
-    check_url(DEFAULT_URL).map_err(|err| {
+    psql::check_url(DEFAULT_URL).map_err(|err| {
         anyhow::anyhow!(
             "{err:#}\n\nThe tests log in with {} and that does not work here. Either give \
              the role `postgres` the password `postgres`:\n    \
@@ -212,61 +213,6 @@ fn prepare(started_here: Option<Privilege>) -> anyhow::Result<()> {
     })?;
     println!("postgresql: logged in as {}", services::redact(DEFAULT_URL));
     Ok(())
-}
-
-/// Logs in at `url` and runs `select 1` (with `psql`; a TCP check if it is missing).
-pub fn check_url(url: &str) -> anyhow::Result<()> {
-    let shown = services::redact(url);
-    if !process::on_path("psql") {
-        eprintln!("postgresql: psql is not installed, so the login at {shown} is not checked");
-        return Ok(());
-    }
-    let out = process::output(
-        Command::new("psql")
-            .arg(url)
-            .args(["-X", "-A", "-t", "-q", "-c", "select 1"])
-            .env("PGCONNECT_TIMEOUT", "5"),
-        Duration::from_secs(20),
-    )?;
-    if !out.status.success() {
-        bail!(
-            "cannot log in to PostgreSQL at {shown}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-/// Runs one SQL statement on the server at `url` (for `bench`'s database set-up).
-pub fn execute(url: &str, sql: &str) -> anyhow::Result<()> {
-    psql(url, &[], sql).map(|_| ())
-}
-
-/// Runs one query on the server at `url` and returns its output, unaligned and
-/// without headers (`psql -A -t`): `SELECT count(*) …` gives `42`.
-pub fn query(url: &str, sql: &str) -> anyhow::Result<String> {
-    psql(url, &["-A", "-t"], sql)
-}
-
-/// `psql URL -c SQL`, stopping at the first error; returns what it printed.
-fn psql(url: &str, format: &[&str], sql: &str) -> anyhow::Result<String> {
-    let out = process::output(
-        Command::new("psql")
-            .arg(url)
-            .args(["-X", "-q"])
-            .args(format)
-            .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
-            .env("PGCONNECT_TIMEOUT", "5"),
-        Duration::from_secs(60),
-    )?;
-    if !out.status.success() {
-        bail!(
-            "`{sql}` on {}: {}",
-            services::redact(url),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// Nothing for `status` to add about PostgreSQL.

@@ -11,6 +11,7 @@
 //! | [`endpoints`]   | PostgreSQL, Redis, Kafka, Prometheus: the default address and the variable that moves each |
 //! | [`local_kafka`] | Apache Kafka on this machine: the pinned version, configuration, readiness probe, test clusters |
 //! | [`process`]     | commands echoed and run with deadlines, detached servers, signals, the workspace's paths |
+//! | [`psql`]        | a login check and single statements through PostgreSQL's own client |
 //!
 //! `common` re-exports [`endpoints`] and [`local_kafka`], so the phases reach them as
 //! `common::endpoints` and `common::local_kafka`.
@@ -18,3 +19,4 @@
 pub mod endpoints;
 pub mod local_kafka;
 pub mod process;
+pub mod psql;

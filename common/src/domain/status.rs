@@ -73,6 +73,16 @@ impl OrderStatus {
         OrderStatus::Cancelled,
     ];
 
+    /// The statuses a delivered order passes through, in order.
+    pub const HAPPY_PATH: [OrderStatus; 6] = [
+        OrderStatus::Placed,
+        OrderStatus::Paid,
+        OrderStatus::Confirmed,
+        OrderStatus::Preparing,
+        OrderStatus::OutForDelivery,
+        OrderStatus::Delivered,
+    ];
+
     /// The whole state machine. Total: every (status, event) pair has an answer.
     pub fn apply(self, event: OrderEvent) -> Result<OrderStatus, IllegalTransition> {
         use OrderEvent as E;
@@ -164,6 +174,19 @@ mod tests {
     }
     fn any_event() -> impl Strategy<Value = OrderEvent> {
         proptest::sample::select(EVENTS.to_vec())
+    }
+
+    #[test]
+    fn the_happy_path_is_walked_by_the_state_machine() {
+        for pair in OrderStatus::HAPPY_PATH.windows(2) {
+            assert!(
+                EVENTS.iter().any(|&e| pair[0].apply(e) == Ok(pair[1])),
+                "no event takes {} to {}",
+                pair[0],
+                pair[1]
+            );
+        }
+        assert!(OrderStatus::HAPPY_PATH[5].is_final());
     }
 
     #[test]

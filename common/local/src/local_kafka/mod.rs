@@ -455,6 +455,34 @@ impl Cluster {
 /// How long one readiness probe may take.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Does at least one of the comma-separated `host:port` brokers answer ApiVersions?
+/// (A client needs only one to bootstrap; the others are reported.)
+pub fn check_brokers(brokers: &str) -> anyhow::Result<()> {
+    let mut errors = Vec::new();
+    let mut answered = 0;
+    for broker in brokers.split(',').map(str::trim).filter(|b| !b.is_empty()) {
+        // Clients accept `PLAINTEXT://host:port` as well as `host:port`.
+        let addr = broker.rsplit("://").next().unwrap_or(broker);
+        match probe::api_versions(addr, PROBE_TIMEOUT) {
+            Ok(_) => answered += 1,
+            Err(err) => errors.push(format!("{broker}: {err:#}")),
+        }
+    }
+    if answered == 0 {
+        if errors.is_empty() {
+            bail!(
+                "{} lists no broker (expected host:port[,host:port…])",
+                crate::endpoints::KAFKA.env
+            );
+        }
+        bail!("no broker answers ApiVersions:\n  {}", errors.join("\n  "));
+    }
+    for error in errors {
+        eprintln!("kafka: warning: {error}");
+    }
+    Ok(())
+}
+
 /// 16 random bytes in Kafka's cluster-id form (URL-safe base64, no padding), from
 /// the standard library alone: every `RandomState` is seeded from the operating
 /// system's randomness (and each later one in a process differs), which is plenty

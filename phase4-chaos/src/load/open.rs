@@ -1,7 +1,7 @@
 //! An open-model HTTP load generator: requests *arrive* at a fixed rate, whether or
 //! not the earlier ones were answered.
 //!
-//! The closed loop of [`crate::loadgen`] answers "how much can the server do with N
+//! The closed loop of [`super::closed`] answers "how much can the server do with N
 //! requests in flight?". Users do not wait politely for each other, though: at 50
 //! orders a second, the 51st customer presses the button whether or not the server
 //! is stuck on the 50th. Here request `i` is *due* at `start + i / rate`, and its
@@ -123,7 +123,7 @@ pub async fn open_loop(load: &OpenLoad) -> anyhow::Result<OpenReport> {
                     if (200..300).contains(&status) {
                         Ok(Answer { location })
                     } else {
-                        Err(format!("{status}: {}", truncate(&text, 300)))
+                        Err(format!("{status}: {}", super::truncate(&text, 300)))
                     }
                 }
                 Err(err) if err.is_timeout() => {
@@ -148,11 +148,4 @@ pub async fn open_loop(load: &OpenLoad) -> anyhow::Result<OpenReport> {
         outcomes,
         not_sent,
     })
-}
-
-fn truncate(text: &str, max: usize) -> &str {
-    match text.char_indices().nth(max) {
-        Some((i, _)) => &text[..i],
-        None => text,
-    }
 }

@@ -6,7 +6,7 @@
 //! server complete with N requests in flight?" — the question a benchmark beside
 //! pgbench (also closed-loop, `-c N`) asks. It does **not** tell what users of a
 //! slow server would see: a stalled server also stalls the clock of every request
-//! that would have arrived meanwhile ("coordinated omission"). [`crate::openloop`]
+//! that would have arrived meanwhile ("coordinated omission"). [`super::open`]
 //! uses an open model (a constant arrival rate) for that question.
 //!
 //! Latencies go into an HDR histogram (microseconds, 3 significant digits): exact
@@ -49,11 +49,6 @@ pub struct Report {
 /// Longest a single request may take before it counts as an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub fn histogram() -> Histogram<u64> {
-    // 1 µs .. 10 min, 3 significant digits.
-    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
-}
-
 pub async fn closed_loop(load: &Load) -> anyhow::Result<Report> {
     let client = reqwest::Client::builder()
         // Only local traffic: never route through an HTTP(S)_PROXY from the environment.
@@ -73,7 +68,7 @@ pub async fn closed_loop(load: &Load) -> anyhow::Result<Report> {
         let body = (load.body)(n);
         workers.spawn(async move {
             let mut report = Report {
-                latency_us: histogram(),
+                latency_us: super::histogram(),
                 ok: 0,
                 errors: 0,
                 elapsed: Duration::ZERO,
@@ -98,7 +93,7 @@ pub async fn closed_loop(load: &Load) -> anyhow::Result<Report> {
                         // Read the whole body, so the connection can be reused.
                         let text = response.text().await.unwrap_or_default();
                         let error = (!status.is_success())
-                            .then(|| format!("{status}: {}", truncate(&text, 300)));
+                            .then(|| format!("{status}: {}", super::truncate(&text, 300)));
                         (true, error)
                     }
                     Err(err) if err.is_timeout() => {
@@ -129,7 +124,7 @@ pub async fn closed_loop(load: &Load) -> anyhow::Result<Report> {
     }
 
     let mut total = Report {
-        latency_us: histogram(),
+        latency_us: super::histogram(),
         ok: 0,
         errors: 0,
         elapsed: Duration::ZERO,
@@ -148,11 +143,4 @@ pub async fn closed_loop(load: &Load) -> anyhow::Result<Report> {
         total.elapsed = load.duration;
     }
     Ok(total)
-}
-
-fn truncate(text: &str, max: usize) -> &str {
-    match text.char_indices().nth(max) {
-        Some((i, _)) => &text[..i],
-        None => text,
-    }
 }

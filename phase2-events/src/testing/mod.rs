@@ -1,16 +1,30 @@
-//! The fixture shared by the phase-2 test binaries: a fresh PostgreSQL database with
-//! the shared outbox migrations, and fresh topics on the broker (`cargo xtask up`),
-//! deleted again at the end.
-#![allow(dead_code)] // each test binary uses a different part of it
+//! The test harness of phases 2–4 (feature `testing`; never in a normal build).
+//!
+//! | item | what it gives a test |
+//! |---|---|
+//! | [`Scratch`] | four fresh PostgreSQL databases, a topic namespace of its own and the [`Settings`] that point at them; removed again by [`Scratch::remove`] |
+//! | [`TestSystem`] | a whole phase 2 system on a [`Scratch`]: the provider simulator, the relays and the chosen [`Service`]s, all in the test's process |
+//! | [`checker`] | the no-loss checker: what clients were told against the databases, the provider's ledger, Redis and the outboxes |
+//! | [`Setup`] | a smaller fixture: one database with the outbox migrations and a topic of the test's own |
+//!
+//! Phase 3's harness builds an observed system on the same [`Scratch`]; phase 4
+//! checks its chaos runs with the same [`checker`]. Everything needs PostgreSQL, Redis
+//! and Apache Kafka (`cargo xtask up`): when one is missing, the test fails saying so.
+//!
+//! [`Settings`]: crate::config::Settings
+//! [`Service`]: crate::flow::Service
 
 pub mod checker;
-pub mod system;
+mod system;
 
+pub use system::{Options, Scratch, TestSystem, place_order};
+
+use crate::{kafka, outbox};
 use common::testing::{Backend, TestDb};
-use phase2_events::{kafka, outbox};
 use rdkafka::producer::FutureProducer;
 use sqlx::AnyPool;
 
+/// One database and one topic (with its derived topics) for a test of one mechanism.
 pub struct Setup {
     pub db: TestDb,
     pub pool: AnyPool,
@@ -68,6 +82,16 @@ pub async fn sweep_once(brokers: &str) {
             }
         })
         .await;
+}
+
+impl std::fmt::Debug for Setup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Setup")
+            .field("db", &self.db)
+            .field("topics", &self.topics)
+            .field("brokers", &self.brokers)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Setup {

@@ -1,9 +1,9 @@
 //! `cargo xtask bench [phase1|phase2|phase3]`: throughput and latency of the real
 //! service, next to the limit of the machine. This file runs phase 1 and holds what
 //! all phases share; phase 2 (an event-driven system, measured end to end with an
-//! open load model) is in [`crate::bench_phase2`]; phase 3 (what its instrumentation
+//! open load model) is in [`crate::bench::phase2`]; phase 3 (what its instrumentation
 //! costs: phase 2's system and phase 3's measured in alternating rounds of one run,
-//! with phase 2's machinery) in [`crate::bench_phase3`].
+//! with phase 2's machinery) in [`crate::bench::phase3`].
 //!
 //! Speed is measured here and only here — never in timed unit tests, which flake on
 //! a busy laptop and prove nothing on a fast one. A benchmark run:
@@ -13,7 +13,7 @@
 //!    failures: the point is the cost of the order path itself;
 //! 3. for each database (SQLite file, PostgreSQL database `ferriseats_bench` created
 //!    fresh) starts the service, waits for `/ready`, drives `POST /orders` with the
-//!    closed-loop [`loadgen`], and stops the service;
+//!    closed-loop [`closed`] load generator, and stops the service;
 //! 4. runs [`pgbench`] with the same SQL at the same concurrency against the same
 //!    PostgreSQL — the ceiling the database allows on this machine;
 //! 5. prints a table and writes `target/bench/phase1.json`.
@@ -22,10 +22,14 @@
 //! spawned with `kill_on_drop`, so an error on any path leaves no server behind
 //! (Ctrl-C reaches them anyway: the terminal signals the whole process group). Logs of every process stay in `target/bench/phase1/` for a post-mortem.
 
-use crate::loadgen::{self, Load};
-use crate::{pgbench, postgres, process};
+pub mod phase2;
+pub mod phase3;
+
+use crate::load::closed::{self, Load};
+use crate::pgbench;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
+use common_local::{endpoints, process, psql};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -42,15 +46,15 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
     concurrency: u16,
     /// How long to measure, e.g. 10s, 500ms, 1m (phase 1; the pgbench run of phase 2).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub(crate) duration: Duration,
     /// Traffic sent before measuring (connections, caches), then discarded.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub(crate) warmup: Duration,
     #[command(flatten)]
-    pub(crate) phase2: crate::bench_phase2::Phase2Args,
+    pub(crate) phase2: crate::bench::phase2::Phase2Args,
     #[command(flatten)]
-    pub(crate) phase3: crate::bench_phase3::Phase3Args,
+    pub(crate) phase3: crate::bench::phase3::Phase3Args,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -74,14 +78,17 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     for phase in phases {
         match phase {
             Phase::Phase1 => phase1(args)?,
-            Phase::Phase2 => crate::bench_phase2::run(args)?,
-            Phase::Phase3 => crate::bench_phase3::run(args)?,
+            Phase::Phase2 => crate::bench::phase2::run(args)?,
+            Phase::Phase3 => crate::bench::phase3::run(args)?,
         }
     }
     Ok(())
 }
 
-/// The phase-1 service's order body; each worker is its own customer.
+/// This program's process name (`/proc/PID/comm`): the load generator and observer,
+/// whose CPU the benchmarks show apart from the system's.
+pub(crate) const LOAD_GENERATOR: &str = "phase4-chaos";
+
 /// Flags of a provider simulator that never fails, declines or waits: the benchmarks
 /// measure the machinery, not the simulated world.
 pub(crate) const PERFECT_PROVIDER: [&str; 6] = [
@@ -114,8 +121,8 @@ const BENCH_DATABASE: &str = "ferriseats_bench";
 
 fn phase1(args: &BenchArgs) -> anyhow::Result<()> {
     // Fail before the long build if the database is missing.
-    let admin_url = crate::services::url(&postgres::SERVICE);
-    postgres::check_url(&admin_url).context(
+    let admin_url = endpoints::POSTGRES.url();
+    psql::check_url(&admin_url).context(
         "PostgreSQL is needed for this benchmark: start it with `cargo xtask up` \
          (or point TEST_DATABASE_URL at a server)",
     )?;
@@ -134,11 +141,11 @@ fn phase1(args: &BenchArgs) -> anyhow::Result<()> {
 
     // A fresh database, so every run starts from the same (empty) tables.
     let bench_url = common::db::with_database(&admin_url, BENCH_DATABASE);
-    postgres::execute(
+    psql::execute(
         &admin_url,
         &format!("DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)"),
     )?;
-    postgres::execute(&admin_url, &format!("CREATE DATABASE {BENCH_DATABASE}"))?;
+    psql::execute(&admin_url, &format!("CREATE DATABASE {BENCH_DATABASE}"))?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -221,7 +228,7 @@ async fn phase1_rows(
             body: |worker| order_body(worker as u64),
         };
         let limit = args.warmup + args.duration + Duration::from_secs(30);
-        let report = tokio::time::timeout(limit, loadgen::closed_loop(&load))
+        let report = tokio::time::timeout(limit, closed::closed_loop(&load))
             .await
             .with_context(|| format!("{name}: the load run did not end within {limit:?}"))??;
         server.stop().await;
@@ -472,38 +479,9 @@ fn print_table(results: &Results) {
     }
 }
 
-/// `10s`, `500ms`, `1.5s`, `2m`, or a plain number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like 10s, 500ms or 2m"))?;
-    let seconds = match unit.trim() {
-        "" | "s" => value,
-        "ms" => value / 1000.0,
-        "m" | "min" => value * 60.0,
-        other => return Err(format!("unknown unit `{other}` (use ms, s or m)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|err| format!("`{text}`: {err}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_like_the_cli_promises() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5h").is_err());
-    }
 
     #[test]
     fn the_order_body_is_valid_json() {

@@ -1,20 +1,21 @@
 //! A whole phase 2 system for one test: four fresh databases, a topic namespace of
-//! its own on the broker, the provider simulator, the relays and the chosen services,
-//! all in this process (a scenario may run one of them as a separate process).
+//! its own on the broker ([`Scratch`]), the provider simulator, the relays and the
+//! chosen services, all in this process (a scenario may run one of them as a
+//! separate process).
 
+use crate::config::Settings;
+use crate::flow::{Service, Topics};
+use crate::relay::RelayFaults;
+use crate::services::delivery::DeliveryService;
+use crate::services::inventory::InventoryService;
+use crate::services::notification::NotificationService;
+use crate::services::order::OrderService;
+use crate::services::payment::PaymentService;
+use crate::system::Relays;
 use common::domain::OrderId;
 use common::payment::{LatencyRange, Simulator};
 use common::shutdown::CancellationToken;
 use common::testing::{Backend, TestDb};
-use phase2_events::config::Settings;
-use phase2_events::flow::Topics;
-use phase2_events::relay::RelayFaults;
-use phase2_events::services::delivery::DeliveryService;
-use phase2_events::services::inventory::InventoryService;
-use phase2_events::services::notification::NotificationService;
-use phase2_events::services::order::OrderService;
-use phase2_events::services::payment::PaymentService;
-use phase2_events::system::Relays;
 use serde_json::{Value, json};
 use sqlx::AnyPool;
 use std::collections::BTreeMap;
@@ -22,12 +23,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
 
-pub const ALL: &[&str] = &["order", "payment", "inventory", "notification", "delivery"];
-
 /// What a test may change before the system starts.
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub services: &'static [&'static str],
+    /// The services started in this process (all five by default).
+    pub services: &'static [Service],
     pub decline_rate: f64,
     pub provider_latency: LatencyRange,
     /// Another broker (a test's own `LocalCluster`, maybe through a proxy); default:
@@ -38,10 +38,55 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            services: ALL,
+            services: &Service::ALL,
             decline_rate: 0.0,
             provider_latency: LatencyRange::ZERO,
             brokers: None,
+        }
+    }
+}
+
+/// Fresh state for one system: four PostgreSQL databases (order, payment, inventory,
+/// delivery), a topic namespace `t<uuid>` of its own, and [`Settings`] for tests
+/// that point at them. [`Scratch::remove`] deletes the namespace's topics and drops
+/// the databases.
+#[derive(Debug)]
+pub struct Scratch {
+    pub settings: Settings,
+    dbs: Vec<TestDb>,
+}
+
+impl Scratch {
+    /// Creates the databases and names the namespace (the topics appear when the
+    /// services create them). `brokers` overrides `KAFKA_BROKERS`. First deletes the
+    /// topics earlier runs left behind (see [`super::sweep_once`]).
+    pub async fn create(brokers: Option<String>) -> Scratch {
+        let mut dbs = Vec::new();
+        for _ in 0..4 {
+            dbs.push(TestDb::create(Backend::Postgres).await);
+        }
+        let namespace = format!("t{}", uuid::Uuid::now_v7().simple());
+        let brokers = brokers.unwrap_or_else(crate::kafka::brokers);
+        super::sweep_once(&brokers).await;
+        let urls = [&dbs[0].url, &dbs[1].url, &dbs[2].url, &dbs[3].url].map(String::as_str);
+        let mut settings = Settings::for_tests(&namespace, urls);
+        settings.brokers = brokers;
+        Scratch { settings, dbs }
+    }
+
+    /// The topic namespace.
+    pub fn namespace(&self) -> &str {
+        &self.settings.namespace
+    }
+
+    /// Deletes the namespace's topics and drops the databases (close every pool
+    /// on them first).
+    pub async fn remove(self) {
+        crate::kafka::delete_namespace(&self.settings.brokers, &self.settings.namespace)
+            .await
+            .unwrap();
+        for db in self.dbs {
+            db.drop_database().await;
         }
     }
 }
@@ -59,30 +104,15 @@ pub struct TestSystem {
     pub payments_db: AnyPool,
     pub inventory_db: AnyPool,
     pub http: reqwest::Client,
-    dbs: Vec<TestDb>,
+    scratch: Scratch,
     shutdown: CancellationToken,
     tasks: JoinSet<anyhow::Result<()>>,
 }
 
 impl TestSystem {
     pub async fn start(options: Options) -> TestSystem {
-        let mut dbs = Vec::new();
-        for _ in 0..4 {
-            dbs.push(TestDb::create(Backend::Postgres).await);
-        }
-        let namespace = format!("t{}", uuid::Uuid::now_v7().simple());
-        super::sweep_once(
-            &options
-                .brokers
-                .clone()
-                .unwrap_or_else(phase2_events::kafka::brokers),
-        )
-        .await;
-        let urls = [&dbs[0].url, &dbs[1].url, &dbs[2].url, &dbs[3].url].map(String::as_str);
-        let mut settings = Settings::for_tests(&namespace, urls);
-        if let Some(brokers) = &options.brokers {
-            settings.brokers = brokers.clone();
-        }
+        let scratch = Scratch::create(options.brokers.clone()).await;
+        let mut settings = scratch.settings.clone();
         settings.provider.decline_rate = options.decline_rate;
         settings.provider.latency = options.provider_latency;
         settings.payment.attempt_timeout = Duration::from_secs(2);
@@ -90,7 +120,7 @@ impl TestSystem {
 
         // Every schema exists from the start, whichever services run (a test may
         // start one later, or run it as a separate process).
-        use phase2_events::services::{delivery, inventory, open_database, order, payment};
+        use crate::services::{delivery, inventory, open_database, order, payment};
         for (url, migrators) in [
             (&settings.order_database_url, order::migrators()),
             (&settings.payment_database_url, payment::migrators()),
@@ -105,9 +135,7 @@ impl TestSystem {
         }
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        let provider = phase2_events::system::Provider::build(&settings)
-            .await
-            .unwrap();
+        let provider = crate::system::Provider::build(&settings).await.unwrap();
         let provider_url = provider.url();
         let simulator = provider.simulator().clone();
         settings.payment_url = Some(provider_url.clone());
@@ -126,11 +154,17 @@ impl TestSystem {
         tasks.spawn(relays.run(shutdown.clone()));
         // The order and inventory databases exist once their services were built (or
         // by the relays' migrations).
-        let orders_db = common::db::connect(&dbs[0].url, 3).await.unwrap();
-        let payments_db = common::db::connect(&dbs[1].url, 3).await.unwrap();
-        let inventory_db = common::db::connect(&dbs[2].url, 3).await.unwrap();
+        let orders_db = common::db::connect(&settings.order_database_url, 3)
+            .await
+            .unwrap();
+        let payments_db = common::db::connect(&settings.payment_database_url, 3)
+            .await
+            .unwrap();
+        let inventory_db = common::db::connect(&settings.inventory_database_url, 3)
+            .await
+            .unwrap();
         let mut system = TestSystem {
-            topics: Topics::new(&namespace),
+            topics: Topics::new(&settings.namespace),
             settings,
             order_url: String::new(),
             notification_addr: None,
@@ -141,11 +175,11 @@ impl TestSystem {
             payments_db,
             inventory_db,
             http: reqwest::Client::new(),
-            dbs,
+            scratch,
             shutdown,
             tasks,
         };
-        for service in options.services {
+        for &service in options.services {
             system.start_service(service).await;
         }
         system
@@ -153,49 +187,49 @@ impl TestSystem {
 
     /// Starts one more service in this process (e.g. one that was left out at first,
     /// or a second instance).
-    pub async fn start_service(&mut self, service: &str) {
+    pub async fn start_service(&mut self, service: Service) {
         let fail = |err: anyhow::Error| -> ! {
             panic!(
-                "starting the {service} service failed: {err:#}\nThe phase 2 tests need \
-                 PostgreSQL, Redis and Apache Kafka: start them with `cargo xtask up`."
+                "starting the {} service failed: {err:#}\nThe phase 2 tests need \
+                 PostgreSQL, Redis and Apache Kafka: start them with `cargo xtask up`.",
+                service.name()
             )
         };
         let settings = &self.settings;
         let stop = self.shutdown.clone();
         match service {
-            "order" => {
+            Service::Order => {
                 let s = OrderService::build(settings)
                     .await
                     .unwrap_or_else(|e| fail(e));
                 self.order_url = format!("http://{}", s.addr());
                 self.tasks.spawn(s.run(stop));
             }
-            "payment" => {
+            Service::Payment => {
                 let s = PaymentService::build(settings)
                     .await
                     .unwrap_or_else(|e| fail(e));
                 self.tasks.spawn(s.run(stop));
             }
-            "inventory" => {
+            Service::Inventory => {
                 let s = InventoryService::build(settings)
                     .await
                     .unwrap_or_else(|e| fail(e));
                 self.tasks.spawn(s.run(stop));
             }
-            "notification" => {
+            Service::Notification => {
                 let s = NotificationService::build(settings)
                     .await
                     .unwrap_or_else(|e| fail(e));
                 self.notification_addr = Some(s.addr());
                 self.tasks.spawn(s.run(stop));
             }
-            "delivery" => {
+            Service::Delivery => {
                 let s = DeliveryService::build(settings)
                     .await
                     .unwrap_or_else(|e| fail(e));
                 self.tasks.spawn(s.run(stop));
             }
-            other => panic!("no service {other}"),
         }
     }
 
@@ -258,15 +292,7 @@ impl TestSystem {
 
     /// Places an order of `items` (`[(sku, qty)]`); returns its id once accepted (202).
     pub async fn place(&self, items: &[(&str, u8)]) -> OrderId {
-        let items: Vec<Value> = items
-            .iter()
-            .map(|(sku, qty)| json!({"sku": sku, "qty": qty}))
-            .collect();
-        let (status, body) = self
-            .post_order(&json!({"customer_id": "cust-1", "items": items}), None)
-            .await;
-        assert_eq!(status, 202, "order accepted: {body}");
-        body["id"].as_str().unwrap().parse().unwrap()
+        place_order(&self.http, &self.order_url, items).await
     }
 
     /// The relays of every database publish each event twice from now on.
@@ -284,14 +310,29 @@ impl TestSystem {
         while let Some(done) = self.tasks.join_next().await {
             done.unwrap().unwrap();
         }
-        phase2_events::kafka::delete_namespace(&self.settings.brokers, &self.settings.namespace)
-            .await
-            .unwrap();
         self.orders_db.close().await;
         self.payments_db.close().await;
         self.inventory_db.close().await;
-        for db in self.dbs {
-            db.drop_database().await;
-        }
+        self.scratch.remove().await;
     }
+}
+
+/// `POST {order_url}/orders` of `items` (`[(sku, qty)]`) for customer `cust-1`;
+/// returns the order's id once accepted (202). Phase 3's harness places its orders
+/// with it too.
+pub async fn place_order(http: &reqwest::Client, order_url: &str, items: &[(&str, u8)]) -> OrderId {
+    let items: Vec<Value> = items
+        .iter()
+        .map(|(sku, qty)| json!({"sku": sku, "qty": qty}))
+        .collect();
+    let response = http
+        .post(format!("{order_url}/orders"))
+        .json(&json!({"customer_id": "cust-1", "items": items}))
+        .send()
+        .await
+        .expect("order API reachable");
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    assert_eq!(status, 202, "order accepted: {body}");
+    body["id"].as_str().unwrap().parse().unwrap()
 }

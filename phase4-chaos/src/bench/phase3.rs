@@ -16,7 +16,7 @@
 //!    bookkeeping) then costs both systems the same.
 //! 3. Every run starts from the same place: fresh databases and a topic namespace of
 //!    its own (deleted after the run) on the broker `cargo xtask up` runs.
-//! 4. Each run is phase 2's benchmark, shortened ([`bench_phase2`]'s functions):
+//! 4. Each run is phase 2's benchmark, shortened ([`phase2`]'s functions):
 //!    priming, a **saturation run** (closed loop, `--saturation-in-flight` orders in
 //!    the system: the sustained orders/s, and CPU use per program), then a **latency
 //!    run** (open model) at one arrival rate for every run — `--latency-rate`, or half
@@ -34,27 +34,27 @@
 //! not what is compared (phase 3's traces and metrics see INFO spans whatever
 //! `RUST_LOG` says).
 
-use crate::bench::{BenchArgs, free_local_addr, parse_duration};
-use crate::bench_phase2::{
+use crate::bench::phase2::{
     self, LatencyPlan, LatencyRun, Percentiles, QueueProbe, SaturationPlan, SaturationRun, Setup,
     Subject,
 };
-use crate::{loadgen, process};
+use crate::bench::{BenchArgs, free_local_addr};
+use crate::load;
 use anyhow::Context;
 use clap::Args;
 use common::shutdown::CancellationToken;
+use common_local::process;
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::time::Instant;
 
 #[derive(Debug, Args)]
 #[command(
     next_help_heading = "Phase 3 (the instrumentation's overhead; also uses \
-    --latency-rate, --saturation-in-flight, --shared-broker and --warmup)"
+    --latency-rate, --saturation-in-flight and --warmup)"
 )]
 pub struct Phase3Args {
     /// Rounds, each running both systems (phase 2 then phase 3, then the other way
@@ -62,10 +62,10 @@ pub struct Phase3Args {
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=20))]
     rounds: u16,
     /// Each run's saturation run (closed loop; the first --warmup is not measured).
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     phase3_saturation_duration: Duration,
     /// Each run's latency run (open model; the first --warmup is not measured).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     phase3_latency_duration: Duration,
     /// Export phase 3's traces over OTLP/HTTP to a receiver the benchmark runs (it
     /// discards them), so the export's cost is measured too. Default: no export, as
@@ -74,11 +74,11 @@ pub struct Phase3Args {
     otlp_sink: bool,
     /// How often phase 3's GET /metrics is scraped during its runs, as Prometheus
     /// would.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     scrape_interval: Duration,
     /// Phase 3's --probe-interval: how often it samples lag, dead letters and the
     /// outboxes (default: phase 3's own, 5s). A long one takes the probes' cost out.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = humantime::parse_duration)]
     probe_interval: Option<Duration>,
 }
 
@@ -106,11 +106,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "--scrape-interval must be longer than 0"
     );
     // Fail before the long builds if something is missing.
-    let crate::bench_phase2::Infrastructure {
+    let crate::bench::phase2::Infrastructure {
         admin_url,
         brokers,
         redis_url,
-    } = crate::bench_phase2::Infrastructure::check()?;
+    } = crate::bench::phase2::Infrastructure::check()?;
 
     let bins = [
         crate::bench::build_release(Subject::Phase2.package())?,
@@ -188,7 +188,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             let outcome = runtime.block_on(one_run(args, &setup, round, &mut rate, sink.as_ref()));
             // Whatever happened: no databases and no topics left behind.
             drop_databases(&admin_url);
-            runtime.block_on(crate::bench_phase2::delete_topics(&setup));
+            runtime.block_on(crate::bench::phase2::delete_topics(&setup));
             runs.push(outcome?);
         }
     }
@@ -232,7 +232,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 }
 
 fn drop_databases(admin_url: &str) {
-    bench_phase2::drop_databases(admin_url);
+    phase2::drop_databases(admin_url);
 }
 
 /// One system, started, primed, saturated, then at the fixed arrival rate; stopped.
@@ -246,7 +246,7 @@ async fn one_run(
 ) -> anyhow::Result<RunReport> {
     let began = Instant::now();
     let exported_before = sink.map(OtlpSink::counts);
-    let mut server = bench_phase2::start_system(setup).await?;
+    let mut server = phase2::start_system(setup).await?;
     let scraper = setup
         .ops_addr
         .map(|ops| Scraper::start(format!("http://{ops}/metrics"), args.phase3.scrape_interval))
@@ -283,7 +283,7 @@ async fn measure(
     rate: &mut Option<f64>,
 ) -> anyhow::Result<(SaturationRun, LatencyRun)> {
     let p3 = &args.phase3;
-    let observer = bench_phase2::prime(setup, server).await?;
+    let observer = phase2::prime(setup, server).await?;
     let url = format!("http://{}/orders", server.addr());
     let probe = QueueProbe::new(setup)?;
     let plan = SaturationPlan {
@@ -296,17 +296,17 @@ async fn measure(
         plan.in_flight, plan.duration, plan.warmup
     );
     let (saturation, unfinished) =
-        bench_phase2::saturation_run(&plan, setup.subject, &url, &observer, &probe).await?;
+        phase2::saturation_run(&plan, setup.subject, &url, &observer, &probe).await?;
     server.check_running()?;
     println!(
         "  {:.1} orders/s sustained ({} finished, {} API errors)",
         saturation.finished_per_second, saturation.finished, saturation.api_errors
     );
     // The latency run starts on an idle system.
-    bench_phase2::drain(&observer, &unfinished).await;
+    phase2::drain(&observer, &unfinished).await;
 
     let plan = LatencyPlan {
-        rate: *rate.get_or_insert_with(|| bench_phase2::half_rate(saturation.finished_per_second)),
+        rate: *rate.get_or_insert_with(|| phase2::half_rate(saturation.finished_per_second)),
         rate_from_saturation: args.phase2.latency_rate.is_none(),
         duration: p3.phase3_latency_duration,
         warmup: args.warmup,
@@ -315,7 +315,7 @@ async fn measure(
         "latency run: {} orders/s arriving for {:?} (first {:?} not measured)…",
         plan.rate, plan.duration, plan.warmup
     );
-    let latency = bench_phase2::latency_run(&plan, &url, &observer).await?;
+    let latency = phase2::latency_run(&plan, &url, &observer).await?;
     server.check_running()?;
     println!(
         "  API p99 {:.1} ms, end to end p99 {:.1} ms ({} delivered, {} unfinished)",
@@ -326,15 +326,15 @@ async fn measure(
 }
 
 /// CPU seconds per finished order during the saturation run, of the programs whose
-/// name `pick` accepts — never the benchmark's own (`xtask`: load generator and
-/// observer). NaN without /proc or without finished orders.
+/// name `pick` accepts — never the benchmark's own ([`crate::bench::LOAD_GENERATOR`]: load
+/// generator and observer). NaN without /proc or without finished orders.
 fn cpu_per_order(run: &SaturationRun, pick: impl Fn(&str) -> bool) -> f64 {
     let Some(cpu) = &run.cpu else {
         return f64::NAN;
     };
     let cores: f64 = cpu
         .iter()
-        .filter(|(name, _)| name != "xtask" && pick(name))
+        .filter(|(name, _)| name != crate::bench::LOAD_GENERATOR && pick(name))
         .map(|(_, percent)| percent / 100.0)
         .sum();
     // Both are rates over the same window: (CPU s / s) / (orders / s).
@@ -418,10 +418,11 @@ impl Scraper {
 // ---------------------------------------------------------------------------------
 // Where traces are exported with --otlp-sink.
 
-/// The smallest OTLP/HTTP receiver that keeps an exporter happy: reads each request
-/// (`Content-Length` or chunked body), answers `200` with an empty body — an empty
-/// `ExportTraceServiceResponse`, i.e. everything accepted — and counts what came.
-/// Keeps connections alive, as the exporter's HTTP client expects.
+/// The smallest OTLP/HTTP receiver that keeps an exporter happy: one axum route,
+/// `POST /v1/traces`, that reads the body, answers `200` with an empty body — an
+/// empty `ExportTraceServiceResponse`, i.e. everything accepted — and counts what came.
+/// hyper underneath keeps connections alive and reads `Content-Length` and chunked
+/// bodies alike, as the exporter's HTTP client expects.
 #[derive(Debug)]
 struct OtlpSink {
     addr: SocketAddr,
@@ -433,7 +434,8 @@ struct OtlpSink {
 struct SinkCounters {
     requests: AtomicU64,
     bytes: AtomicU64,
-    /// Connections that ended inside a request, or with one this sink cannot read.
+    /// Requests whose body could not be read (the connection broke inside it, or it
+    /// was larger than [`MAX_BODY`]).
     broken: AtomicU64,
 }
 
@@ -455,20 +457,44 @@ impl ExportStats {
     }
 }
 
+/// Requests larger than this are refused (the exporter's batches are far smaller).
+const MAX_BODY: usize = 64 << 20;
+
 impl OtlpSink {
     async fn start() -> anyhow::Result<OtlpSink> {
+        use axum::extract::{DefaultBodyLimit, State};
+        use axum::http::{StatusCode, header};
+
+        async fn export(
+            State(counts): State<Arc<SinkCounters>>,
+            body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+        ) -> impl axum::response::IntoResponse {
+            match body {
+                Ok(body) => {
+                    counts.requests.fetch_add(1, Ordering::Relaxed);
+                    counts.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+                    (
+                        StatusCode::OK,
+                        [(header::CONTENT_TYPE, "application/x-protobuf")],
+                    )
+                }
+                Err(rejection) => {
+                    counts.broken.fetch_add(1, Ordering::Relaxed);
+                    (rejection.status(), [(header::CONTENT_TYPE, "text/plain")])
+                }
+            }
+        }
+
         let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
         let addr = listener.local_addr()?;
         let counts = Arc::new(SinkCounters::default());
-        let shared = counts.clone();
+        let app = axum::Router::new()
+            .route("/v1/traces", axum::routing::post(export))
+            .layer(DefaultBodyLimit::max(MAX_BODY))
+            .with_state(counts.clone());
         let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let counts = shared.clone();
-                tokio::spawn(async move {
-                    if serve_connection(stream, &counts).await.is_err() {
-                        counts.broken.fetch_add(1, Ordering::Relaxed);
-                    }
-                });
+            if let Err(err) = axum::serve(listener, app).await {
+                eprintln!("OTLP sink: {err}");
             }
         });
         Ok(OtlpSink { addr, counts, task })
@@ -491,95 +517,6 @@ impl OtlpSink {
 impl Drop for OtlpSink {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-/// Requests larger than this are refused (the exporter's batches are far smaller).
-const MAX_BODY: usize = 64 << 20;
-
-/// Serves one connection until the client closes it.
-async fn serve_connection(
-    stream: tokio::net::TcpStream,
-    counts: &SinkCounters,
-) -> std::io::Result<()> {
-    let mut stream = BufReader::new(stream);
-    let invalid =
-        |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
-    let mut line = String::new();
-    loop {
-        // Request line; a clean close between requests ends the connection.
-        line.clear();
-        if stream.read_line(&mut line).await? == 0 {
-            return Ok(());
-        }
-        let (mut length, mut chunked) = (0usize, false);
-        loop {
-            line.clear();
-            if stream.read_line(&mut line).await? == 0 {
-                return Err(invalid("closed inside the headers"));
-            }
-            let header = line.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            let Some((name, value)) = header.split_once(':') else {
-                return Err(invalid("a header without a colon"));
-            };
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.parse().map_err(|_| invalid("Content-Length"))?;
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = value.eq_ignore_ascii_case("chunked");
-            }
-        }
-        let bytes = if chunked {
-            read_chunked(&mut stream).await?
-        } else {
-            if length > MAX_BODY {
-                return Err(invalid("body too large"));
-            }
-            let mut body = vec![0; length];
-            stream.read_exact(&mut body).await?;
-            length
-        };
-        counts.requests.fetch_add(1, Ordering::Relaxed);
-        counts.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-        stream
-            .get_mut()
-            .write_all(
-                b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\n\
-                  content-length: 0\r\n\r\n",
-            )
-            .await?;
-    }
-}
-
-/// Reads (and drops) a chunked body; returns its size.
-async fn read_chunked(stream: &mut BufReader<tokio::net::TcpStream>) -> std::io::Result<usize> {
-    let invalid =
-        |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
-    let mut total = 0;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        stream.read_line(&mut line).await?;
-        let size = line.trim_end().split(';').next().unwrap_or("");
-        let size = usize::from_str_radix(size.trim(), 16).map_err(|_| invalid("chunk size"))?;
-        if size == 0 {
-            // Trailers, up to the empty line.
-            loop {
-                line.clear();
-                if stream.read_line(&mut line).await? == 0 || line.trim_end().is_empty() {
-                    return Ok(total);
-                }
-            }
-        }
-        total += size;
-        if total > MAX_BODY {
-            return Err(invalid("body too large"));
-        }
-        let mut chunk = vec![0; size + 2]; // and its CRLF
-        stream.read_exact(&mut chunk).await?;
     }
 }
 
@@ -628,7 +565,7 @@ struct SubjectSummary {
 impl SubjectSummary {
     fn of(subject: Subject, runs: &[RunReport]) -> anyhow::Result<SubjectSummary> {
         let mine: Vec<&RunReport> = runs.iter().filter(|r| r.subject == subject).collect();
-        let (mut api, mut end_to_end) = (loadgen::histogram(), loadgen::histogram());
+        let (mut api, mut end_to_end) = (load::histogram(), load::histogram());
         for run in &mine {
             api.add(&run.latency.api_us)
                 .map_err(|err| anyhow::anyhow!("merging histograms: {err:?}"))?;
@@ -805,7 +742,7 @@ fn print_table(r: &Results) {
             signed_pct(o.service_cpu_per_order_pct)
         ),
     ]);
-    bench_phase2::print_markdown(&rows, 1..=6);
+    phase2::print_markdown(&rows, 1..=6);
 
     println!(
         "\nSustained: closed loop, {} orders in the system, {:.0} s measured per run. \
@@ -926,6 +863,7 @@ mod tests {
     /// The sink answers an OTLP-style POST (with a body, kept alive, then chunked).
     #[tokio::test]
     async fn the_otlp_sink_accepts_posts() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let sink = OtlpSink::start().await.unwrap();
         let mut stream = tokio::net::TcpStream::connect(sink.addr).await.unwrap();
         let request = b"POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: \

@@ -24,7 +24,7 @@
 //!    Meanwhile the queues (outboxes, consumer lag) and the CPU used by each program
 //!    are sampled: they say where the bottleneck is.
 //! 6. **Latency run**, once those orders are done: orders arrive at a fixed rate
-//!    ([`openloop`]; no coordinated omission) below capacity — by default half the
+//!    ([`open`]; no coordinated omission) below capacity — by default half the
 //!    sustained rate: API and end-to-end percentiles.
 //! 7. **Overload run**: more orders arrive than the system can finish (open model).
 //!    A system with one bottleneck would finish orders at its sustained throughput
@@ -38,13 +38,17 @@
 //! 9. Databases dropped — on error too — then a markdown table and
 //!    `target/bench/phase2.json`.
 
-use crate::bench::{BenchArgs, Server, free_local_addr, order_body, parse_duration};
-use crate::openloop::{self, OpenLoad, Outcome};
-use crate::{kafka, loadgen, pgbench, postgres, process, redis, services};
+use crate::bench::{BenchArgs, Server, free_local_addr, order_body};
+use crate::load::{
+    self,
+    open::{self, OpenLoad, Outcome},
+};
+use crate::pgbench;
 use anyhow::{Context, bail};
 use clap::Args;
 use common::domain::{OrderId, OrderStatus};
 use common::shutdown::CancellationToken;
+use common_local::{endpoints, local_kafka, process, psql};
 use hdrhistogram::Histogram;
 use phase2_events::events::Envelope;
 use phase2_events::flow::{Line, OrderPlaced, Service, Topics, event};
@@ -70,20 +74,20 @@ pub struct Phase2Args {
     #[arg(long, value_parser = parse_rate)]
     pub(crate) latency_rate: Option<f64>,
     /// Latency run: how long orders arrive (the first --warmup is not measured).
-    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     latency_duration: Duration,
     /// Saturation run: orders in the system at any time (closed loop: each finished
     /// order is replaced by a new one). Phase 3 too.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub(crate) saturation_in_flight: u16,
     /// Saturation run: how long (the first --warmup is not measured).
-    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     saturation_duration: Duration,
     /// Overload run: orders arriving per second — more than the system can finish.
     #[arg(long, default_value_t = 100.0, value_parser = parse_rate)]
     overload_rate: f64,
     /// Overload run: how long orders arrive (the first --warmup is not measured).
-    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     overload_duration: Duration,
     /// Broker limit: messages produced (to a topic of the run's own, deleted after).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(100..=1_000_000))]
@@ -138,22 +142,34 @@ pub(crate) struct Infrastructure {
 impl Infrastructure {
     /// Checks that each answers, before the long builds.
     pub(crate) fn check() -> anyhow::Result<Infrastructure> {
-        let admin_url = services::url(&postgres::SERVICE);
-        postgres::check_url(&admin_url).context(
+        let admin_url = endpoints::POSTGRES.url();
+        psql::check_url(&admin_url).context(
             "PostgreSQL is needed for this benchmark: start it with `cargo xtask up` \
              (or point TEST_DATABASE_URL at a server)",
         )?;
-        let brokers = services::url(&kafka::SERVICE);
-        kafka::check_url(&brokers).context("Apache Kafka is needed: `cargo xtask up`")?;
-        let redis_url = services::url(&redis::SERVICE);
-        redis::check_url(&redis_url)
-            .context("Redis is needed (notifications): `cargo xtask up`")?;
+        let brokers = endpoints::KAFKA.url();
+        local_kafka::check_brokers(&brokers).context("Apache Kafka is needed: `cargo xtask up`")?;
+        let redis_url = endpoints::REDIS.url();
+        ping_redis(&redis_url).context("Redis is needed (notifications): `cargo xtask up`")?;
         Ok(Infrastructure {
             admin_url,
             brokers,
             redis_url,
         })
     }
+}
+
+/// Connects to Redis at `url` and sends `PING`, within two seconds.
+fn ping_redis(url: &str) -> anyhow::Result<()> {
+    let shown = endpoints::redact(url);
+    let client = redis::Client::open(url).with_context(|| format!("Redis URL {shown}"))?;
+    let mut connection = client
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .with_context(|| format!("cannot connect to Redis at {shown}"))?;
+    let _: String = redis::cmd("PING")
+        .query(&mut connection)
+        .with_context(|| format!("Redis at {shown} does not answer PING"))?;
+    Ok(())
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
@@ -264,7 +280,7 @@ pub(crate) fn drop_databases(admin_url: &str) {
         .map(|(_, name)| *name)
         .chain([SQL_DATABASE])
     {
-        if let Err(err) = postgres::execute(
+        if let Err(err) = psql::execute(
             admin_url,
             &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
         ) {
@@ -453,7 +469,7 @@ async fn pgbench_limit(
 ) -> anyhow::Result<SqlLimit> {
     use phase2_events::services::{delivery, inventory, open_database, order, payment};
     let url = setup.database_url(SQL_DATABASE);
-    postgres::execute(&setup.admin_url, &format!("CREATE DATABASE {SQL_DATABASE}"))?;
+    psql::execute(&setup.admin_url, &format!("CREATE DATABASE {SQL_DATABASE}"))?;
     let [order_db, payment_db, inventory_db, delivery_db] = pgbench::PHASE2_SCHEMAS;
     for (schema, migrators) in [
         (order_db, order::migrators()),
@@ -461,7 +477,7 @@ async fn pgbench_limit(
         (inventory_db, inventory::migrators()),
         (delivery_db, delivery::migrators()),
     ] {
-        postgres::execute(&url, &format!("CREATE SCHEMA {schema}"))?;
+        psql::execute(&url, &format!("CREATE SCHEMA {schema}"))?;
         // The service's real migrations, in its schema instead of its database.
         let scoped = with_search_path(&url, schema);
         open_database(&scoped, 1, migrators)
@@ -471,7 +487,7 @@ async fn pgbench_limit(
             .await;
     }
     // Every order takes stock; the migration seeds 1,000 of each item.
-    postgres::execute(
+    psql::execute(
         &url,
         &format!("UPDATE {inventory_db}.stock SET available = 1000000000"),
     )?;
@@ -494,7 +510,7 @@ async fn pgbench_limit(
     )
     .await?;
     // The script must have taken every order all the way, or it measured less.
-    let check = postgres::query(
+    let check = psql::query(
         &url,
         &format!("SELECT count(*) FILTER (WHERE status <> 'delivered') FROM {order_db}.orders"),
     )?;
@@ -671,7 +687,7 @@ pub(crate) async fn start_system(setup: &Setup) -> anyhow::Result<Server> {
         .await?;
     }
     // Enough stock for every order of the run (the migration seeds 1,000 each).
-    postgres::execute(&urls[2], "UPDATE stock SET available = 1000000")?;
+    psql::execute(&urls[2], "UPDATE stock SET available = 1000000")?;
     Ok(server)
 }
 
@@ -921,14 +937,14 @@ pub(crate) async fn latency_run(
         max_in_flight: MAX_IN_FLIGHT,
         body: order_body,
     };
-    let report = openloop::open_loop(&load).await?;
+    let report = open::open_loop(&load).await?;
     let measure_from = report.start + plan.warmup;
     let measured: Vec<&Outcome> = report
         .outcomes
         .iter()
         .filter(|o| o.due >= measure_from)
         .collect();
-    let mut api = loadgen::histogram();
+    let mut api = load::histogram();
     let mut due_of = HashMap::new();
     let mut first_error = None;
     for outcome in &measured {
@@ -946,7 +962,7 @@ pub(crate) async fn latency_run(
     }
     let ids: Vec<String> = due_of.keys().cloned().collect();
     let incomplete = observer.wait_for(&ids, DRAIN_LIMIT).await;
-    let mut end_to_end = loadgen::histogram();
+    let mut end_to_end = load::histogram();
     let (mut delivered, mut cancelled) = (0, 0);
     for (id, due) in &due_of {
         if let Some(done) = observer.final_of(id) {
@@ -999,6 +1015,9 @@ pub(crate) struct SaturationRun {
     queues: Option<Queues>,
     /// CPU used by each program during the window, in % of one core (Linux only).
     pub(crate) cpu: Option<Vec<(String, f64)>>,
+    /// The most resident memory each program held at once during the window (all its
+    /// processes together), in MiB, sampled every 2 s (Linux only).
+    pub(crate) peak_rss_mib: Option<Vec<(String, f64)>>,
 }
 
 /// The programs whose CPU time is shown (by process name; all processes of a name
@@ -1009,37 +1028,42 @@ const CPU_PROGRAMS: &[&str] = &[
     "postgres",
     "phase2-events",
     "redis-server",
-    "xtask",
+    crate::bench::LOAD_GENERATOR,
 ];
 
-/// CPU seconds used so far by all processes of each name in `names`, from /proc
-/// (`utime` + `stime`, in clock ticks of 1/100 s). `None` where there is no /proc.
-fn cpu_seconds(names: &[&str]) -> Option<Vec<f64>> {
-    let mut ticks = vec![0u64; names.len()];
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let path = entry.path();
-        let Ok(comm) = std::fs::read_to_string(path.join("comm")) else {
+/// What all processes of each name in `names` have used so far: CPU seconds
+/// (`utime` + `stime`) and resident memory in bytes, summed over the processes of a
+/// name (e.g. every PostgreSQL backend), read from /proc with the `procfs` crate.
+/// `None` where there is no /proc.
+#[derive(Debug, Clone)]
+struct ProcUse {
+    cpu_seconds: Vec<f64>,
+    rss_bytes: Vec<u64>,
+}
+
+#[cfg(target_os = "linux")]
+fn proc_use(names: &[&str]) -> Option<ProcUse> {
+    let mut used = ProcUse {
+        cpu_seconds: vec![0.0; names.len()],
+        rss_bytes: vec![0; names.len()],
+    };
+    let ticks = procfs::ticks_per_second() as f64;
+    let page = procfs::page_size();
+    for process in procfs::process::all_processes().ok()?.flatten() {
+        // A process may end between the listing and the read: skip it.
+        let Ok(stat) = process.stat() else { continue };
+        let Some(i) = names.iter().position(|n| *n == stat.comm) else {
             continue;
         };
-        let Some(i) = names.iter().position(|n| *n == comm.trim()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
-            continue;
-        };
-        // `pid (comm) state …`: utime and stime are fields 14 and 15, i.e. the
-        // 12th and 13th after the `)` that ends the name.
-        let Some(rest) = stat.rfind(')').map(|at| &stat[at + 1..]) else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let used: u64 = [11, 12]
-            .iter()
-            .filter_map(|&f| fields.get(f)?.parse::<u64>().ok())
-            .sum();
-        ticks[i] += used;
+        used.cpu_seconds[i] += (stat.utime + stat.stime) as f64 / ticks;
+        used.rss_bytes[i] += stat.rss * page;
     }
-    Some(ticks.into_iter().map(|t| t as f64 / 100.0).collect())
+    Some(used)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn proc_use(_names: &[&str]) -> Option<ProcUse> {
+    None
 }
 
 /// Closed loop over the whole journey: each of `in_flight` customers places an
@@ -1137,39 +1161,54 @@ pub(crate) async fn saturation_run(
     let sampling = async {
         let mut samples = Vec::new();
         tokio::time::sleep_until(from).await;
-        let cpu_from = cpu_seconds(&programs);
+        let shown_name = |name: &'static str| {
+            // The subject's process by its binary's name, not the kernel's.
+            if name == subject.comm() {
+                subject.package()
+            } else {
+                name
+            }
+        };
+        let before = proc_use(&programs);
+        let mut peak_rss = before.as_ref().map(|u| u.rss_bytes.clone());
         while Instant::now() < end {
             match probe.sample().await {
                 Ok(sample) => samples.push(sample),
                 Err(err) => eprintln!("queue probe: {err:#}"),
             }
+            if let (Some(peak), Some(now)) = (&mut peak_rss, proc_use(&programs)) {
+                for (p, n) in peak.iter_mut().zip(now.rss_bytes) {
+                    *p = (*p).max(n);
+                }
+            }
             // The CPU times are read at the end of the window, not up to 2 s later.
             tokio::time::sleep_until(end.min(Instant::now() + Duration::from_secs(2))).await;
         }
-        let cpu = cpu_from.zip(cpu_seconds(&programs)).map(|(before, after)| {
+        let cpu = before.zip(proc_use(&programs)).map(|(before, after)| {
             let seconds = (Instant::now() - from).as_secs_f64();
             programs
                 .iter()
-                .zip(before.iter().zip(&after))
-                .map(|(&name, (b, a))| {
-                    // The subject's process by its binary's name, not the kernel's.
-                    let name = if name == subject.comm() {
-                        subject.package()
-                    } else {
-                        name
-                    };
-                    (name.to_owned(), 100.0 * (a - b) / seconds)
+                .zip(before.cpu_seconds.iter().zip(&after.cpu_seconds))
+                .map(|(&name, (b, a))| (shown_name(name).to_owned(), 100.0 * (a - b) / seconds))
+                .collect()
+        });
+        let peak_rss_mib = peak_rss.map(|peak| {
+            programs
+                .iter()
+                .zip(peak)
+                .map(|(&name, bytes)| {
+                    (shown_name(name).to_owned(), bytes as f64 / (1 << 20) as f64)
                 })
                 .collect()
         });
-        (samples, cpu)
+        (samples, cpu, peak_rss_mib)
     };
-    let (customers, (samples, cpu)) = tokio::join!(
+    let (customers, (samples, cpu, peak_rss_mib)) = tokio::join!(
         futures::future::join_all((0..u64::from(plan.in_flight)).map(customer)),
         sampling
     );
 
-    let (mut api, mut end_to_end) = (loadgen::histogram(), loadgen::histogram());
+    let (mut api, mut end_to_end) = (load::histogram(), load::histogram());
     let (mut finished, mut cancelled, mut api_errors, mut first_error) = (0, 0, 0, None);
     let mut unfinished = Vec::new();
     for seen in customers {
@@ -1202,6 +1241,7 @@ pub(crate) async fn saturation_run(
         end_to_end: Percentiles::of(&end_to_end),
         queues: Queues::mean(&samples),
         cpu,
+        peak_rss_mib,
     };
     Ok((run, unfinished))
 }
@@ -1243,7 +1283,7 @@ async fn overload_run(
         max_in_flight: MAX_IN_FLIGHT,
         body: order_body,
     };
-    let report = openloop::open_loop(&load).await?;
+    let report = open::open_loop(&load).await?;
     let from = report.start + args.warmup;
     let to = report.start + p2.overload_duration;
     let window = to.saturating_duration_since(from);
@@ -1253,7 +1293,7 @@ async fn overload_run(
     );
     let in_window = |at: Instant| at >= from && at < to;
 
-    let mut api = loadgen::histogram();
+    let mut api = load::histogram();
     let mut ids = HashSet::new();
     let mut accepted_in_window = 0;
     let mut first_error = None;
@@ -1412,7 +1452,7 @@ impl QueueProbe {
         let mut outbox = Vec::new();
         for (service, url) in &self.databases {
             // psql -A prints `backlog|oldest`.
-            let row = postgres::query(url, phase2_events::outbox::BACKLOG)?;
+            let row = psql::query(url, phase2_events::outbox::BACKLOG)?;
             let n = row.split('|').next().unwrap_or_default();
             outbox.push((service.to_string(), n.parse::<f64>().unwrap_or(f64::NAN)));
         }
@@ -1729,6 +1769,16 @@ fn print_table(r: &Results) {
         println!(
             "CPU during the saturation run, in % of one core ({} % = the whole machine): {}",
             100 * r.cores,
+            shown.join(", ")
+        );
+    }
+    if let Some(rss) = &sat.peak_rss_mib {
+        let shown: Vec<String> = rss
+            .iter()
+            .map(|(name, mib)| format!("{name} {mib:.0} MiB"))
+            .collect();
+        println!(
+            "Peak resident memory during the saturation run: {}",
             shown.join(", ")
         );
     }

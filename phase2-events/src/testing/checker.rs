@@ -12,6 +12,11 @@
 //!    every sku, initial − available = the quantities those reservations hold.
 //! 4. Every notification was sent at most once (no event id twice in Redis' list).
 //! 5. Every outbox is drained.
+//!
+//! The rules are checked against the system's own stores — never against what the
+//! test thinks happened — so a lost event, a double charge or a stuck outbox fails
+//! [`check`] whatever caused it. `tests/checker.rs` breaks each rule on purpose and
+//! shows the checker catching it.
 
 use super::system::TestSystem;
 use common::domain::OrderId;
@@ -66,7 +71,9 @@ pub async fn check(
     }
 }
 
-async fn inspect(
+/// One look at the books: every rule still broken (empty when all hold), and what
+/// was counted. [`check`] repeats this until the problems are gone.
+pub async fn inspect(
     system: &TestSystem,
     accepted: &[OrderId],
     initial_stock: &BTreeMap<String, i64>,
@@ -191,7 +198,7 @@ async fn inspect(
     // 5. outboxes
     for (name, url) in system.settings.databases() {
         let pool = common::db::connect(url, 1).await.unwrap();
-        let backlog = phase2_events::outbox::backlog(&pool).await.unwrap();
+        let backlog = crate::outbox::backlog(&pool).await.unwrap();
         pool.close().await;
         if backlog > 0 {
             problems.push(format!("{name} outbox still holds {backlog} events"));
@@ -221,7 +228,7 @@ pub async fn notifications(system: &TestSystem) -> Vec<String> {
 
 fn notifications_key(system: &TestSystem) -> Option<String> {
     system.notification_addr?;
-    Some(phase2_events::services::notification::Keys::new(&system.topics).sent())
+    Some(crate::services::notification::Keys::new(&system.topics).sent())
 }
 
 /// The reservations still held, by order: each a list of (sku, quantity).
@@ -232,7 +239,7 @@ pub async fn held_reservations(db: &AnyPool) -> BTreeMap<String, Vec<(String, i6
         .unwrap()
         .iter()
         .map(|row| {
-            let lines: Vec<phase2_events::flow::Line> =
+            let lines: Vec<crate::flow::Line> =
                 serde_json::from_str(&row.get::<String, _>("lines")).unwrap();
             (
                 row.get("order_id"),

@@ -21,7 +21,7 @@
 //! epoch_us`, one file per thread; we read them into the same kind of histogram as
 //! the HTTP load generator, so the percentiles are computed the same way.
 
-use crate::loadgen;
+use crate::load;
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use phase2_events::flow::Service;
@@ -46,7 +46,7 @@ UPDATE orders SET status = 'paid', cancellation_reason = NULL, payment_id = 'ch_
 ///
 /// pgbench connects to one database, while each phase-2 service has its own. The
 /// real migrations are applied to one schema per service instead (see
-/// `bench_phase2`), so one pgbench transaction can run what all four services run
+/// [`crate::bench::phase2`]), so one pgbench transaction can run what all four services run
 /// for an order. The cost is the same: every database of a server shares its WAL,
 /// and each commit below is a commit there too.
 pub const PHASE2_SCHEMAS: [&str; 4] = ["order_db", "payment_db", "inventory_db", "delivery_db"];
@@ -355,7 +355,7 @@ pub async fn run(
         "$ pgbench -n -M prepared -c {clients} -j {threads} -T {seconds} -f {} -l --log-prefix {} {}",
         script_path.display(),
         log_prefix.display(),
-        crate::services::redact(url)
+        common_local::endpoints::redact(url)
     );
     let limit = duration + Duration::from_secs(60);
     let out = tokio::time::timeout(limit, cmd.output())
@@ -373,7 +373,7 @@ pub async fn run(
         .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
         .with_context(|| format!("no `tps = …` line in pgbench's output:\n{stdout}"))?;
 
-    let mut latency_us = loadgen::histogram();
+    let mut latency_us = load::histogram();
     let mut failed = 0;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
