@@ -107,6 +107,22 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `($1, $2, $3), ($4, $5, $6), …`: `rows` rows of `columns` placeholders, numbered
+/// from `first` — for a statement that takes a list whose length is known only at run
+/// time (a multi-row `VALUES`, an `IN (…)`), built with `sqlx::AssertSqlSafe` from
+/// this and nothing a user typed.
+pub fn placeholders(rows: usize, columns: usize, first: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            let cells: Vec<String> = (0..columns)
+                .map(|col| format!("${}", first + row * columns + col))
+                .collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The current time at the precision timestamps are stored with (microseconds), so
 /// an order returned from memory equals the same order read back from the database.
 pub fn now() -> DateTime<Utc> {

@@ -86,17 +86,23 @@ impl Settings {
             .unwrap_or_else(|| format!("http://{}", self.provider.addr))
     }
 
-    /// A whole system inside a test: the defaults, then this topic namespace and these
-    /// four databases (order, payment, inventory, delivery), the broker and Redis of
-    /// `KAFKA_BROKERS`/`REDIS_URL`, ephemeral ports, a provider that never fails or
-    /// declines, and delivery stages 50 ms apart. Tests change what they are about.
-    pub fn for_tests(namespace: &str, databases: [&str; 4]) -> Settings {
+    /// Every option at its default, as `phase2-events all` runs with no flags (clap
+    /// still reads the environment variables of this process, as the binary would).
+    pub fn defaults() -> Settings {
         #[derive(clap::Parser)]
         struct Defaults {
             #[command(flatten)]
             settings: Settings,
         }
-        let mut s = <Defaults as clap::Parser>::parse_from(["test"]).settings;
+        <Defaults as clap::Parser>::parse_from(["phase2-events"]).settings
+    }
+
+    /// A whole system inside a test: the defaults, then this topic namespace and these
+    /// four databases (order, payment, inventory, delivery), the broker and Redis of
+    /// `KAFKA_BROKERS`/`REDIS_URL`, ephemeral ports, a provider that never fails or
+    /// declines, and delivery stages 50 ms apart. Tests change what they are about.
+    pub fn for_tests(namespace: &str, databases: [&str; 4]) -> Settings {
+        let mut s = Settings::defaults();
         s.brokers = crate::kafka::brokers();
         s.redis_url = common::endpoints::REDIS.url();
         s.namespace = namespace.to_owned();

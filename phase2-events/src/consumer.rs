@@ -1,6 +1,15 @@
 //! An at-least-once, idempotent Kafka consumer with retry and dead-letter topics.
 //!
-//! For each message, in partition order:
+//! Messages of different orders are handled concurrently: a payment that waits
+//! seconds for the provider must not hold up every other order on the consumer's
+//! partitions. Messages of the *same* order (the message key) are handled one after
+//! another, in the order they arrived, as Kafka delivered them. A handler that only
+//! touches its database applies **batches**: whatever is waiting (up to
+//! [`MAX_BATCH`]) in one transaction, so that one commit — one wait for the disk —
+//! serves many events; a batch that fails is applied again one message at a time, so
+//! one bad message never fails the others. An idle consumer never waits to fill a
+//! batch: the first message goes alone, and the next batch is what arrived meanwhile.
+//! For each message:
 //!
 //! 1. Read the envelope. Unreadable → **dead-letter topic** (`<topic>.dlq`), reason in
 //!    the headers. A poison message must not block the partition forever.
@@ -18,7 +27,10 @@
 //! 4. Only then **store the offset** (`enable.auto.offset.store=false`): the offset is
 //!    committed (automatically, and by librdkafka on revoke and on close) only for
 //!    messages whose effect is committed or that were handed to a retry/DLQ topic.
-//!    Committing before processing is how data is lost quietly.
+//!    Committing before processing is how data is lost quietly. With messages
+//!    finishing out of order, the offset stored is the one below the lowest message
+//!    still unfinished in its partition: a crash redelivers everything not done (and
+//!    some that was: those are skipped as duplicates).
 //!
 //! Dead letters carry: `dlq_reason`, `dlq_source_topic`, `dlq_source_partition`,
 //! `dlq_source_offset`, `dlq_consumer`, plus the original headers.
@@ -32,21 +44,40 @@
 use crate::events::{DecodeError, Envelope};
 use anyhow::Context;
 use common::shutdown::CancellationToken;
+use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::TopicPartitionList;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::{Any, AnyPool, Transaction};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::time::Duration;
 use tracing::Instrument;
 
 /// Attempts through the retry topic before a message is dead-lettered.
 pub const MAX_RETRIES: u32 = 3;
+
+/// Messages one consumer handles at the same time (each of a different order). A
+/// payment waits seconds for the provider: handled one at a time, one slow order
+/// held up every order behind it on all the consumer's partitions. Each handler holds
+/// a database connection while it runs, so more than the pool has only queues for it.
+pub const MAX_IN_FLIGHT: usize = 16;
+
+/// Messages received but not finished (running, or waiting behind an earlier message
+/// of the same order) before the consumer stops fetching: the bound on what one
+/// consumer holds in memory, and backpressure towards the broker.
+pub const MAX_HELD: usize = 256;
+
+/// The most events one transaction applies ([`Handler::BATCH`]). A commit waits for
+/// the disk once, whatever it holds; past a few hundred events a batch only makes the
+/// transaction, and the work redone when it fails, longer.
+pub const MAX_BATCH: usize = 128;
 
 /// `fetch.wait.max.ms` of the main consumers: how long the broker may hold a fetch
 /// that finds nothing new. Kafka answers a held fetch as soon as a message is
@@ -104,6 +135,19 @@ impl From<DecodeError> for HandleError {
 
 /// What a service does with one event, inside the consumer's transaction.
 pub trait Handler: Send + Sync + 'static {
+    /// How many events one transaction may apply (see [`Effect::BATCH`]). Batching
+    /// is the default; a handler that waits on something slow inside the transaction
+    /// takes one event at a time instead, so that slow events run side by side.
+    const BATCH: usize = MAX_BATCH;
+
+    /// Whether this handler does anything with events of `event_type`. Events it
+    /// ignores cost no transaction and leave no `processed_events` row: a consumer of
+    /// `orders` sees every status change of every order, and most are not its
+    /// business.
+    fn wants(&self, _event_type: &str) -> bool {
+        true
+    }
+
     fn handle<'a>(
         &'a self,
         tx: &'a mut Transaction<'static, Any>,
@@ -115,11 +159,67 @@ pub trait Handler: Send + Sync + 'static {
 /// the rule (effect + `processed_events` row in one database transaction); the
 /// notification service, whose effect is not in a database, de-duplicates in Redis.
 pub trait Effect: Send + Sync + 'static {
+    /// How many events [`Effect::apply_batch`] takes at once. 1 (the default): every
+    /// event is applied on its own, up to [`MAX_IN_FLIGHT`] of them at the same time.
+    /// More: the consumer runs one batch at a time, of every event that is ready (at
+    /// most this many), and a batch that fails is applied again one event at a time.
+    const BATCH: usize = 1;
+
     fn apply<'a>(
         &'a self,
         consumer: &'a str,
         event: &'a Envelope,
     ) -> impl Future<Output = anyhow::Result<Verdict>> + Send + 'a;
+
+    /// Applies several events of different orders at once, all or nothing: `Ok` with
+    /// one verdict per event (applied, duplicate or ignored) when everything is
+    /// committed; `Err` when anything failed and nothing was kept — a
+    /// [`FailedInBatch`] when one event was the cause, which the consumer then
+    /// handles alone with [`Effect::apply`] before applying the rest again. Each event's log
+    /// lines belong in its `span`. The default applies them one after the other.
+    fn apply_batch<'a>(
+        &'a self,
+        consumer: &'a str,
+        batch: &'a [Batched],
+    ) -> impl Future<Output = anyhow::Result<Vec<Verdict>>> + Send + 'a {
+        async move {
+            let mut verdicts = Vec::with_capacity(batch.len());
+            for item in batch {
+                let verdict = self
+                    .apply(consumer, &item.event)
+                    .instrument(item.span.clone())
+                    .await?;
+                if let Verdict::Retry(reason) | Verdict::DeadLetter(reason) = verdict {
+                    return Err(FailedInBatch {
+                        index: verdicts.len(),
+                        event_type: item.event.event_type.clone(),
+                        reason,
+                    }
+                    .into());
+                }
+                verdicts.push(verdict);
+            }
+            Ok(verdicts)
+        }
+    }
+}
+
+/// One event of a batch, with the `consume` span its work is logged in.
+#[derive(Debug)]
+pub struct Batched {
+    pub event: Envelope,
+    pub span: tracing::Span,
+}
+
+/// The error of a batch that one of its events failed: which one (its index in the
+/// batch), so that the consumer can handle that event alone and apply the rest again
+/// as a batch.
+#[derive(Debug, thiserror::Error)]
+#[error("event {index} of the batch ({event_type}) failed: {reason}")]
+pub struct FailedInBatch {
+    pub index: usize,
+    pub event_type: String,
+    pub reason: String,
 }
 
 /// The outcome of applying one event.
@@ -128,6 +228,8 @@ pub enum Verdict {
     Applied,
     /// Seen before (a redelivery): skipped.
     Duplicate,
+    /// Not this consumer's business ([`Handler::wants`]): nothing to apply or record.
+    Ignored,
     /// Failed transiently: try again later, through the retry topic.
     Retry(String),
     /// Will never succeed: to the dead-letter topic, with this reason.
@@ -142,7 +244,12 @@ pub struct Transactional<H> {
 }
 
 impl<H: Handler> Effect for Transactional<H> {
+    const BATCH: usize = H::BATCH;
+
     async fn apply(&self, consumer: &str, event: &Envelope) -> anyhow::Result<Verdict> {
+        if !self.handler.wants(&event.event_type) {
+            return Ok(Verdict::Ignored);
+        }
         let mut tx = self.pool.begin().await.context("consumer: begin")?;
         // One event of an order at a time, per consumer. Kafka keeps an order's
         // events in sequence only within a partition; the retry consumer and, during a
@@ -183,6 +290,87 @@ impl<H: Handler> Effect for Transactional<H> {
                 Ok(Verdict::DeadLetter(reason))
             }
         }
+    }
+
+    /// The same rule for a batch, in **one** transaction: every event's order is
+    /// locked, every event claimed in `processed_events`, every effect applied and
+    /// every outbox row written, then one commit. A commit waits for the disk (the
+    /// write-ahead log's fsync): per event, that wait was most of what an event cost.
+    /// A handler that fails rolls back the whole batch ([`FailedInBatch`] says which
+    /// event); the consumer handles that event alone and applies the rest again, so
+    /// one bad event never fails the others.
+    async fn apply_batch(&self, consumer: &str, batch: &[Batched]) -> anyhow::Result<Vec<Verdict>> {
+        let mut verdicts = vec![Verdict::Ignored; batch.len()];
+        let wanted: Vec<usize> = (0..batch.len())
+            .filter(|&i| self.handler.wants(&batch[i].event.event_type))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(verdicts);
+        }
+        let mut tx = self.pool.begin().await.context("consumer: begin")?;
+        // The orders' locks (see `apply`), taken in one statement and in one order —
+        // sorted — so that two transactions never each hold a lock the other waits for.
+        let mut locks: Vec<String> = wanted
+            .iter()
+            .map(|&i| format!("{consumer}/{}", batch[i].event.order_id))
+            .collect();
+        locks.sort();
+        locks.dedup();
+        let sql = format!(
+            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM (VALUES {}) AS v(k)",
+            common::db::placeholders(locks.len(), 1, 1)
+        );
+        let mut lock = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for key in &locks {
+            lock = lock.bind(key);
+        }
+        lock.execute(&mut *tx)
+            .await
+            .context("consumer: locking the orders")?;
+        // Claim them all at once; what comes back is new, the rest was seen before.
+        let sql = format!(
+            "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES {} \
+             ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id",
+            common::db::placeholders(wanted.len(), 3, 1)
+        );
+        let now = common::db::timestamp(common::db::now());
+        let mut claim = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+        for &i in &wanted {
+            claim = claim
+                .bind(consumer)
+                .bind(batch[i].event.event_id.to_string())
+                .bind(now.clone());
+        }
+        let claimed: HashSet<String> = claim
+            .fetch_all(&mut *tx)
+            .await
+            .context("consumer: recording the events")?
+            .into_iter()
+            .collect();
+        for &i in &wanted {
+            let item = &batch[i];
+            if !claimed.contains(&item.event.event_id.to_string()) {
+                verdicts[i] = Verdict::Duplicate;
+                continue;
+            }
+            if let Err(err) = self
+                .handler
+                .handle(&mut tx, &item.event)
+                .instrument(item.span.clone())
+                .await
+            {
+                tx.rollback().await?;
+                return Err(FailedInBatch {
+                    index: i,
+                    event_type: item.event.event_type.clone(),
+                    reason: err.to_string(),
+                }
+                .into());
+            }
+            verdicts[i] = Verdict::Applied;
+        }
+        tx.commit().await.context("consumer: commit")?;
+        Ok(verdicts)
     }
 }
 
@@ -324,8 +512,9 @@ impl<E: Effect> EventConsumer<E> {
             self.kafka_consumer(&retry_group(&self.name), &retry_topics, RETRY_FETCH_WAIT)?;
         tracing::info!(consumer = %self.name, topics = ?self.topics, "consuming");
         let consumed = tokio::try_join!(
-            self.consume(&main, &shutdown),
-            self.consume(&retry, &shutdown)
+            self.consume(&main, &shutdown, E::BATCH),
+            // Retries wait for their time one by one, each in its own transaction.
+            self.consume(&retry, &shutdown, 1)
         );
         // Dropping a consumer closes it: leave the group, commit the stored offsets.
         // That is a blocking loop in librdkafka, waiting for the broker; run on a
@@ -338,54 +527,132 @@ impl<E: Effect> EventConsumer<E> {
         consumed.map(|_| ())
     }
 
-    /// One consumer's loop: process each message to completion, then store its offset.
+    /// One consumer's loop. Messages of *different* orders are handled concurrently;
+    /// messages with the same key — the order id — one after another, in the order
+    /// they arrived ([`Lanes`]). What runs at once is a *unit*: one message (at most
+    /// [`MAX_IN_FLIGHT`] units at a time), or, for an effect that batches and on the
+    /// main topics, every ready message up to [`Effect::BATCH`] in one transaction
+    /// (one unit at a time: the next batch gathers while this one commits). A
+    /// partition's offset is stored only up to the lowest message not finished yet
+    /// ([`Progress`]), so a crash redelivers everything unfinished, and the duplicates
+    /// are skipped.
     async fn consume(
         &self,
         consumer: &StreamConsumer<RebalanceLog>,
         shutdown: &CancellationToken,
+        batch: usize,
     ) -> anyhow::Result<()> {
+        let units = if batch > 1 { 1 } else { MAX_IN_FLIGHT };
+        let mut lanes = Lanes::default();
+        let mut progress = Progress::default();
+        let mut running = FuturesUnordered::new();
         loop {
-            let message = tokio::select! {
-                () = shutdown.cancelled() => break,
-                message = consumer.recv() => message,
-            };
-            let message = match message {
-                Ok(message) => message,
-                Err(err) => {
-                    tracing::warn!(consumer = %self.name, error = %err, "receive error; continuing");
-                    continue;
+            // Start what may start: free keys, and a free slot.
+            while running.len() < units {
+                let unit = lanes.take_ready(batch);
+                if unit.is_empty() {
+                    break;
                 }
-            };
-            self.wait_until_due(&message, shutdown).await;
-            if shutdown.is_cancelled() {
-                break; // not processed, not stored: the next owner gets it
+                running.push(self.handle(unit, shutdown));
             }
-            // One `consume` span per message: its fields say what happened (phase 3
-            // counts and times them), and it continues the trace the event carries.
-            let span = tracing::info_span!(
-                "consume",
-                consumer = %self.name,
-                topic = message.topic(),
-                partition = message.partition(),
-                offset = message.offset(),
-                event_type = tracing::field::Empty,
-                order_id = tracing::field::Empty,
-                outcome = tracing::field::Empty,
-                failure = tracing::field::Empty,
-                dlq_reason = tracing::field::Empty,
-            );
-            common::telemetry::continue_trace(&span, header(&message, "traceparent"));
-            self.process(&message).instrument(span).await?;
-            consumer.store_offset_from_message(&message)?;
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                Some((unit, handled)) = running.next(), if !running.is_empty() => {
+                    self.finished(consumer, &mut lanes, &mut progress, &unit, handled)?;
+                }
+                received = consumer.recv(), if lanes.held() < MAX_HELD => match received {
+                    Ok(message) => {
+                        let message = message.detach();
+                        progress.received(&message);
+                        lanes.push(message);
+                    }
+                    Err(err) => {
+                        tracing::warn!(consumer = %self.name, error = %err, "receive error; continuing");
+                    }
+                },
+            }
         }
-        // Nothing to commit by hand: dropping the consumer closes it, and closing
-        // commits the stored offsets (see [`RebalanceLog`]). Anything not stored is
-        // redelivered to the next owner — and skipped as a duplicate.
+        // Shutting down: what is running finishes (as a single message did before);
+        // what waits behind it is neither processed nor stored, so the next owner gets
+        // it. Dropping the consumer then commits the stored offsets (see
+        // [`RebalanceLog`]); anything not stored is redelivered — and skipped as a
+        // duplicate.
+        while let Some((unit, handled)) = running.next().await {
+            self.finished(consumer, &mut lanes, &mut progress, &unit, handled)?;
+        }
+        Ok(())
+    }
+
+    /// Handles one unit (one message, or a batch); `Ok(false)` when shutdown came
+    /// first (a retry still waiting for its time): not processed.
+    async fn handle<'a>(
+        &'a self,
+        unit: Vec<OwnedMessage>,
+        shutdown: &'a CancellationToken,
+    ) -> (Vec<OwnedMessage>, anyhow::Result<bool>) {
+        if let [message] = unit.as_slice() {
+            self.wait_until_due(message, shutdown).await;
+            if shutdown.is_cancelled() {
+                return (unit, Ok(false)); // not processed, not stored: the next owner gets it
+            }
+            let span = self.consume_span(message);
+            let processed = self.process(message).instrument(span).await;
+            return (unit, processed.map(|()| true));
+        }
+        let processed = self.process_batch(&unit).await;
+        (unit, processed.map(|()| true))
+    }
+
+    /// One `consume` span per message: its fields say what happened (phase 3 counts
+    /// and times them), and it continues the trace the event carries.
+    fn consume_span(&self, message: &OwnedMessage) -> tracing::Span {
+        let span = tracing::info_span!(
+            "consume",
+            consumer = %self.name,
+            topic = message.topic(),
+            partition = message.partition(),
+            offset = message.offset(),
+            event_type = tracing::field::Empty,
+            order_id = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            failure = tracing::field::Empty,
+            dlq_reason = tracing::field::Empty,
+        );
+        common::telemetry::continue_trace(&span, header(message, "traceparent"));
+        span
+    }
+
+    /// A unit is done: store the offsets its partitions may now commit, and let the
+    /// next message of each key start.
+    fn finished(
+        &self,
+        consumer: &StreamConsumer<RebalanceLog>,
+        lanes: &mut Lanes,
+        progress: &mut Progress,
+        unit: &[OwnedMessage],
+        handled: anyhow::Result<bool>,
+    ) -> anyhow::Result<()> {
+        if !handled? {
+            return Ok(());
+        }
+        for message in unit {
+            lanes.done(message);
+            if let Some(offset) = progress.finished(message) {
+                // After a rebalance took the partition away, it is not ours to store:
+                // the new owner starts from the last commit and skips what we applied.
+                if let Err(err) =
+                    consumer.store_offset(message.topic(), message.partition(), offset)
+                {
+                    tracing::debug!(consumer = %self.name, topic = message.topic(), partition = message.partition(), error = %err, "offset not stored (partition revoked?)");
+                }
+            }
+        }
         Ok(())
     }
 
     /// Retry-topic messages are not handled before their `retry_not_before` time.
-    async fn wait_until_due(&self, message: &BorrowedMessage<'_>, shutdown: &CancellationToken) {
+    async fn wait_until_due(&self, message: &impl Message, shutdown: &CancellationToken) {
         let Some(not_before) =
             header(message, "retry_not_before").and_then(|v| v.parse::<i64>().ok())
         else {
@@ -400,30 +667,104 @@ impl<E: Effect> EventConsumer<E> {
         }
     }
 
-    /// Handles one message to completion: applied, skipped, retried or dead-lettered.
-    async fn process(&self, message: &BorrowedMessage<'_>) -> anyhow::Result<()> {
-        let span = tracing::Span::current();
-        // `dlq_reason` on the span is a short class (a metric label); the message
-        // itself goes into the dead letter's `dlq_reason` header.
-        let (verdict, dead_letter_class) =
-            match message.payload().map(serde_json::from_slice::<Envelope>) {
-                None => (Verdict::DeadLetter("empty message".into()), "empty"),
-                Some(Err(err)) => (
-                    Verdict::DeadLetter(format!("unreadable envelope: {err}")),
-                    "unreadable_envelope",
-                ),
-                Some(Ok(event)) => {
-                    span.record("event_type", event.event_type.as_str());
-                    span.record("order_id", tracing::field::display(event.order_id));
-                    (self.effect.apply(&self.name, &event).await?, "permanent")
+    /// Handles one message to completion, inside its `consume` span: applied,
+    /// skipped, ignored, retried or dead-lettered.
+    async fn process(&self, message: &OwnedMessage) -> anyhow::Result<()> {
+        match read(message) {
+            Ok(event) => self.process_event(message, &event).await,
+            Err((verdict, class)) => self.settle(message, verdict, class).await,
+        }
+    }
+
+    /// [`EventConsumer::process`] for a message already read.
+    async fn process_event(&self, message: &OwnedMessage, event: &Envelope) -> anyhow::Result<()> {
+        let verdict = self.effect.apply(&self.name, event).await?;
+        self.settle(message, verdict, "permanent").await
+    }
+
+    /// Handles a batch of messages of different orders. Unreadable ones are
+    /// dead-lettered on their own; the others go to [`Effect::apply_batch`] together.
+    /// When one event fails the batch ([`FailedInBatch`]), that event is handled on
+    /// its own (retried or dead-lettered) and the rest is applied again as a batch;
+    /// when the batch fails as a whole (the database is gone), each message is
+    /// handled on its own.
+    async fn process_batch(&self, unit: &[OwnedMessage]) -> anyhow::Result<()> {
+        let mut sources = Vec::with_capacity(unit.len());
+        let mut events = Vec::with_capacity(unit.len());
+        for message in unit {
+            let span = self.consume_span(message);
+            match span.in_scope(|| read(message)) {
+                Ok(event) => {
+                    sources.push(message);
+                    events.push(event);
                 }
+                Err((verdict, class)) => {
+                    self.settle(message, verdict, class)
+                        .instrument(span)
+                        .await?
+                }
+            }
+        }
+        while sources.len() > 1 {
+            // Fresh spans for every attempt: a rolled-back attempt's spans close with no
+            // outcome, so phase 3 counts nothing of it.
+            let batch: Vec<Batched> = sources
+                .iter()
+                .zip(events.drain(..))
+                .map(|(message, event)| {
+                    let span = self.consume_span(message);
+                    describe(&span, &event);
+                    Batched { event, span }
+                })
+                .collect();
+            let err = match self.effect.apply_batch(&self.name, &batch).await {
+                Ok(verdicts) => {
+                    for ((message, item), verdict) in sources.iter().zip(batch).zip(verdicts) {
+                        self.settle(message, verdict, "permanent")
+                            .instrument(item.span)
+                            .await?;
+                    }
+                    return Ok(());
+                }
+                Err(err) => err,
             };
+            events = batch.into_iter().map(|item| item.event).collect();
+            let Some(&FailedInBatch { index, .. }) = err.downcast_ref::<FailedInBatch>() else {
+                tracing::warn!(consumer = %self.name, messages = sources.len(), error = format!("{err:#}"), "batch failed; handling its messages one by one");
+                break;
+            };
+            tracing::info!(consumer = %self.name, messages = sources.len(), error = format!("{err:#}"), "an event failed its batch; handling it alone, the rest again as a batch");
+            let (message, event) = (sources.remove(index), events.remove(index));
+            let span = self.consume_span(message);
+            describe(&span, &event);
+            self.process_event(message, &event).instrument(span).await?;
+        }
+        for (message, event) in sources.into_iter().zip(events) {
+            let span = self.consume_span(message);
+            describe(&span, &event);
+            self.process_event(message, &event).instrument(span).await?;
+        }
+        Ok(())
+    }
+
+    /// Acts on a message's verdict — nothing, or the retry or dead-letter topic — and
+    /// records it on the current `consume` span. `dlq_reason` on the span is a short
+    /// class (a metric label); the message itself goes into the dead letter's
+    /// `dlq_reason` header.
+    async fn settle(
+        &self,
+        message: &OwnedMessage,
+        verdict: Verdict,
+        dead_letter_class: &'static str,
+    ) -> anyhow::Result<()> {
+        let span = tracing::Span::current();
         let attempt: u32 = header(message, "retry_attempt")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let outcome = match &verdict {
             Verdict::Applied => "applied",
             Verdict::Duplicate => "duplicate",
+            Verdict::Ignored => "ignored",
             Verdict::Retry(_) if attempt < MAX_RETRIES => "retried",
             Verdict::Retry(_) | Verdict::DeadLetter(_) => "dead_lettered",
         };
@@ -440,10 +781,10 @@ impl<E: Effect> EventConsumer<E> {
                 span.record("failure", "permanent");
                 span.record("dlq_reason", dead_letter_class);
             }
-            Verdict::Applied | Verdict::Duplicate => {}
+            Verdict::Applied | Verdict::Duplicate | Verdict::Ignored => {}
         }
         match verdict {
-            Verdict::Applied => {}
+            Verdict::Applied | Verdict::Ignored => {}
             Verdict::Duplicate => {
                 tracing::info!(consumer = %self.name, offset = message.offset(), "duplicate event skipped")
             }
@@ -500,7 +841,7 @@ impl<E: Effect> EventConsumer<E> {
     async fn forward(
         &self,
         topic: &str,
-        message: &BorrowedMessage<'_>,
+        message: &OwnedMessage,
         headers: OwnedHeaders,
     ) -> anyhow::Result<()> {
         let mut record = FutureRecord::to(topic).headers(headers);
@@ -518,7 +859,30 @@ impl<E: Effect> EventConsumer<E> {
     }
 }
 
-fn header<'m>(message: &'m BorrowedMessage<'_>, name: &str) -> Option<&'m str> {
+/// The message's envelope, or the verdict on a message that has none (and the
+/// short class of that reason); records the event's type and order on the current
+/// span.
+fn read(message: &OwnedMessage) -> Result<Envelope, (Verdict, &'static str)> {
+    match message.payload().map(serde_json::from_slice::<Envelope>) {
+        None => Err((Verdict::DeadLetter("empty message".into()), "empty")),
+        Some(Err(err)) => Err((
+            Verdict::DeadLetter(format!("unreadable envelope: {err}")),
+            "unreadable_envelope",
+        )),
+        Some(Ok(event)) => {
+            describe(&tracing::Span::current(), &event);
+            Ok(event)
+        }
+    }
+}
+
+/// Records which event a `consume` span is about.
+fn describe(span: &tracing::Span, event: &Envelope) {
+    span.record("event_type", event.event_type.as_str());
+    span.record("order_id", tracing::field::display(event.order_id));
+}
+
+fn header<'m>(message: &'m impl Message, name: &str) -> Option<&'m str> {
     let headers = message.headers()?;
     headers
         .iter()
@@ -529,7 +893,7 @@ fn header<'m>(message: &'m BorrowedMessage<'_>, name: &str) -> Option<&'m str> {
 }
 
 /// The topic a message belongs to, for a message read from a retry topic.
-fn original_topic<'m>(message: &'m BorrowedMessage<'_>) -> &'m str {
+fn original_topic(message: &OwnedMessage) -> &str {
     message
         .topic()
         .strip_suffix(".retry")
@@ -537,7 +901,7 @@ fn original_topic<'m>(message: &'m BorrowedMessage<'_>) -> &'m str {
 }
 
 /// The message's headers, minus earlier retry bookkeeping (replaced, not piled up).
-fn copy_headers(message: &BorrowedMessage<'_>) -> OwnedHeaders {
+fn copy_headers(message: &OwnedMessage) -> OwnedHeaders {
     let mut copy = OwnedHeaders::new();
     if let Some(headers) = message.headers() {
         for h in headers.iter().filter(|h| !h.key.starts_with("retry_")) {
@@ -548,4 +912,188 @@ fn copy_headers(message: &BorrowedMessage<'_>) -> OwnedHeaders {
         }
     }
     copy
+}
+
+/// Messages waiting their turn, by key. Kafka keeps an order's events in sequence
+/// within a partition; running messages concurrently must not undo that, so a
+/// message starts only when no earlier message with its key is running. Messages
+/// without a key queue per partition.
+#[derive(Debug, Default)]
+struct Lanes {
+    /// One entry per busy key: the messages that arrived behind the running one.
+    waiting: HashMap<Vec<u8>, VecDeque<OwnedMessage>>,
+    /// Messages whose key is free, oldest first, waiting for a slot.
+    ready: VecDeque<OwnedMessage>,
+    held: usize,
+}
+
+impl Lanes {
+    fn key(message: &OwnedMessage) -> Vec<u8> {
+        match message.key() {
+            Some(key) => key.to_vec(),
+            None => format!("\0{}/{}", message.topic(), message.partition()).into_bytes(),
+        }
+    }
+
+    fn push(&mut self, message: OwnedMessage) {
+        self.held += 1;
+        match self.waiting.entry(Self::key(&message)) {
+            Entry::Occupied(mut busy) => busy.get_mut().push_back(message),
+            Entry::Vacant(free) => {
+                free.insert(VecDeque::new());
+                self.ready.push_back(message);
+            }
+        }
+    }
+
+    /// Up to `n` messages whose keys are free, oldest first: no two of one key.
+    fn take_ready(&mut self, n: usize) -> Vec<OwnedMessage> {
+        let n = n.min(self.ready.len());
+        self.ready.drain(..n).collect()
+    }
+
+    /// `message` finished: the next one of its key (if any) becomes ready.
+    fn done(&mut self, message: &OwnedMessage) {
+        self.held -= 1;
+        let key = Self::key(message);
+        if let Some(queue) = self.waiting.get_mut(&key) {
+            match queue.pop_front() {
+                Some(next) => self.ready.push_back(next),
+                None => {
+                    self.waiting.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn held(&self) -> usize {
+        self.held
+    }
+}
+
+/// Per partition: which offsets are still unfinished, so that the offset stored is
+/// always below the lowest of them — never past a message that is not done.
+#[derive(Debug, Default)]
+struct Progress {
+    partitions: HashMap<(String, i32), Partition>,
+}
+
+#[derive(Debug)]
+struct Partition {
+    unfinished: BTreeSet<i64>,
+    /// The highest offset received (since the last rewind).
+    highest: i64,
+    /// The offset last stored: every message up to it is done.
+    stored: i64,
+}
+
+impl Progress {
+    fn received(&mut self, message: &OwnedMessage) {
+        let offset = message.offset();
+        let partition = self
+            .partitions
+            .entry((message.topic().to_owned(), message.partition()))
+            .or_insert(Partition {
+                unfinished: BTreeSet::new(),
+                highest: offset - 1,
+                stored: offset - 1,
+            });
+        if offset <= partition.highest {
+            // Redelivered from an earlier commit (the partition came back after a
+            // rebalance): count from here again.
+            partition.highest = offset - 1;
+            partition.stored = partition.stored.min(offset - 1);
+        }
+        partition.highest = offset;
+        partition.unfinished.insert(offset);
+    }
+
+    /// `message` is done; returns the offset to store if it moved: the message before
+    /// the lowest unfinished one, or the highest received when none is unfinished.
+    fn finished(&mut self, message: &OwnedMessage) -> Option<i64> {
+        let partition = self
+            .partitions
+            .get_mut(&(message.topic().to_owned(), message.partition()))?;
+        partition.unfinished.remove(&message.offset());
+        let done = match partition.unfinished.first() {
+            Some(lowest) => lowest - 1,
+            None => partition.highest,
+        };
+        (done > partition.stored).then(|| {
+            partition.stored = done;
+            done
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::Timestamp;
+
+    fn message(key: &str, partition: i32, offset: i64) -> OwnedMessage {
+        OwnedMessage::new(
+            None,
+            Some(key.as_bytes().to_vec()),
+            "orders".into(),
+            Timestamp::NotAvailable,
+            partition,
+            offset,
+            None,
+        )
+    }
+
+    #[test]
+    fn messages_of_one_key_wait_for_each_other_and_others_do_not() {
+        let mut lanes = Lanes::default();
+        lanes.push(message("a", 0, 0));
+        lanes.push(message("a", 0, 1));
+        lanes.push(message("b", 0, 2));
+        let ready = lanes.take_ready(10);
+        let offsets: Vec<i64> = ready.iter().map(|m| m.offset()).collect();
+        assert_eq!(offsets, [0, 2], "b need not wait for a; a's second waits");
+        assert!(lanes.take_ready(10).is_empty());
+        lanes.done(&ready[0]);
+        assert_eq!(lanes.take_ready(10)[0].offset(), 1);
+        assert_eq!(lanes.held(), 2);
+    }
+
+    #[test]
+    fn the_offset_stored_never_passes_an_unfinished_message() {
+        let mut progress = Progress::default();
+        let (m5, m6, m7) = (message("a", 0, 5), message("b", 0, 6), message("c", 0, 7));
+        for m in [&m5, &m6, &m7] {
+            progress.received(m);
+        }
+        assert_eq!(progress.finished(&m7), None, "5 and 6 are not done");
+        assert_eq!(progress.finished(&m5), Some(5));
+        assert_eq!(
+            progress.finished(&m6),
+            Some(7),
+            "everything up to 7 is done"
+        );
+        // Another partition counts on its own.
+        let other = message("d", 1, 40);
+        progress.received(&other);
+        assert_eq!(progress.finished(&other), Some(40));
+    }
+
+    #[test]
+    fn a_partition_redelivered_from_an_earlier_commit_counts_from_there() {
+        let mut progress = Progress::default();
+        let first = [message("a", 0, 10), message("b", 0, 11)];
+        for m in &first {
+            progress.received(m);
+        }
+        assert_eq!(progress.finished(&first[0]), Some(10));
+        assert_eq!(progress.finished(&first[1]), Some(11));
+        // The partition moved away before 11 was committed and came back: the new
+        // assignment starts at 11 again. What is stored follows it from there.
+        let again = message("b", 0, 11);
+        progress.received(&again);
+        assert_eq!(progress.finished(&again), Some(11));
+        let next = message("c", 0, 12);
+        progress.received(&next);
+        assert_eq!(progress.finished(&next), Some(12));
+    }
 }

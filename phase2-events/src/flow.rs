@@ -27,6 +27,28 @@
 //!
 //! Each topic has a `.retry` and a `.dlq` companion (see [`crate::consumer`]). Every
 //! message's key is the order id, so one order's events stay in order.
+//!
+//! ## What one order costs, and why each piece stays
+//!
+//! | where | transactions | why it is there |
+//! |---|---|---|
+//! | `POST /orders` | 1 | the order, its `OrderPlaced` and the idempotent response together: no dual write |
+//! | relays (4 outboxes) | batched (up to 200 rows, one `UPDATE` marks them) | at least once, marked by exact id |
+//! | payment on `OrderPlaced` | 1 per charge | the charge is in the transaction (see [`crate::services::payment`]) |
+//! | inventory, saga, delivery scheduler | batched ([`crate::consumer::Handler::BATCH`]) | effect + `processed_events` + outbox in one commit: effectively once |
+//! | delivery ticker | batched (every due row) | three stages, each announced |
+//! | notification | none (Redis) | best effort, de-duplicated by `SET NX` |
+//! | events a service ignores | none ([`crate::consumer::Handler::wants`]) | payment, inventory and delivery read `orders` but act on one or two of its seven event types |
+//!
+//! **The delivery stages are announced twice** — `DeliveryPreparing` by delivery,
+//! then `OrderPreparing` by the order service — on purpose. The order service is the
+//! one owner of an order's status: its state machine decides whether a stage applies
+//! (a `DeliveryCompleted` for an order cancelled meanwhile is refused), and everyone
+//! who follows an order's status (notification, the live WebSocket, a gateway in
+//! phase 4) reads one topic, `orders`, without knowing which service caused the
+//! change. Letting delivery write the status would give an order two writers. The
+//! price is three outbox rows and three messages per order, which batching makes
+//! cheap; the per-event commits it used to cost are gone.
 
 use crate::consumer::{dlq_topic, retry_group, retry_topic};
 use common::domain::{CancellationReason, OrderStatus};

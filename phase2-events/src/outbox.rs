@@ -24,15 +24,16 @@ pub async fn migrate_shared(pool: &AnyPool) -> anyhow::Result<()> {
         .context("applying the shared outbox migrations")
 }
 
-/// Adds `event` to the outbox inside the caller's transaction.
+/// Adds `event` to the outbox inside the caller's transaction, in the lane of new
+/// flows when it has no cause (see [`crate::relay`]).
 pub async fn enqueue(
     tx: &mut Transaction<'_, Any>,
     topic: &str,
     event: &Envelope,
 ) -> anyhow::Result<()> {
     sqlx::query(
-        "INSERT INTO outbox (topic, message_key, event_id, event_type, envelope, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO outbox (topic, message_key, event_id, event_type, envelope, created_at, \
+         starts_flow) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(topic)
     .bind(event.order_id.to_string())
@@ -40,6 +41,9 @@ pub async fn enqueue(
     .bind(&event.event_type)
     .bind(serde_json::to_string(event)?)
     .bind(common::db::timestamp(common::db::now()))
+    // The relay's lanes (migration 900002): an event with no cause starts a flow and
+    // waits behind the events of flows already under way.
+    .bind(event.causation_id.is_none())
     .execute(&mut **tx)
     .await
     .with_context(|| format!("adding {} to the outbox", event.event_type))?;

@@ -304,6 +304,52 @@ async fn a_poison_message_is_dead_lettered_and_the_good_ones_are_applied() {
     setup.teardown(stop, task).await;
 }
 
+/// Events waiting when the consumer starts are applied in batches — several events
+/// per database transaction (rows written by one transaction share its id, `xmin`) —
+/// and one event that fails inside a batch does not fail the others: the batch is
+/// applied again one event at a time, and only the failing one is dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_events_are_applied_in_batches_and_a_failing_one_fails_alone() {
+    let setup = setup().await;
+    let impossible = event(OrderId::new(), json!({ "impossible": true }));
+    for i in 0..40 {
+        setup
+            .send_event(&event(OrderId::new(), json!({ "i": i })))
+            .await;
+        if i == 20 {
+            setup.send_event(&impossible).await;
+        }
+    }
+    let stop = CancellationToken::new();
+    let task = setup.start_consumer(&stop);
+    setup.wait_for_effects(40).await;
+    let letters = setup.dead_letters(1).await;
+    assert_eq!(
+        letters.len(),
+        1,
+        "only the impossible event is dead-lettered"
+    );
+    assert!(letters[0].0["dlq_reason"].contains("can never be applied"));
+    let transactions: i64 =
+        sqlx::query_scalar("SELECT COUNT(DISTINCT xmin::text)::BIGINT FROM processed_events")
+            .fetch_one(&setup.pool)
+            .await
+            .unwrap();
+    let recorded: i64 = sqlx::query_scalar("SELECT COUNT(*)::BIGINT FROM processed_events")
+        .fetch_one(&setup.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        recorded, 40,
+        "every good event recorded once, the failing one not at all"
+    );
+    assert!(
+        transactions < 40 / 2,
+        "40 waiting events took {transactions} transactions: not batched"
+    );
+    setup.teardown(stop, task).await;
+}
+
 /// Scenario 2: every event delivered twice; every effect applied once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_delivered_twice_is_applied_once() {

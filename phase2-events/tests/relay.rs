@@ -211,3 +211,77 @@ async fn two_relays_at_once_publish_each_event_once() {
     assert_per_order_sequence_is_increasing(&received);
     teardown(setup, stop, tasks).await;
 }
+
+/// The outbox's two lanes: rows that continue a flow (events with a cause) are
+/// published before rows that start one, whatever their age, so a burst of new
+/// orders cannot starve the orders already in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flows_under_way_are_published_before_new_ones() {
+    let setup = phase2_events::testing::setup("test-relay", &[]).await;
+    let enqueue = |event: Envelope| {
+        let (pool, topic) = (setup.pool.clone(), setup.topic.clone());
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            outbox::enqueue(&mut tx, &topic, &event).await.unwrap();
+            tx.commit().await.unwrap();
+            event.event_id.to_string()
+        }
+    };
+    // An order in flight, then a burst of five new orders, then the next step of
+    // the first one (its cause is the first event).
+    let started = Envelope::new("OrderPlaced", OrderId::new(), "c0", json!({}));
+    let first = enqueue(started.clone()).await;
+    let mut new_orders = Vec::new();
+    for i in 1..=5 {
+        new_orders.push(
+            enqueue(Envelope::new(
+                "OrderPlaced",
+                OrderId::new(),
+                &format!("c{i}"),
+                json!({}),
+            ))
+            .await,
+        );
+    }
+    let continuing = enqueue(started.caused("OrderPaid", json!({}))).await;
+
+    let relay = Relay::new(
+        setup.pool.clone(),
+        &setup.db.url,
+        kafka::producer(&setup.brokers).unwrap(),
+    )
+    .with_batch_size(2);
+    let published = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT event_id FROM outbox WHERE published_at IS NOT NULL",
+        )
+        .fetch_all(&setup.pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect::<BTreeSet<String>>()
+    };
+    assert_eq!(relay.publish_batch().await.unwrap(), 2);
+    assert_eq!(
+        published().await,
+        BTreeSet::from([continuing.clone(), first.clone()]),
+        "the continuing event and the oldest new one, not the burst before it"
+    );
+    assert_eq!(relay.publish_batch().await.unwrap(), 2);
+    assert_eq!(
+        published().await,
+        BTreeSet::from([
+            continuing,
+            first,
+            new_orders[0].clone(),
+            new_orders[1].clone()
+        ]),
+        "then the new orders, oldest first"
+    );
+    assert_eq!(
+        outbox::backlog(&setup.pool).await.unwrap(),
+        3,
+        "the rest of the burst waits"
+    );
+    setup.close().await;
+}

@@ -250,3 +250,28 @@ async fn held_tiramisu(system: &TestSystem) -> i64 {
         .map(|(_, qty)| qty)
         .sum()
 }
+
+/// A slow provider does not serialize the pipeline. With the provider and client as
+/// `phase2-events all` runs them (answers in 2–5 s, 30 % failures, 5 % declines),
+/// 20 orders placed at once must all be final, with consistent books, within 30 s.
+/// Handled one message at a time, the payment service alone would need at least
+/// 20 × 2 s = 40 s; handled concurrently (different orders, each order's events in
+/// sequence) it needs a few provider round trips.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_orders_with_the_default_provider_are_all_final_within_30_s() {
+    let system = TestSystem::start(Options {
+        learner_defaults: true,
+        ..Options::default()
+    })
+    .await;
+    let initial = system.stock().await;
+    let placed =
+        futures::future::join_all((0..20).map(|_| system.place(&[("pizza-margherita", 1)]))).await;
+    let report = check(&system, &placed, &initial, Duration::from_secs(30)).await;
+    assert_eq!(
+        report.delivered + report.cancelled_payment + report.cancelled_stock,
+        20,
+        "{report:?}"
+    );
+    system.stop().await;
+}

@@ -141,7 +141,7 @@ impl SpanMetrics {
             ),
             processed: metrics.register(
                 "events_processed",
-                "Messages finished by a consumer, by outcome (applied, duplicate, retried, dead_lettered)",
+                "Messages finished by a consumer, by outcome (applied, duplicate, ignored, retried, dead_lettered)",
                 Family::default(),
             ),
             processing: metrics.register(

@@ -12,7 +12,10 @@ use phase3_observability::scrape::Samples;
 use std::time::{Duration, Instant};
 use support::{Options, System};
 
-const ORDERS: usize = 12;
+/// Orders placed while the incident is on: six notifications each. The consumer
+/// handles up to 16 events of different orders at once, so it only falls behind when
+/// they arrive faster than 16 per event's handling time (2 Redis round trips).
+const ORDERS: usize = 30;
 
 fn lag(s: &Samples, group: &str) -> f64 {
     s.sum("kafka_consumer_lag", &[("group", group)])
@@ -23,7 +26,9 @@ fn lag(s: &Samples, group: &str) -> f64 {
 async fn notification_backlog_grows_lag_which_drains_when_switched_off() {
     let system = System::start(Options {
         incidents: IncidentSettings {
-            redis_latency: Duration::from_millis(150),
+            // 2 round trips × 2 × 1 s = 4 s per event: 16 at once finish 4 events/s,
+            // while 30 orders bring about 180 in a few seconds.
+            redis_latency: Duration::from_secs(1),
             ..IncidentSettings::default()
         },
         ..Options::default()
@@ -48,7 +53,7 @@ async fn notification_backlog_grows_lag_which_drains_when_switched_off() {
         ids.push(system.place().await);
         let s = system.scrape().await;
         series.push((lag(&s, &notification), lag(&s, &payment)));
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Orders go on: every other service keeps up.
     system.wait_delivered(&ids, Duration::from_secs(120)).await;

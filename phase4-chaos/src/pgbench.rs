@@ -240,10 +240,11 @@ impl Phase2Script {
         // A filler of the envelope's size: a real envelope has `:` before numbers and
         // inside timestamps, which pgbench would take for variables.
         self.statement(&format!(
-            "INSERT INTO {schema}.outbox (topic, message_key, event_id, event_type, envelope, created_at) \
+            "INSERT INTO {schema}.outbox (topic, message_key, event_id, event_type, envelope, created_at, starts_flow) \
              VALUES ('bench.{topic}', :oid, gen_random_uuid()::text, '{event_type}', repeat('x', {}), \
-             now()::text) RETURNING id AS outbox_id \\gset",
-            self.envelope_bytes
+             now()::text, {}) RETURNING id AS outbox_id \\gset",
+            self.envelope_bytes,
+            event_type == "OrderPlaced"
         ));
     }
 
@@ -252,7 +253,7 @@ impl Phase2Script {
     fn relay(&mut self, schema: &str) {
         self.statement(&format!(
             "SELECT id, topic, message_key, envelope FROM {schema}.outbox \
-             WHERE published_at IS NULL ORDER BY id LIMIT 200;"
+             WHERE published_at IS NULL ORDER BY starts_flow, id LIMIT 200;"
         ));
         self.statement(&format!(
             "UPDATE {schema}.outbox SET published_at = now()::text WHERE id IN (:outbox_id);"

@@ -74,14 +74,10 @@ struct UpArgs {
 }
 
 /// The benchmarks live in phase 4's library (they need rdkafka, sqlx and the phases,
-/// which `up` must not wait for): build its binary in release mode — a debug build
-/// measures the compiler, not the design — and run it.
+/// which `up` must not wait for): build it and the binaries it measures in release
+/// mode — a debug build measures the compiler, not the design — and run it.
 fn bench(args: &[String]) -> anyhow::Result<()> {
-    let mut build = std::process::Command::new(process::cargo());
-    build
-        .args(["build", "--release", "-p", "phase4-chaos"])
-        .current_dir(process::workspace_root());
-    process::run(&mut build, std::time::Duration::from_secs(60 * 60))?;
+    process::build_bench_packages()?;
     let bin = process::target_dir().join("release/phase4-chaos");
     let status = std::process::Command::new(&bin)
         .arg("bench")

@@ -42,6 +42,28 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
+/// The packages `cargo xtask bench` builds in release mode, always together in one
+/// `cargo build`: built one by one, each would resolve its dependencies' features
+/// differently and recompile sqlx, tokio and the rest for every benchmark.
+pub const BENCH_PACKAGES: [&str; 4] = [
+    "phase4-chaos",
+    "phase1-monolith",
+    "phase2-events",
+    "phase3-observability",
+];
+
+/// `cargo build --release` of [`BENCH_PACKAGES`], in the workspace.
+pub fn build_bench_packages() -> anyhow::Result<()> {
+    let mut build = Command::new(cargo());
+    build
+        .args(["build", "--release"])
+        .current_dir(workspace_root());
+    for package in BENCH_PACKAGES {
+        build.args(["-p", package]);
+    }
+    run(&mut build, Duration::from_secs(60 * 60))
+}
+
 /// The cargo that runs us (`cargo run` sets `$CARGO`), so a toolchain chosen with
 /// `cargo +nightly xtask …` is used for the inner commands too.
 pub fn cargo() -> OsString {

@@ -58,6 +58,10 @@ pub struct Scheduler {
 }
 
 impl Handler for Scheduler {
+    fn wants(&self, event_type: &str) -> bool {
+        event_type == event::ORDER_CONFIRMED
+    }
+
     async fn handle(
         &self,
         tx: &mut Transaction<'static, Any>,
@@ -83,15 +87,20 @@ impl Handler for Scheduler {
     }
 }
 
-/// Moves every due delivery one stage on; returns how many moved.
+/// The most due deliveries one tick moves, in one transaction; a full tick is
+/// followed by another at once.
+const TICK_ROWS: usize = 200;
+
+/// Moves due deliveries one stage on (at most [`TICK_ROWS`]); returns how many moved.
 pub async fn tick(pool: &AnyPool, topics: &Topics, delays: &Delays) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await?;
     let rows = sqlx::query(
         "SELECT order_id, stage, correlation_id, last_event_id, traceparent FROM deliveries \
-         WHERE stage <> 'delivered' AND due_at <= $1 ORDER BY due_at LIMIT 100 \
+         WHERE stage <> 'delivered' AND due_at <= $1 ORDER BY due_at LIMIT $2 \
          FOR UPDATE SKIP LOCKED",
     )
     .bind(common::db::timestamp(common::db::now()))
+    .bind(TICK_ROWS as i64)
     .fetch_all(&mut *tx)
     .await?;
     for row in &rows {
@@ -190,11 +199,18 @@ impl DeliveryService {
                 () = shutdown.cancelled() => break,
                 _ = ticker.tick() => {}
             }
-            if let Err(err) = tick(&self.pool, &self.topics, &self.delays).await {
-                tracing::warn!(
-                    error = format!("{err:#}"),
-                    "delivery tick failed; next tick retries"
-                );
+            loop {
+                match tick(&self.pool, &self.topics, &self.delays).await {
+                    Ok(moved) if moved == TICK_ROWS => continue, // more are due
+                    Ok(_) => break,
+                    Err(err) => {
+                        tracing::warn!(
+                            error = format!("{err:#}"),
+                            "delivery tick failed; next tick retries"
+                        );
+                        break;
+                    }
+                }
             }
         }
         consumer.await?;

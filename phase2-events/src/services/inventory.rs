@@ -36,6 +36,10 @@ pub struct Inventory {
 }
 
 impl Handler for Inventory {
+    fn wants(&self, event_type: &str) -> bool {
+        matches!(event_type, event::ORDER_PLACED | event::ORDER_CANCELLED)
+    }
+
     async fn handle(
         &self,
         tx: &mut Transaction<'static, Any>,

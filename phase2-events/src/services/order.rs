@@ -160,21 +160,17 @@ pub struct Saga {
 }
 
 impl Handler for Saga {
+    fn wants(&self, event_type: &str) -> bool {
+        transition(event_type).is_some()
+    }
+
     async fn handle(
         &self,
         tx: &mut Transaction<'static, Any>,
         event: &Envelope,
     ) -> Result<(), HandleError> {
-        let transition = match event.event_type.as_str() {
-            event::PAYMENT_COMPLETED => OrderEvent::PaymentSucceeded,
-            event::PAYMENT_FAILED => OrderEvent::PaymentFailed,
-            event::STOCK_RESERVED => OrderEvent::StockReserved,
-            event::OUT_OF_STOCK => OrderEvent::OutOfStock,
-            event::DELIVERY_PREPARING => OrderEvent::StartPreparing,
-            event::DELIVERY_DISPATCHED => OrderEvent::Dispatch,
-            event::DELIVERY_COMPLETED => OrderEvent::Deliver,
-            // Compensations done (refund, release): nothing left to move.
-            _ => return Ok(()),
+        let Some(transition) = transition(&event.event_type) else {
+            return Ok(());
         };
         // Lock the order: its events arrive on three topics, possibly at once.
         let row = sqlx::query("SELECT stock_reserved_at FROM orders WHERE id = $1 FOR UPDATE")
@@ -218,6 +214,21 @@ impl Handler for Saga {
         }
         Ok(())
     }
+}
+
+/// The move an event asks of the order, if any.
+fn transition(event_type: &str) -> Option<OrderEvent> {
+    Some(match event_type {
+        event::PAYMENT_COMPLETED => OrderEvent::PaymentSucceeded,
+        event::PAYMENT_FAILED => OrderEvent::PaymentFailed,
+        event::STOCK_RESERVED => OrderEvent::StockReserved,
+        event::OUT_OF_STOCK => OrderEvent::OutOfStock,
+        event::DELIVERY_PREPARING => OrderEvent::StartPreparing,
+        event::DELIVERY_DISPATCHED => OrderEvent::Dispatch,
+        event::DELIVERY_COMPLETED => OrderEvent::Deliver,
+        // Compensations done (refund, release): nothing left to move.
+        _ => return None,
+    })
 }
 
 impl Saga {

@@ -57,6 +57,15 @@ pub struct Payments {
 }
 
 impl Handler for Payments {
+    /// One event per transaction: a charge waits for the provider (2–5 s by default)
+    /// inside it, and a batch would make every order in it wait for the slowest.
+    /// Charges of different orders run side by side instead.
+    const BATCH: usize = 1;
+
+    fn wants(&self, event_type: &str) -> bool {
+        matches!(event_type, event::ORDER_PLACED | event::ORDER_CANCELLED)
+    }
+
     async fn handle(
         &self,
         tx: &mut Transaction<'static, Any>,

@@ -13,7 +13,7 @@ use crate::services::order::OrderService;
 use crate::services::payment::PaymentService;
 use crate::system::Relays;
 use common::domain::OrderId;
-use common::payment::{LatencyRange, Simulator};
+use common::payment::{LatencyRange, Simulator, SimulatorConfig};
 use common::shutdown::CancellationToken;
 use common::testing::{Backend, TestDb};
 use serde_json::{Value, json};
@@ -33,6 +33,11 @@ pub struct Options {
     /// Another broker (a test's own `LocalCluster`, maybe through a proxy); default:
     /// `KAFKA_BROKERS`.
     pub brokers: Option<String>,
+    /// The payment provider and client as `phase2-events all` runs them by default
+    /// (answers in 2–5 s, 30 % failures, 5 % declines; 6 s attempts, 15 s deadline)
+    /// and its default pool size, instead of the quick, faultless test provider.
+    /// `decline_rate` and `provider_latency` are then ignored.
+    pub learner_defaults: bool,
 }
 
 impl Default for Options {
@@ -42,6 +47,7 @@ impl Default for Options {
             decline_rate: 0.0,
             provider_latency: LatencyRange::ZERO,
             brokers: None,
+            learner_defaults: false,
         }
     }
 }
@@ -113,10 +119,20 @@ impl TestSystem {
     pub async fn start(options: Options) -> TestSystem {
         let scratch = Scratch::create(options.brokers.clone()).await;
         let mut settings = scratch.settings.clone();
-        settings.provider.decline_rate = options.decline_rate;
-        settings.provider.latency = options.provider_latency;
-        settings.payment.attempt_timeout = Duration::from_secs(2);
-        settings.payment.deadline = Duration::from_secs(5);
+        if options.learner_defaults {
+            let defaults = Settings::defaults();
+            settings.provider = SimulatorConfig {
+                addr: settings.provider.addr,
+                ..defaults.provider
+            };
+            settings.payment = defaults.payment;
+            settings.db_max_connections = defaults.db_max_connections;
+        } else {
+            settings.provider.decline_rate = options.decline_rate;
+            settings.provider.latency = options.provider_latency;
+            settings.payment.attempt_timeout = Duration::from_secs(2);
+            settings.payment.deadline = Duration::from_secs(5);
+        }
 
         // Every schema exists from the start, whichever services run (a test may
         // start one later, or run it as a separate process).

@@ -100,13 +100,14 @@ pub(crate) const PERFECT_PROVIDER: [&str; 6] = [
     "0",
 ];
 
-/// Builds `package`'s binary with the release profile; returns its path.
+/// `package`'s release binary, built (with the other benchmark packages, in one
+/// `cargo build`: see [`process::BENCH_PACKAGES`]) if it is not up to date.
 pub(crate) fn build_release(package: &str) -> anyhow::Result<std::path::PathBuf> {
-    let mut build = std::process::Command::new(process::cargo());
-    build
-        .args(["build", "--release", "-p", package])
-        .current_dir(process::workspace_root());
-    process::run(&mut build, Duration::from_secs(60 * 60))?;
+    anyhow::ensure!(
+        process::BENCH_PACKAGES.contains(&package),
+        "{package} is not in BENCH_PACKAGES"
+    );
+    process::build_bench_packages()?;
     Ok(process::target_dir().join("release").join(package))
 }
 

@@ -1778,7 +1778,8 @@ fn print_table(r: &Results) {
             .map(|(name, mib)| format!("{name} {mib:.0} MiB"))
             .collect();
         println!(
-            "Peak resident memory during the saturation run: {}",
+            "Peak resident memory during the saturation run (a program's processes summed, so \
+             memory they share counts once per process): {}",
             shown.join(", ")
         );
     }
