@@ -109,6 +109,7 @@ pub async fn supervise_consumer<E: Effect + Clone>(
 #[derive(Debug)]
 pub struct ConsumerService<H> {
     pool: AnyPool,
+    topics: Arc<Topics>,
     consumer: EventConsumer<Transactional<H>>,
 }
 
@@ -136,7 +137,19 @@ impl<H: Handler + Clone> ConsumerService<H> {
                 handler: handler(topics.clone()),
             },
         );
-        Ok(ConsumerService { pool, consumer })
+        Ok(ConsumerService {
+            pool,
+            topics,
+            consumer,
+        })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn topics(&self) -> Arc<Topics> {
+        self.topics.clone()
     }
 
     /// Consumes until `shutdown`, restarting the consumer if it fails.
