@@ -311,6 +311,9 @@ async fn watch(role: Role, settings: &Settings) -> anyhow::Result<Watch> {
             .collect();
         for (service, url) in settings.databases() {
             let pool = common::db::connect(url, 1).await?;
+            if service == Service::Payment.name() {
+                watch.payments = Some(pool.clone());
+            }
             watch.outboxes.push((service.to_owned(), pool));
         }
     }

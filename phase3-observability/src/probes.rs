@@ -60,6 +60,8 @@ pub struct Watch {
     pub dead_letter_topics: Vec<String>,
     /// `(service, pool)` of each database with an outbox.
     pub outboxes: Vec<(String, AnyPool)>,
+    /// The payment database, for the payment worker's queue.
+    pub payments: Option<AnyPool>,
 }
 
 /// The sampler: [`Probes::run`] samples every `interval` until shut down.
@@ -69,6 +71,7 @@ pub struct Probes {
     /// The replay command's group, on the dead-letter topics.
     dead_letters: Option<Arc<LagProbe>>,
     outboxes: Vec<(String, AnyPool)>,
+    payments: Option<AnyPool>,
     interval: Duration,
     lag: Family<PartitionLabels, Gauge>,
     committed: Family<PartitionLabels, Gauge>,
@@ -76,6 +79,8 @@ pub struct Probes {
     dlq_depth: Family<TopicLabel, Gauge>,
     outbox_backlog: Family<DatabaseLabel, Gauge>,
     outbox_age: Family<DatabaseLabel, Gauge<f64, AtomicU64>>,
+    payments_due: Gauge,
+    payments_age: Gauge<f64, AtomicU64>,
 }
 
 impl std::fmt::Debug for Probes {
@@ -111,6 +116,7 @@ impl Probes {
             groups: Arc::new(groups),
             dead_letters,
             outboxes: watch.outboxes,
+            payments: watch.payments,
             interval,
             lag: metrics.register(
                 "kafka_consumer_lag",
@@ -142,6 +148,16 @@ impl Probes {
                 "Age of the oldest unpublished outbox row (0 when none)",
                 Family::default(),
             ),
+            payments_due: metrics.register(
+                "payments_due",
+                "Charges and refunds the payment worker has still to make (due or in flight)",
+                Gauge::default(),
+            ),
+            payments_age: metrics.register(
+                "payments_oldest_due_age_seconds",
+                "How long the oldest due charge or refund has waited (0 when none)",
+                Gauge::default(),
+            ),
         })
     }
 
@@ -164,23 +180,21 @@ impl Probes {
     /// One sample of everything.
     pub async fn sample(&self) -> anyhow::Result<()> {
         for (service, pool) in &self.outboxes {
-            // created_at is RFC 3339 text (the same code runs on SQLite in phase 1).
             let phase2_events::outbox::Backlog {
                 events: backlog,
                 oldest,
             } = phase2_events::outbox::backlog_of(pool).await?;
-            let age = match oldest {
-                Some(text) => {
-                    let at = common::db::parse_timestamp(&text)?;
-                    (chrono::Utc::now() - at).as_seconds_f64().max(0.0)
-                }
-                None => 0.0,
-            };
+            let age = age_of(oldest.as_deref())?;
             let label = DatabaseLabel {
                 database: service.clone(),
             };
             self.outbox_backlog.get_or_create(&label).set(backlog);
             self.outbox_age.get_or_create(&label).set(age);
+        }
+        if let Some(pool) = &self.payments {
+            let (due, oldest) = phase2_events::services::payment::queue(pool).await?;
+            self.payments_due.set(due);
+            self.payments_age.set(age_of(oldest.as_deref())?);
         }
         let probes = self.clone();
         tokio::task::spawn_blocking(move || probes.sample_kafka()).await?
@@ -226,6 +240,18 @@ impl Probes {
         }
         Ok(())
     }
+}
+
+/// Seconds since `oldest` (RFC 3339 text: the same code runs on SQLite in phase 1),
+/// 0 when there is none.
+fn age_of(oldest: Option<&str>) -> anyhow::Result<f64> {
+    Ok(match oldest {
+        Some(text) => {
+            let at = common::db::parse_timestamp(text)?;
+            (chrono::Utc::now() - at).as_seconds_f64().max(0.0)
+        }
+        None => 0.0,
+    })
 }
 
 /// `process_*` metrics, read from `/proc/self` at every scrape.

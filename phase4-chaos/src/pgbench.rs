@@ -51,77 +51,99 @@ UPDATE orders SET status = 'paid', cancellation_reason = NULL, payment_id = 'ch_
 /// and each commit below is a commit there too.
 pub const PHASE2_SCHEMAS: [&str; 4] = ["order_db", "payment_db", "inventory_db", "delivery_db"];
 
-/// The SQL of one order's whole journey in phase 2, `placed` → `delivered`, across
-/// every service (see `phase2-events/src/services/`), as one pgbench script: **one
-/// pgbench transaction = one order**, so pgbench's tps reads as orders/s worth of
-/// SQL. `envelope_bytes` is the size of a real event envelope (the relay reads it
-/// back, and it is most of an outbox row).
+/// The SQL of `batch` orders' whole journey in phase 2, `placed` → `delivered`,
+/// across every service (see `phase2-events/src/services/`), as one pgbench script:
+/// **one pgbench transaction = `batch` orders**, so pgbench's tps × `batch` reads as
+/// orders/s worth of SQL. Each order is placed in a transaction of its own (the API
+/// commits per request); everything after that — the relays, the consumers, the
+/// payment worker, the delivery ticker — commits the `batch` orders together, as the
+/// services do when `batch` events are waiting for them. `batch = 1` is the
+/// one-event-per-commit floor; the benchmark also runs it at the batch size its
+/// saturation run saw. `envelope_bytes` is the size of a real event envelope (the
+/// relay reads it back, and it is most of an outbox row).
 ///
-/// Faithful to the services, statement by statement, with three simplifications,
-/// each on the expensive side:
-/// * the relay reads and marks its outbox once per row (a batch of one; under load
-///   one `SELECT … LIMIT 200` and one `UPDATE … IN (…)` cover many rows);
-/// * the delivery ticker runs once per stage per order (it moves up to 100 due
-///   deliveries per tick), and its `SELECT … FOR UPDATE SKIP LOCKED` is limited to
-///   this order, so parallel pgbench clients do not claim each other's rows;
+/// Faithful to the services, statement by statement, with three simplifications:
+/// * the delivery ticker's and the payment worker's `… FOR UPDATE SKIP LOCKED` are
+///   limited to this script's orders, so parallel pgbench clients do not claim each
+///   other's rows;
 /// * the saga sees the payment before the stock reservation (either order costs the
-///   same statements, bar one).
+///   same statements, bar one);
+/// * events a consumer ignores cost nothing here, as in the services
+///   (`Handler::wants`).
 ///
-/// Not here: the provider's HTTP call (inside the payment transaction), Redis (the
-/// notification service), the delivery ticker's empty ticks (50 a second, read-only),
-/// and everything Kafka does.
-pub fn phase2_order(envelope_bytes: usize) -> Phase2Script {
+/// Not here: the provider's HTTP call, Redis (the notification service), the
+/// delivery ticker's empty ticks (read-only), and everything Kafka does.
+pub fn phase2_orders(envelope_bytes: usize, batch: usize) -> Phase2Script {
     let [order, payment, inventory, delivery] = PHASE2_SCHEMAS;
+    let batch = batch.max(1);
     let mut s = Phase2Script {
         sql: String::new(),
+        batch,
         transactions: 0,
         statements: 0,
         envelope_bytes,
     };
-    s.comment("POST /orders (order service): the menu, then order, lines and OrderPlaced in one transaction");
-    s.statement(&format!(
-        "SELECT sku, name, price_cents FROM {order}.menu_items;"
-    ));
-    s.statement("BEGIN;");
-    s.statement(&format!(
-        "INSERT INTO {order}.orders (id, customer_id, status, cancellation_reason, total_cents, \
-         idempotency_key, payment_id, version, created_at, updated_at) VALUES (gen_random_uuid()::text, \
-         'bench', 'placed', NULL, 1730, NULL, NULL, 1, now()::text, now()::text) RETURNING id AS oid \\gset"
-    ));
-    for (line_no, sku, name, qty, price) in [
-        (0, "pizza-margherita", "Pizza Margherita", 1, 1150),
-        (1, "cola", "Cola 0.33 l", 2, 290),
-    ] {
+    s.comment("POST /orders (order service), once per order: the menu, then order, lines and OrderPlaced in one transaction");
+    for i in 1..=batch {
         s.statement(&format!(
-            "INSERT INTO {order}.order_items (order_id, line_no, sku, name, qty, unit_price_cents) \
-             VALUES (:oid, {line_no}, '{sku}', '{name}', {qty}, {price});"
+            "SELECT sku, name, price_cents FROM {order}.menu_items;"
         ));
+        s.statement("BEGIN;");
+        s.statement(&format!(
+            "INSERT INTO {order}.orders (id, customer_id, status, cancellation_reason, total_cents, \
+             idempotency_key, payment_id, version, created_at, updated_at) VALUES (gen_random_uuid()::text, \
+             'bench', 'placed', NULL, 1730, NULL, NULL, 1, now()::text, now()::text) RETURNING id AS oid{i} \\gset"
+        ));
+        for (line_no, sku, name, qty, price) in [
+            (0, "pizza-margherita", "Pizza Margherita", 1, 1150),
+            (1, "cola", "Cola 0.33 l", 2, 290),
+        ] {
+            s.statement(&format!(
+                "INSERT INTO {order}.order_items (order_id, line_no, sku, name, qty, unit_price_cents) \
+                 VALUES (:oid{i}, {line_no}, '{sku}', '{name}', {qty}, {price});"
+            ));
+        }
+        s.outbox(order, i, "orders", "OrderPlaced");
+        s.commit();
     }
-    s.outbox(order, "orders", "OrderPlaced");
-    s.commit();
     s.relay(order);
 
-    s.comment(
-        "payment service, OrderPlaced: charge (the provider is called inside this transaction)",
-    );
-    s.consume(payment, Service::Payment, |s| {
+    s.comment("payment service, OrderPlaced: a pending row per order (the worker charges)");
+    s.consume(payment, Service::Payment, |s, i| {
         s.statement(&format!(
-            "SELECT status FROM {payment}.payments WHERE order_id = :oid FOR UPDATE;"
+            "INSERT INTO {payment}.payments (order_id, status, amount_cents, updated_at, request, due_at) \
+             VALUES (:oid{i}, 'pending', 1730, now()::text, repeat('x', {}), now()::text) \
+             ON CONFLICT (order_id) DO NOTHING;",
+            s.envelope_bytes
         ));
-        s.statement(&format!(
-            "INSERT INTO {payment}.payments (order_id, status, charge_id, amount_cents, updated_at) \
-             VALUES (:oid, 'captured', 'ch_bench', 1730, now()::text);"
-        ));
-        s.outbox(payment, "payments", "PaymentCompleted");
     });
+    s.comment("payment worker: lease the due rows, (call the provider), write the answers");
+    s.statement(&format!(
+        "UPDATE {payment}.payments SET leased_until = now()::text, attempts = attempts + 1 \
+         WHERE order_id IN (SELECT order_id FROM {payment}.payments WHERE due_at <= now()::text \
+         AND order_id IN ({}) ORDER BY due_at LIMIT {batch} FOR UPDATE SKIP LOCKED) \
+         RETURNING order_id, status, amount_cents, request, cancel, attempts;",
+        s.orders()
+    ));
+    s.transactions += 1;
+    s.statement("BEGIN;");
+    for i in 1..=batch {
+        s.statement(&format!(
+            "UPDATE {payment}.payments SET status = 'captured', charge_id = COALESCE('ch_bench', charge_id), \
+             updated_at = now()::text, leased_until = NULL, due_at = NULL \
+             WHERE order_id = :oid{i} AND (status = 'pending' OR status = 'pending');"
+        ));
+        s.outbox(payment, i, "payments", "PaymentCompleted");
+    }
+    s.commit();
     s.relay(payment);
 
     s.comment(
         "inventory service, OrderPlaced: lock the stock rows in sku order, check, subtract, record",
     );
-    s.consume(inventory, Service::Inventory, |s| {
+    s.consume(inventory, Service::Inventory, |s, i| {
         s.statement(&format!(
-            "SELECT status, lines FROM {inventory}.reservations WHERE order_id = :oid FOR UPDATE;"
+            "SELECT status, lines FROM {inventory}.reservations WHERE order_id = :oid{i} FOR UPDATE;"
         ));
         for sku in ["cola", "pizza-margherita"] {
             s.statement(&format!(
@@ -135,36 +157,22 @@ pub fn phase2_order(envelope_bytes: usize) -> Phase2Script {
         }
         // `": 2"`, not `":2"`: pgbench would read `:2` as a variable.
         s.statement(&format!(
-            "INSERT INTO {inventory}.reservations (order_id, status, lines, updated_at) VALUES (:oid, \
+            "INSERT INTO {inventory}.reservations (order_id, status, lines, updated_at) VALUES (:oid{i}, \
              'reserved', '[{{\"sku\": \"cola\", \"qty\": 2}}, {{\"sku\": \"pizza-margherita\", \"qty\": 1}}]', now()::text);"
         ));
-        s.outbox(inventory, "inventory", "StockReserved");
+        s.outbox(inventory, i, "inventory", "StockReserved");
     });
     s.relay(inventory);
-    s.ignored_by(&[(delivery, Service::Delivery)], "OrderPlaced");
 
     s.comment("saga (order service), PaymentCompleted: placed -> paid");
     s.saga_step(1, "paid", "OrderPaid");
-    s.ignored_by(
-        &[
-            (payment, Service::Payment),
-            (inventory, Service::Inventory),
-            (delivery, Service::Delivery),
-        ],
-        "OrderPaid",
-    );
-
     s.comment("saga, StockReserved: paid -> confirmed");
     s.saga_step(2, "confirmed", "OrderConfirmed");
-    s.ignored_by(
-        &[(payment, Service::Payment), (inventory, Service::Inventory)],
-        "OrderConfirmed",
-    );
     s.comment("delivery service, OrderConfirmed: schedule the delivery");
-    s.consume(delivery, Service::Delivery, |s| {
+    s.consume(delivery, Service::Delivery, |s, i| {
         s.statement(&format!(
             "INSERT INTO {delivery}.deliveries (order_id, stage, due_at, correlation_id, last_event_id) \
-             VALUES (:oid, 'confirmed', now()::text, 'bench', gen_random_uuid()::text) \
+             VALUES (:oid{i}, 'confirmed', now()::text, 'bench', gen_random_uuid()::text) \
              ON CONFLICT (order_id) DO NOTHING;"
         ));
     });
@@ -182,44 +190,51 @@ pub fn phase2_order(envelope_bytes: usize) -> Phase2Script {
         s.comment(&format!("delivery ticker: -> {stage}"));
         s.statement("BEGIN;");
         s.statement(&format!(
-            "SELECT order_id, stage, correlation_id, last_event_id FROM {delivery}.deliveries \
-             WHERE stage <> 'delivered' AND due_at <= now()::text AND order_id = :oid \
-             ORDER BY due_at LIMIT 100 FOR UPDATE SKIP LOCKED;"
+            "SELECT order_id, stage, correlation_id, last_event_id, traceparent FROM {delivery}.deliveries \
+             WHERE stage <> 'delivered' AND due_at <= now()::text AND order_id IN ({}) \
+             ORDER BY due_at LIMIT 200 FOR UPDATE SKIP LOCKED;",
+            s.orders()
         ));
-        s.outbox(delivery, "delivery", delivery_event);
-        s.statement(&format!(
-            "UPDATE {delivery}.deliveries SET stage = '{stage}', due_at = now()::text, \
-             last_event_id = gen_random_uuid()::text WHERE order_id = :oid;"
-        ));
+        for i in 1..=batch {
+            s.outbox(delivery, i, "delivery", delivery_event);
+            s.statement(&format!(
+                "UPDATE {delivery}.deliveries SET stage = '{stage}', due_at = now()::text, \
+                 last_event_id = gen_random_uuid()::text WHERE order_id = :oid{i};"
+            ));
+        }
         s.commit();
         s.relay(delivery);
         s.comment(&format!("saga, {delivery_event}: -> {stage}"));
         s.saga_step(version, stage, order_event);
-        s.ignored_by(
-            &[
-                (payment, Service::Payment),
-                (inventory, Service::Inventory),
-                (delivery, Service::Delivery),
-            ],
-            order_event,
-        );
     }
     s
 }
 
-/// [`phase2_order`]'s script and what it contains.
+/// [`phase2_orders`]'s script and what it contains.
 #[derive(Debug)]
 pub struct Phase2Script {
     pub sql: String,
-    /// Committed database transactions per order (autocommit writes included,
-    /// read-only statements not).
+    /// Orders per pgbench transaction (per run of the script).
+    pub batch: usize,
+    /// Committed database transactions per run of the script (autocommit writes
+    /// included, read-only statements not).
     pub transactions: usize,
-    /// SQL statements per order, `BEGIN` and `COMMIT` included.
+    /// SQL statements per run of the script, `BEGIN` and `COMMIT` included.
     pub statements: usize,
     envelope_bytes: usize,
 }
 
 impl Phase2Script {
+    /// Committed transactions per order.
+    pub fn transactions_per_order(&self) -> f64 {
+        self.transactions as f64 / self.batch as f64
+    }
+
+    /// Statements per order.
+    pub fn statements_per_order(&self) -> f64 {
+        self.statements as f64 / self.batch as f64
+    }
+
     fn comment(&mut self, text: &str) {
         self.sql.push_str(&format!("-- {text}\n"));
     }
@@ -235,82 +250,92 @@ impl Phase2Script {
         self.transactions += 1;
     }
 
-    /// `outbox::enqueue`: the event row, in the caller's transaction.
-    fn outbox(&mut self, schema: &str, topic: &str, event_type: &str) {
+    /// `:oid1, :oid2, …`: the script's orders.
+    fn orders(&self) -> String {
+        (1..=self.batch)
+            .map(|i| format!(":oid{i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// `outbox::enqueue`: order `i`'s event row, in the caller's transaction.
+    fn outbox(&mut self, schema: &str, i: usize, topic: &str, event_type: &str) {
         // A filler of the envelope's size: a real envelope has `:` before numbers and
         // inside timestamps, which pgbench would take for variables.
         self.statement(&format!(
             "INSERT INTO {schema}.outbox (topic, message_key, event_id, event_type, envelope, created_at, starts_flow) \
-             VALUES ('bench.{topic}', :oid, gen_random_uuid()::text, '{event_type}', repeat('x', {}), \
-             now()::text, {}) RETURNING id AS outbox_id \\gset",
+             VALUES ('bench.{topic}', :oid{i}, gen_random_uuid()::text, '{event_type}', repeat('x', {}), \
+             now()::text, {}) RETURNING id AS outbox{i} \\gset",
             self.envelope_bytes,
             event_type == "OrderPlaced"
         ));
     }
 
-    /// The relay publishes the row just committed: read the unpublished rows, send
-    /// (Kafka, not here), mark exactly the ids sent.
+    /// The relay publishes the rows just committed (one per order): read the
+    /// unpublished rows, send (Kafka, not here), mark exactly the ids sent in one
+    /// statement.
     fn relay(&mut self, schema: &str) {
         self.statement(&format!(
             "SELECT id, topic, message_key, envelope FROM {schema}.outbox \
              WHERE published_at IS NULL ORDER BY starts_flow, id LIMIT 200;"
         ));
+        let ids: Vec<String> = (1..=self.batch).map(|i| format!("(:outbox{i})")).collect();
         self.statement(&format!(
-            "UPDATE {schema}.outbox SET published_at = now()::text WHERE id IN (:outbox_id);"
+            "UPDATE {schema}.outbox SET published_at = now()::text WHERE id IN ({});",
+            ids.join(", ")
         ));
         self.transactions += 1;
     }
 
-    /// `consumer::Transactional`: the processed_events claim and the handler's
-    /// effect in one transaction.
-    fn consume(&mut self, schema: &str, consumer: Service, effect: impl FnOnce(&mut Self)) {
+    /// `consumer::Transactional::apply_batch`: the orders' locks in one statement,
+    /// the processed_events claims in one statement, then each order's effect, in one
+    /// transaction.
+    fn consume(&mut self, schema: &str, consumer: Service, effect: impl Fn(&mut Self, usize)) {
         let consumer = consumer.group();
         self.statement("BEGIN;");
+        let locks: Vec<String> = (1..=self.batch)
+            .map(|i| format!("('bench.{consumer}/' || :oid{i}::text)"))
+            .collect();
         self.statement(&format!(
-            "SELECT pg_advisory_xact_lock(hashtextextended('bench.{consumer}/' || :oid::text, 0));"
+            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM (VALUES {}) AS v(k);",
+            locks.join(", ")
         ));
+        let claims: Vec<String> = (1..=self.batch)
+            .map(|_| format!("('bench.{consumer}', gen_random_uuid()::text, now()::text)"))
+            .collect();
         self.statement(&format!(
-            "INSERT INTO {schema}.processed_events (consumer, event_id, processed_at) \
-             VALUES ('bench.{consumer}', gen_random_uuid()::text, now()::text) \
-             ON CONFLICT (consumer, event_id) DO NOTHING;"
+            "INSERT INTO {schema}.processed_events (consumer, event_id, processed_at) VALUES {} \
+             ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id;",
+            claims.join(", ")
         ));
-        effect(self);
+        for i in 1..=self.batch {
+            effect(self, i);
+        }
         self.commit();
     }
 
-    /// Services that read the `orders` topic but do nothing with `event`: they still
-    /// record it as processed, in a transaction of its own.
-    fn ignored_by(&mut self, consumers: &[(&str, Service)], event: &str) {
-        self.comment(&format!(
-            "{event}: read and recorded by every consumer of orders"
-        ));
-        for (schema, consumer) in consumers {
-            self.consume(schema, *consumer, |_| {});
-        }
-    }
-
-    /// The saga moves the order (`Saga::handle` + `OrderStore::apply_in`) and
-    /// announces it; the relay publishes the announcement.
+    /// The saga moves each order (`Saga::handle` + `OrderStore::apply_in`) and
+    /// announces it, in one batch; the relay publishes the announcements.
     fn saga_step(&mut self, version: u32, status: &str, announce: &str) {
         let order = PHASE2_SCHEMAS[0];
-        self.consume(order, Service::Order, |s| {
+        self.consume(order, Service::Order, |s, i| {
             s.statement(&format!(
-                "SELECT stock_reserved_at FROM {order}.orders WHERE id = :oid FOR UPDATE;"
+                "SELECT stock_reserved_at FROM {order}.orders WHERE id = :oid{i} FOR UPDATE;"
             ));
             s.statement(&format!(
                 "SELECT id, customer_id, status, cancellation_reason, total_cents, idempotency_key, \
-                 payment_id, version, created_at, updated_at FROM {order}.orders WHERE id = :oid;"
+                 payment_id, version, created_at, updated_at FROM {order}.orders WHERE id = :oid{i};"
             ));
             s.statement(&format!(
                 "SELECT sku, name, qty, unit_price_cents FROM {order}.order_items \
-                 WHERE order_id = :oid ORDER BY line_no;"
+                 WHERE order_id = :oid{i} ORDER BY line_no;"
             ));
             s.statement(&format!(
                 "UPDATE {order}.orders SET status = '{status}', cancellation_reason = NULL, \
                  payment_id = 'ch_bench', version = version + 1, updated_at = now()::text \
-                 WHERE id = :oid AND version = {version};"
+                 WHERE id = :oid{i} AND version = {version};"
             ));
-            s.outbox(order, "orders", announce);
+            s.outbox(order, i, "orders", announce);
         });
         self.relay(order);
     }

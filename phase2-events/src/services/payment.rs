@@ -464,6 +464,20 @@ fn caused(
     Ok(cause.caused(event_type, payload))
 }
 
+/// The worker's queue: how many charges and refunds are due or in flight (`due_at`
+/// set), and since when the oldest is due (RFC 3339). Phase 3 shows them as
+/// `payments_due` and `payments_oldest_due_age_seconds`: the queue in front of the
+/// provider.
+pub async fn queue(pool: &AnyPool) -> anyhow::Result<(i64, Option<String>)> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS n, MIN(due_at) AS oldest FROM payments WHERE due_at IS NOT NULL",
+    )
+    .fetch_one(pool)
+    .await
+    .context("reading the payment queue")?;
+    Ok((row.try_get("n")?, row.try_get("oldest")?))
+}
+
 /// The payment service: the consumer of `orders` and the worker, over the payment
 /// database.
 #[derive(Debug)]

@@ -55,6 +55,11 @@ pub struct BenchArgs {
     pub(crate) phase2: crate::bench::phase2::Phase2Args,
     #[command(flatten)]
     pub(crate) phase3: crate::bench::phase3::Phase3Args,
+    /// Also write the headline figures as JSON to this file (one phase: its figures;
+    /// several: an object by phase). Every run also writes everything it measured to
+    /// `target/bench/phaseN.json`.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -75,12 +80,27 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         Some(phase) => vec![phase],
         None => Phase::value_variants().to_vec(),
     };
-    for phase in phases {
-        match phase {
-            Phase::Phase1 => phase1(args)?,
-            Phase::Phase2 => crate::bench::phase2::run(args)?,
-            Phase::Phase3 => crate::bench::phase3::run(args)?,
-        }
+    let mut figures = serde_json::Map::new();
+    for phase in &phases {
+        let (name, value) = match phase {
+            Phase::Phase1 => ("phase1", phase1(args)?),
+            Phase::Phase2 => ("phase2", crate::bench::phase2::run(args)?),
+            Phase::Phase3 => ("phase3", crate::bench::phase3::run(args)?),
+        };
+        figures.insert(name.to_owned(), value);
+    }
+    if let Some(path) = &args.json {
+        let value = match phases.as_slice() {
+            [_] => figures
+                .into_iter()
+                .next()
+                .map(|(_, v)| v)
+                .unwrap_or_default(),
+            _ => serde_json::Value::Object(figures),
+        };
+        std::fs::write(path, serde_json::to_string_pretty(&value)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("figures written to {}", path.display());
     }
     Ok(())
 }
@@ -119,8 +139,11 @@ pub(crate) fn order_body(n: u64) -> String {
 }
 
 const BENCH_DATABASE: &str = "ferriseats_bench";
+/// The rows of phase 1's table that its summary compares.
+const POSTGRES_ROW: &str = "postgres";
+const PGBENCH_ROW: &str = "pgbench (same SQL, same concurrency)";
 
-fn phase1(args: &BenchArgs) -> anyhow::Result<()> {
+fn phase1(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
     // Fail before the long build if the database is missing.
     let admin_url = endpoints::POSTGRES.url();
     psql::check_url(&admin_url).context(
@@ -172,7 +195,35 @@ fn phase1(args: &BenchArgs) -> anyhow::Result<()> {
         json.display(),
         dir.display()
     );
-    Ok(())
+    Ok(serde_json::to_value(results.summary())?)
+}
+
+/// Phase 1's headline figures: `POST /orders` on PostgreSQL against pgbench running
+/// the same SQL at the same concurrency.
+#[derive(Debug, Serialize)]
+struct Summary {
+    orders_per_s: Option<f64>,
+    pgbench_tps: Option<f64>,
+    ratio: Option<f64>,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+}
+
+impl Results {
+    fn summary(&self) -> Summary {
+        let row = |name: &str| self.rows.iter().find(|r| r.name.starts_with(name));
+        let postgres = row(POSTGRES_ROW);
+        let pgbench = row(PGBENCH_ROW);
+        Summary {
+            orders_per_s: postgres.map(|r| r.per_second),
+            pgbench_tps: pgbench.map(|r| r.per_second),
+            ratio: postgres
+                .zip(pgbench)
+                .map(|(p, b)| p.per_second / b.per_second),
+            p50_ms: postgres.map(|r| r.p50_ms),
+            p99_ms: postgres.map(|r| r.p99_ms),
+        }
+    }
 }
 
 async fn phase1_rows(
@@ -200,7 +251,7 @@ async fn phase1_rows(
 
     let mut rows = Vec::new();
     let sqlite_url = format!("sqlite://{}", dir.join("bench.db").display());
-    for (name, database_url) in [("sqlite", sqlite_url.as_str()), ("postgres", bench_url)] {
+    for (name, database_url) in [("sqlite", sqlite_url.as_str()), (POSTGRES_ROW, bench_url)] {
         let addr = free_local_addr()?;
         let mut server = Server::start(
             name,
@@ -212,6 +263,10 @@ async fn phase1_rows(
                 database_url,
                 "--payment-url",
                 &format!("http://{provider_addr}"),
+                // As many connections as requests in flight, as pgbench has clients:
+                // the same concurrency at the database.
+                "--db-max-connections",
+                &concurrency.to_string(),
             ],
             addr,
             &dir.join(format!("{name}.log")),
@@ -260,7 +315,7 @@ async fn phase1_rows(
         )
         .await?;
         rows.push(Row::new(
-            "pgbench (same SQL, same concurrency)",
+            PGBENCH_ROW,
             report.tps,
             &report.latency_us,
             report.failed,

@@ -84,8 +84,9 @@ pub struct Phase2Args {
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     saturation_duration: Duration,
     /// Overload run: orders arriving per second — more than the system can finish.
-    #[arg(long, default_value_t = 100.0, value_parser = parse_rate)]
-    overload_rate: f64,
+    /// Default: twice the sustained rate the saturation run measured.
+    #[arg(long, value_parser = parse_rate)]
+    overload_rate: Option<f64>,
     /// Overload run: how long orders arrive (the first --warmup is not measured).
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     overload_duration: Duration,
@@ -96,6 +97,11 @@ pub struct Phase2Args {
     /// (for --duration).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pgbench_clients: u16,
+    /// The learner's case: a second saturation run with the payment provider at phase
+    /// 2's defaults (2–5 s, 30 % failures, 5 % declines), with this many orders in the
+    /// system (each takes seconds, so it takes many to fill the pipeline); 0 skips it.
+    #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u16).range(0..=1024))]
+    learner_in_flight: u16,
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -172,7 +178,7 @@ fn ping_redis(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+pub fn run(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
     let began = std::time::Instant::now();
     // Fail before the long build if something is missing.
     let Infrastructure {
@@ -222,8 +228,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     results.build_seconds = (built - began).as_secs_f64();
 
     print_table(&results);
+    let summary = serde_json::to_value(results.summary())?;
+    println!("\nThe figures: {}", serde_json::to_string_pretty(&summary)?);
     let json = process::target_dir().join("bench/phase2.json");
-    std::fs::write(&json, serde_json::to_string_pretty(&results)? + "\n")?;
+    let mut all = serde_json::to_value(&results)?;
+    all["summary"] = summary.clone();
+    std::fs::write(&json, serde_json::to_string_pretty(&all)? + "\n")?;
     println!(
         "\nwritten to {} (logs and the pgbench script in {}); {:.0} s in all, {:.0} s of it building",
         json.display(),
@@ -231,7 +241,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         results.seconds,
         results.build_seconds
     );
-    Ok(())
+    Ok(summary)
 }
 
 /// What every step needs to know.
@@ -292,19 +302,45 @@ pub(crate) fn drop_databases(admin_url: &str) {
 async fn measure(args: &BenchArgs, setup: &Setup) -> anyhow::Result<Results> {
     let p2 = &args.phase2;
     let sample = sample_envelope()?;
-    let sql = if setup.have_pgbench {
-        Some(pgbench_limit(args, setup, sample.len()).await?)
-    } else {
-        println!("(pgbench is not installed, so there is no database limit row)");
-        None
-    };
 
     let mut server = start_system(setup).await?;
     let runs = drive(args, setup, &mut server).await;
     server.terminate(Duration::from_secs(20)).await;
-    let (latency, saturation, overload) = runs?;
+    let Runs {
+        latency,
+        saturation,
+        overload,
+        batch,
+        idle_rss_mib,
+    } = runs?;
 
-    // Last, once the system is stopped: the producer then has the broker to itself.
+    let learner = if p2.learner_in_flight > 0 {
+        // A fresh system: new databases, the same topics (every group has committed
+        // everything of the first system).
+        drop_databases(&setup.admin_url);
+        println!(
+            "
+the learner's case: the provider at phase 2's defaults (2–5 s, 30 % failures,              5 % declines)"
+        );
+        let mut server = start_system_with(setup, Provider::Defaults).await?;
+        let run = learner_run(args, setup, &mut server).await;
+        server.terminate(Duration::from_secs(20)).await;
+        Some(run?)
+    } else {
+        None
+    };
+
+    // Once the systems are stopped, the limits: they have the machine to themselves.
+    let mut sql = Vec::new();
+    if setup.have_pgbench {
+        // One event per commit, and the batches the saturation run saw.
+        let seen = batch.events_per_transaction.round().max(1.0) as usize;
+        for size in if seen > 1 { vec![1, seen] } else { vec![1] } {
+            sql.push(pgbench_limit(args, setup, sample.len(), size).await?);
+        }
+    } else {
+        println!("(pgbench is not installed, so there is no database limit row)");
+    }
     println!(
         "\nbroker limit: {} messages of {} bytes (an OrderPlaced envelope)…",
         p2.produce_messages,
@@ -319,10 +355,47 @@ async fn measure(args: &BenchArgs, setup: &Setup) -> anyhow::Result<Results> {
         latency,
         saturation,
         overload,
+        learner,
+        batch,
+        idle_rss_mib,
         broker,
         sql,
         seconds: 0.0,
         build_seconds: 0.0,
+    })
+}
+
+/// How many events the consumers applied per database transaction during the
+/// saturation run: rows of `processed_events` written since `since`, over the
+/// distinct transaction ids (`xmin`) that wrote them, all four service databases
+/// together.
+#[derive(Debug, Clone, Copy, Serialize)]
+struct BatchSizes {
+    events: u64,
+    transactions: u64,
+    events_per_transaction: f64,
+}
+
+fn batch_sizes(setup: &Setup, since: &str) -> anyhow::Result<BatchSizes> {
+    let (mut events, mut transactions) = (0u64, 0u64);
+    for (_, name) in DATABASES {
+        let row = psql::query(
+            &setup.database_url(name),
+            &format!(
+                "SELECT count(*) || ' ' || count(DISTINCT xmin::text) FROM processed_events \
+                 WHERE processed_at >= '{since}'"
+            ),
+        )?;
+        let mut numbers = row.split_whitespace().map(str::parse::<u64>);
+        if let (Some(Ok(e)), Some(Ok(t))) = (numbers.next(), numbers.next()) {
+            events += e;
+            transactions += t;
+        }
+    }
+    Ok(BatchSizes {
+        events,
+        transactions,
+        events_per_transaction: events as f64 / transactions.max(1) as f64,
     })
 }
 
@@ -452,23 +525,31 @@ async fn produce_limit(
 struct SqlLimit {
     clients: u16,
     seconds: f64,
-    /// pgbench's tps: one transaction of the script is one order.
+    /// Orders per run of the script: what the consumers commit together.
+    batch: usize,
+    /// pgbench's tps × `batch`.
     orders_per_second: f64,
+    /// Of one run of the script (`batch` orders).
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
     failed: u64,
-    transactions_per_order: usize,
-    statements_per_order: usize,
+    transactions_per_order: f64,
+    statements_per_order: f64,
 }
 
 async fn pgbench_limit(
     args: &BenchArgs,
     setup: &Setup,
     envelope_bytes: usize,
+    batch: usize,
 ) -> anyhow::Result<SqlLimit> {
     use phase2_events::services::{delivery, inventory, open_database, order, payment};
     let url = setup.database_url(SQL_DATABASE);
+    psql::execute(
+        &setup.admin_url,
+        &format!("DROP DATABASE IF EXISTS {SQL_DATABASE} WITH (FORCE)"),
+    )?;
     psql::execute(&setup.admin_url, &format!("CREATE DATABASE {SQL_DATABASE}"))?;
     let [order_db, payment_db, inventory_db, delivery_db] = pgbench::PHASE2_SCHEMAS;
     for (schema, migrators) in [
@@ -491,10 +572,10 @@ async fn pgbench_limit(
         &url,
         &format!("UPDATE {inventory_db}.stock SET available = 1000000000"),
     )?;
-    let script = pgbench::phase2_order(envelope_bytes);
+    let script = pgbench::phase2_orders(envelope_bytes, batch);
     let clients = args.phase2.pgbench_clients;
     println!(
-        "\ndatabase limit: pgbench, {clients} clients, {:?}; one transaction = one order = \
+        "\ndatabase limit: pgbench, {clients} clients, {:?}; one transaction = {batch} orders = \
          {} database transactions, {} statements (script: {}/pgbench/pgbench-script.sql)…",
         args.duration,
         script.transactions,
@@ -526,13 +607,14 @@ async fn pgbench_limit(
     Ok(SqlLimit {
         clients,
         seconds: args.duration.as_secs_f64(),
-        orders_per_second: report.tps,
+        batch,
+        orders_per_second: report.tps * batch as f64,
         p50_ms: ms(report.latency_us.value_at_quantile(0.50)),
         p99_ms: ms(report.latency_us.value_at_quantile(0.99)),
         max_ms: ms(report.latency_us.max()),
         failed: report.failed,
-        transactions_per_order: script.transactions,
-        statements_per_order: script.statements,
+        transactions_per_order: script.transactions_per_order(),
+        statements_per_order: script.statements_per_order(),
     })
 }
 
@@ -596,9 +678,23 @@ impl Subject {
     }
 }
 
-/// Starts `setup.subject` with every service in one process, and waits until it is
-/// ready (the order API's `/ready`; phase 3's ops server's too).
+/// The payment provider a system under test gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Provider {
+    /// Never fails, declines or waits: the benchmark measures the machinery.
+    Perfect,
+    /// Phase 2's defaults (2–5 s, 30 % failures, 5 % declines): what a learner runs.
+    Defaults,
+}
+
+/// Starts `setup.subject` with every service in one process and a perfect provider,
+/// and waits until it is ready (the order API's `/ready`; phase 3's ops server's too).
 pub(crate) async fn start_system(setup: &Setup) -> anyhow::Result<Server> {
+    start_system_with(setup, Provider::Perfect).await
+}
+
+/// [`start_system`] with the provider of choice.
+pub(crate) async fn start_system_with(setup: &Setup, payments: Provider) -> anyhow::Result<Server> {
     let [api, notification, provider] =
         [free_local_addr()?, free_local_addr()?, free_local_addr()?];
     let urls: Vec<String> = DATABASES
@@ -642,7 +738,9 @@ pub(crate) async fn start_system(setup: &Setup) -> anyhow::Result<Server> {
         "--deliver-after",
         "0s",
     ];
-    flags.extend(crate::bench::PERFECT_PROVIDER);
+    if payments == Provider::Perfect {
+        flags.extend(crate::bench::PERFECT_PROVIDER);
+    }
     flags.extend(setup.extra_args.iter().map(String::as_str));
     let ops_s = setup.ops_addr.map(|addr| addr.to_string());
     let mut env = Vec::new();
@@ -712,15 +810,22 @@ async fn wait_ok(server: &mut Server, url: &str, limit: Duration) -> anyhow::Res
     }
 }
 
-/// Priming, then the latency, saturation and overload runs, against a running system.
-async fn drive(
-    args: &BenchArgs,
-    setup: &Setup,
-    server: &mut Server,
-) -> anyhow::Result<(LatencyRun, SaturationRun, OverloadRun)> {
+/// What [`drive`] measured.
+struct Runs {
+    latency: LatencyRun,
+    saturation: SaturationRun,
+    overload: OverloadRun,
+    batch: BatchSizes,
+    /// Resident memory of each program once primed and idle, in MiB.
+    idle_rss_mib: Option<Vec<(String, f64)>>,
+}
+
+/// Priming, then the saturation, latency and overload runs, against a running system.
+async fn drive(args: &BenchArgs, setup: &Setup, server: &mut Server) -> anyhow::Result<Runs> {
     let p2 = &args.phase2;
     let observer = prime(setup, server).await?;
     let url = format!("http://{}/orders", server.addr());
+    let idle_rss_mib = rss_mib(setup.subject);
 
     println!(
         "\nsaturation run: {} orders in the system for {:?} (first {:?} not measured)…",
@@ -732,9 +837,15 @@ async fn drive(
         duration: p2.saturation_duration,
         warmup: args.warmup,
     };
+    let since = common::db::timestamp(common::db::now());
     let (saturation, unfinished) =
         saturation_run(&plan, setup.subject, &url, &observer, &probe).await?;
     server.check_running()?;
+    let batch = batch_sizes(setup, &since)?;
+    println!(
+        "consumers applied {:.1} events per database transaction ({} events, {} transactions)",
+        batch.events_per_transaction, batch.events, batch.transactions
+    );
     // The latency run starts on an idle system.
     drain(&observer, &unfinished).await;
 
@@ -754,15 +865,78 @@ async fn drive(
     let latency = latency_run(&plan, &url, &observer).await?;
     server.check_running()?;
 
+    let rate = p2
+        .overload_rate
+        .unwrap_or_else(|| (2.0 * saturation.finished_per_second).round().max(1.0));
     println!(
-        "\noverload run: {} orders/s arriving for {:?} (first {:?} not measured)…",
-        p2.overload_rate, p2.overload_duration, args.warmup
+        "\noverload run: {rate} orders/s arriving for {:?} (first {:?} not measured)…",
+        p2.overload_duration, args.warmup
     );
-    let mut overload = overload_run(args, &url, &observer).await?;
+    let mut overload = overload_run(args, rate, &url, &observer).await?;
     overload.queues_at_end = probe.sample().await.ok();
+    // Does the backlog drain once the burst is over?
+    let drained = Instant::now();
+    let left = observer
+        .wait_for(&overload.unfinished, Duration::from_secs(120))
+        .await;
+    overload.drained_after_s = (left == 0).then(|| drained.elapsed().as_secs_f64());
+    overload.left_after_drain = left;
     server.check_running()?;
     observer.stop().await;
-    Ok((latency, saturation, overload))
+    Ok(Runs {
+        latency,
+        saturation,
+        overload,
+        batch,
+        idle_rss_mib,
+    })
+}
+
+/// The learner's case: primed, then a saturation run with `--learner-in-flight`
+/// orders in the system.
+async fn learner_run(
+    args: &BenchArgs,
+    setup: &Setup,
+    server: &mut Server,
+) -> anyhow::Result<SaturationRun> {
+    let p2 = &args.phase2;
+    let observer = prime(setup, server).await?;
+    let url = format!("http://{}/orders", server.addr());
+    println!(
+        "\nsaturation run, provider at its defaults: {} orders in the system for {:?} (first \
+         {:?} not measured)…",
+        p2.learner_in_flight, p2.saturation_duration, args.warmup
+    );
+    let probe = QueueProbe::new(setup)?;
+    let plan = SaturationPlan {
+        in_flight: p2.learner_in_flight,
+        duration: p2.saturation_duration,
+        warmup: args.warmup,
+    };
+    let (run, _) = saturation_run(&plan, setup.subject, &url, &observer, &probe).await?;
+    server.check_running()?;
+    observer.stop().await;
+    Ok(run)
+}
+
+/// Resident memory of each of `subject`'s programs now, in MiB.
+fn rss_mib(subject: Subject) -> Option<Vec<(String, f64)>> {
+    let programs = subject.cpu_programs();
+    let used = proc_use(&programs)?;
+    Some(
+        programs
+            .iter()
+            .zip(used.rss_bytes)
+            .map(|(&name, bytes)| {
+                let name = if name == subject.comm() {
+                    subject.package()
+                } else {
+                    name
+                };
+                (name.to_owned(), bytes as f64 / (1 << 20) as f64)
+            })
+            .collect(),
+    )
 }
 
 /// The latency run's default arrival rate: half the sustained one, to 0.1/s, at
@@ -1268,17 +1442,26 @@ struct OverloadRun {
     api: Percentiles,
     /// Where the orders waited when the last one had arrived.
     queues_at_end: Option<Queues>,
+    /// Accepted orders not final when the run was judged.
+    #[serde(skip)]
+    unfinished: Vec<String>,
+    /// Seconds after the run until every accepted order was final (none: not within
+    /// two minutes).
+    drained_after_s: Option<f64>,
+    /// Accepted orders still not final two minutes after the run.
+    left_after_drain: usize,
 }
 
 async fn overload_run(
     args: &BenchArgs,
+    rate: f64,
     url: &str,
     observer: &Observer,
 ) -> anyhow::Result<OverloadRun> {
     let p2 = &args.phase2;
     let load = OpenLoad {
         url: url.to_owned(),
-        rate: p2.overload_rate,
+        rate,
         duration: p2.overload_duration,
         max_in_flight: MAX_IN_FLIGHT,
         body: order_body,
@@ -1318,6 +1501,7 @@ async fn overload_run(
     let seconds = p2.overload_duration.as_secs_f64().ceil() as usize;
     let mut each_second = vec![0; seconds];
     let (mut finished, mut cancelled, mut finished_before_end) = (0, 0, 0);
+    let unfinished = observer.unfinished_of(&ids);
     for done in observer.finals_of(&ids) {
         if done.at < to {
             finished_before_end += 1;
@@ -1335,7 +1519,7 @@ async fn overload_run(
     }
     let api_errors = report.outcomes.iter().filter(|o| !o.is_success()).count();
     Ok(OverloadRun {
-        offered_per_second: p2.overload_rate,
+        offered_per_second: rate,
         seconds: p2.overload_duration.as_secs_f64(),
         window_seconds: window.as_secs_f64(),
         accepted_per_second: accepted_in_window as f64 / window.as_secs_f64(),
@@ -1348,6 +1532,9 @@ async fn overload_run(
         first_error,
         api: Percentiles::of(&api),
         queues_at_end: None,
+        unfinished,
+        drained_after_s: None,
+        left_after_drain: 0,
     })
 }
 
@@ -1549,6 +1736,15 @@ impl Observer {
             .collect()
     }
 
+    /// The orders of `ids` without a final event yet.
+    fn unfinished_of(&self, ids: &HashSet<String>) -> Vec<String> {
+        let finals = self.finals.lock().expect("not poisoned");
+        ids.iter()
+            .filter(|id| !finals.contains_key(id.as_str()))
+            .cloned()
+            .collect()
+    }
+
     /// Waits until every order in `ids` has finished, or `limit` passed; returns how
     /// many have not.
     async fn wait_for(&self, ids: &[String], limit: Duration) -> usize {
@@ -1629,11 +1825,102 @@ struct Results {
     latency: LatencyRun,
     saturation: SaturationRun,
     overload: OverloadRun,
+    /// The saturation run with the provider at its defaults.
+    learner: Option<SaturationRun>,
+    batch: BatchSizes,
+    idle_rss_mib: Option<Vec<(String, f64)>>,
     broker: BrokerLimit,
-    sql: Option<SqlLimit>,
+    /// pgbench, one event per commit and at the batch size the run saw.
+    sql: Vec<SqlLimit>,
     /// The whole `cargo xtask bench phase2`, build included.
     seconds: f64,
     build_seconds: f64,
+}
+
+/// The figures the issue tracker asks for, by name (`--json PATH`).
+#[derive(Debug, Serialize)]
+pub(crate) struct Summary {
+    /// Closed loop, perfect provider: orders reaching a final state per second.
+    sustained_orders_per_s: f64,
+    /// pgbench running the statements the services run for an order, committed in
+    /// batches of the size the run saw (`floor_batch`).
+    floor_orders_per_s: Option<f64>,
+    floor_batch: Option<usize>,
+    /// The same statements one event per commit.
+    floor_one_by_one_orders_per_s: Option<f64>,
+    /// Events the consumers applied per transaction in the saturation run.
+    events_per_transaction: f64,
+    /// Open model at half the sustained rate.
+    latency_rate_per_s: f64,
+    e2e_p50_ms: f64,
+    e2e_p99_ms: f64,
+    api_p99_ms: f64,
+    overload_offered_per_s: f64,
+    overload_completed_per_s: f64,
+    overload_drained_after_s: Option<f64>,
+    /// CPU time per finished order in the saturation run, by program, and
+    /// `all_but_load_generator`.
+    cpu_ms_per_order: std::collections::BTreeMap<String, f64>,
+    /// Resident memory by program: primed and idle, and the peak under load.
+    rss_mib: std::collections::BTreeMap<String, IdleAndLoad>,
+    /// The saturation run with the provider at phase 2's defaults.
+    sustained_default_provider_orders_per_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub(crate) struct IdleAndLoad {
+    idle: f64,
+    under_load: f64,
+}
+
+impl Results {
+    pub(crate) fn summary(&self) -> Summary {
+        let sat = &self.saturation;
+        let at_batch = self.sql.iter().find(|s| s.batch > 1).or(self.sql.first());
+        let mut cpu_ms_per_order = std::collections::BTreeMap::new();
+        if let Some(cpu) = &sat.cpu {
+            let per_order = |percent: f64| 10.0 * percent / sat.finished_per_second.max(1e-9);
+            let mut all = 0.0;
+            for (name, percent) in cpu {
+                cpu_ms_per_order.insert(name.clone(), per_order(*percent));
+                if name != crate::bench::LOAD_GENERATOR {
+                    all += per_order(*percent);
+                }
+            }
+            cpu_ms_per_order.insert("all_but_load_generator".into(), all);
+        }
+        let mut rss_mib = std::collections::BTreeMap::<String, IdleAndLoad>::new();
+        for (name, mib) in self.idle_rss_mib.iter().flatten() {
+            rss_mib.entry(name.clone()).or_default().idle = *mib;
+        }
+        for (name, mib) in sat.peak_rss_mib.iter().flatten() {
+            rss_mib.entry(name.clone()).or_default().under_load = *mib;
+        }
+        Summary {
+            sustained_orders_per_s: sat.finished_per_second,
+            floor_orders_per_s: at_batch.map(|s| s.orders_per_second),
+            floor_batch: at_batch.map(|s| s.batch),
+            floor_one_by_one_orders_per_s: self
+                .sql
+                .iter()
+                .find(|s| s.batch == 1)
+                .map(|s| s.orders_per_second),
+            events_per_transaction: self.batch.events_per_transaction,
+            latency_rate_per_s: self.latency.offered_per_second,
+            e2e_p50_ms: self.latency.end_to_end.p50_ms,
+            e2e_p99_ms: self.latency.end_to_end.p99_ms,
+            api_p99_ms: self.latency.api.p99_ms,
+            overload_offered_per_s: self.overload.offered_per_second,
+            overload_completed_per_s: self.overload.finished_per_second,
+            overload_drained_after_s: self.overload.drained_after_s,
+            cpu_ms_per_order,
+            rss_mib,
+            sustained_default_provider_orders_per_s: self
+                .learner
+                .as_ref()
+                .map(|run| run.finished_per_second),
+        }
+    }
 }
 
 fn print_table(r: &Results) {
@@ -1713,11 +2000,15 @@ fn print_table(r: &Results) {
             dash(),
             format!(
                 "finished, last {:.0} s; {:.1}/s accepted (API p50 {:.1} ms); {} unfinished \
-                 at the end; {} errors",
+                 at the end, {}; {} errors",
                 o.window_seconds,
                 o.accepted_per_second,
                 o.api.p50_ms,
                 o.backlog_at_end,
+                match o.drained_after_s {
+                    Some(s) => format!("all final {s:.1} s later"),
+                    None => format!("{} still not final 120 s later", o.left_after_drain),
+                },
                 o.api_errors
             ),
         ],
@@ -1737,10 +2028,28 @@ fn print_table(r: &Results) {
             ),
         ],
     ];
-    if let Some(s) = &r.sql {
+    if let Some(run) = &r.learner {
         rows.push([
             format!(
-                "limit: pgbench, one order's SQL in all services ({} transactions)",
+                "sustained, provider at its defaults (2–5 s, 30 % failures): {} orders in the system",
+                run.in_flight
+            ),
+            format!("{:.1} orders/s", run.finished_per_second),
+            ms(run.end_to_end.p50_ms),
+            ms(run.end_to_end.p99_ms),
+            ms(run.end_to_end.max_ms),
+            format!(
+                "{} finished in {:.0} s ({} cancelled); {} errors",
+                run.finished, run.window_seconds, run.cancelled, run.api_errors
+            ),
+        ]);
+    }
+    for s in &r.sql {
+        rows.push([
+            format!(
+                "limit: pgbench, the services' SQL, {} order{} per commit ({:.1} transactions per order)",
+                s.batch,
+                if s.batch == 1 { "" } else { "s" },
                 s.transactions_per_order
             ),
             format!("{:.1} orders/s", s.orders_per_second),
@@ -1748,8 +2057,8 @@ fn print_table(r: &Results) {
             ms(s.p99_ms),
             ms(s.max_ms),
             format!(
-                "1 pgbench tx = 1 order ({} statements); {} clients, {:.0} s; {} failed",
-                s.statements_per_order, s.clients, s.seconds, s.failed
+                "1 pgbench tx = {} order(s), {:.1} statements each; {} clients, {:.0} s; {} failed",
+                s.batch, s.statements_per_order, s.clients, s.seconds, s.failed
             ),
         ]);
     }
@@ -1788,6 +2097,18 @@ fn print_table(r: &Results) {
             "Where orders waited in the saturation run (mean): {}",
             queues.describe()
         );
+    }
+    println!(
+        "Consumers applied {:.1} events per database transaction in the saturation run \
+         ({} events, {} transactions).",
+        r.batch.events_per_transaction, r.batch.events, r.batch.transactions
+    );
+    if let Some(rss) = &r.idle_rss_mib {
+        let shown: Vec<String> = rss
+            .iter()
+            .map(|(name, mib)| format!("{name} {mib:.0} MiB"))
+            .collect();
+        println!("Resident memory, primed and idle: {}", shown.join(", "));
     }
     println!(
         "Orders finished in each second of the overload run: {:?}",
@@ -1889,25 +2210,44 @@ mod tests {
 
     #[test]
     fn the_pgbench_script_has_no_stray_variables() {
-        // With -M prepared, pgbench reads every `:name` as a variable; only these
-        // two are set by the script (`\gset`).
-        let script = pgbench::phase2_order(sample_envelope().unwrap().len());
-        let mut rest = script.sql.as_str();
-        while let Some(i) = rest.find(':') {
-            rest = &rest[i + 1..];
-            if rest.starts_with(':') {
-                rest = rest.trim_start_matches(':');
-                continue;
+        // With -M prepared, pgbench reads every `:name` as a variable; only the
+        // order ids and outbox ids the script sets (`\gset`) may appear.
+        for batch in [1, 3] {
+            let script = pgbench::phase2_orders(sample_envelope().unwrap().len(), batch);
+            let mut rest = script.sql.as_str();
+            while let Some(i) = rest.find(':') {
+                rest = &rest[i + 1..];
+                if rest.starts_with(':') {
+                    rest = rest.trim_start_matches(':');
+                    continue;
+                }
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let known =
+                    (1..=batch).any(|i| name == format!("oid{i}") || name == format!("outbox{i}"));
+                assert!(
+                    name.is_empty() || known,
+                    "unexpected pgbench variable :{name}"
+                );
             }
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            assert!(
-                name.is_empty() || name == "oid" || name == "outbox_id",
-                "unexpected pgbench variable :{name}"
-            );
         }
-        assert_eq!(script.transactions, 38);
+    }
+
+    #[test]
+    fn batching_leaves_one_commit_per_order_for_the_api_and_shares_the_rest() {
+        // Per run of the script: one API transaction per order; the relays, the
+        // consumers, the payment worker and the ticker commit once per run, whatever
+        // the number of orders in it.
+        let one = pgbench::phase2_orders(100, 1);
+        let ten = pgbench::phase2_orders(100, 10);
+        let shared = one.transactions - 1;
+        assert_eq!(ten.transactions, 10 + shared);
+        assert!(
+            ten.transactions_per_order() < 4.0,
+            "{}",
+            ten.transactions_per_order()
+        );
     }
 }

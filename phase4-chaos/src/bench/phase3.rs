@@ -92,7 +92,7 @@ fn order_of_round(round: u16) -> [Subject; 2] {
     }
 }
 
-pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+pub fn run(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
     let began = std::time::Instant::now();
     let p3 = &args.phase3;
     anyhow::ensure!(
@@ -228,7 +228,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         results.seconds,
         results.build_seconds
     );
-    Ok(())
+    Ok(serde_json::to_value(&results)?)
 }
 
 fn drop_databases(admin_url: &str) {
