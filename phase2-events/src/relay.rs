@@ -195,39 +195,37 @@ impl Relay {
                 1
             };
             for _ in 0..copies {
-                let (producer, topic, key, value, headers) = (
-                    self.producer.clone(),
-                    topic.clone(),
-                    key.clone(),
-                    value.clone(),
-                    headers.clone(),
-                );
                 // Each row's publish is a span in the trace of the event it carries.
                 let span = tracing::info_span!("relay_publish", topic = %topic, outbox_id = id);
                 common::telemetry::continue_trace(&span, envelope.traceparent.as_deref());
-                pending.push((
-                    id,
-                    async move {
-                        let record = FutureRecord::to(&topic)
-                            .key(&key)
-                            .payload(&value)
-                            .headers(headers);
-                        producer.send(record, Duration::from_secs(60)).await
-                    }
-                    .instrument(span),
-                ));
+                let record = FutureRecord::to(&topic)
+                    .key(&key)
+                    .payload(&value)
+                    .headers(headers.clone());
+                // `send_result` hands the record to the producer *now* and returns the
+                // acknowledgement to wait for. (`send(…).await` would enqueue it only
+                // when first awaited: awaited one after another, every row would wait
+                // for the previous row's acknowledgement — one message per round trip.)
+                let sent = self.producer.send_result(record).map_err(|(err, _)| err);
+                pending.push((id, sent, span));
             }
         }
         let mut delivered = Vec::with_capacity(pending.len());
-        for (id, send) in pending {
-            match send.await {
-                Ok(_) => delivered.push(id),
-                Err((err, _)) => {
-                    // Later rows may still have been delivered; mark those we know of.
-                    tracing::warn!(outbox_id = id, error = %err, "relay: publish failed; will retry");
-                    break;
-                }
+        for (id, sent, span) in pending {
+            let acknowledged = match sent {
+                Ok(ack) => match ack.instrument(span).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err((err, _))) => Err(err.to_string()),
+                    Err(_) => Err("the producer was dropped".to_owned()),
+                },
+                Err(err) => Err(err.to_string()),
+            };
+            if let Err(err) = acknowledged {
+                // Later rows may still have been delivered; mark those we know of.
+                tracing::warn!(outbox_id = id, error = %err, "relay: publish failed; will retry");
+                break;
             }
+            delivered.push(id);
         }
         if self.faults.crash_before_marking.load(Ordering::SeqCst) {
             anyhow::bail!(
