@@ -43,6 +43,8 @@ async fn an_order_flow_shows_in_every_metric() {
                 // Lag is sampled: wait until the last events are committed and seen.
                 && s.sum("kafka_consumer_lag", &[]) == Some(0.0)
                 && value(s, "outbox_backlog", &[]) == 0.0
+                // Every charge made: the payment worker's queue is empty again.
+                && value(s, "payments_due", &[]) == 0.0
         })
         .await;
 
@@ -145,6 +147,10 @@ async fn an_order_flow_shows_in_every_metric() {
     assert!(
         s.sum("outbox_oldest_age_seconds", &[("database", "order")])
             .is_some()
+    );
+    assert!(
+        s.sum("payments_oldest_due_age_seconds", &[]).is_some(),
+        "the payment worker's queue is sampled"
     );
     assert_eq!(
         value(&s, "circuit_breaker_state", &[("name", "payment-provider")]),

@@ -44,6 +44,9 @@ const METRICS: &[&str] = &[
     "outbox_backlog",
     "outbox_oldest_age_seconds",
     "relay_published_total",
+    // The payment worker's queue
+    "payments_due",
+    "payments_oldest_due_age_seconds",
     // Resilience
     "circuit_breaker_state",
     // Process
