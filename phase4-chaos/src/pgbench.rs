@@ -1,6 +1,6 @@
 //! pgbench running exactly the SQL that one order costs: one `POST /orders` in phase
-//! 1 ([`PHASE1_ORDER`]), one order's whole journey through the services in phase 2
-//! ([`phase2_order`]).
+//! 1 ([`PHASE1_ORDER`]), orders' whole journey through the services in phase 2
+//! ([`phase2_orders`]).
 //!
 //! A benchmark figure alone says little: is 900 orders/s good? Running the same
 //! statements straight from PostgreSQL's own benchmark client, at the same

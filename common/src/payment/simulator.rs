@@ -16,6 +16,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -140,8 +141,40 @@ struct Inner {
     behaviour: RwLock<Behaviour>,
     // One lock for "look up key, then record": two concurrent requests with the same
     // key must not both decide to charge.
-    charges: Mutex<Vec<ChargeRecord>>,
+    charges: Mutex<Charges>,
     requests_received: AtomicU64,
+}
+
+/// Every charge, in the order made, with indexes by idempotency key and by order: a
+/// benchmark makes hundreds of thousands, and scanning them all for every request
+/// made the simulator the slowest part of the system it simulates for.
+#[derive(Debug, Default)]
+struct Charges {
+    all: Vec<ChargeRecord>,
+    by_key: HashMap<String, usize>,
+    by_order: HashMap<String, Vec<usize>>,
+}
+
+impl Charges {
+    fn with_key(&self, key: &str) -> Option<&ChargeRecord> {
+        self.by_key.get(key).map(|&i| &self.all[i])
+    }
+
+    fn push(&mut self, charge: ChargeRecord) {
+        let i = self.all.len();
+        if let Some(key) = &charge.idempotency_key {
+            self.by_key.insert(key.clone(), i);
+        }
+        self.by_order
+            .entry(charge.order_id.clone())
+            .or_default()
+            .push(i);
+        self.all.push(charge);
+    }
+
+    fn of_order(&self, order_id: &str) -> impl Iterator<Item = usize> + '_ {
+        self.by_order.get(order_id).into_iter().flatten().copied()
+    }
 }
 
 enum Decision {
@@ -159,7 +192,7 @@ impl Simulator {
                     decline_rate: config.decline_rate,
                     latency: config.latency,
                 }),
-                charges: Mutex::new(Vec::new()),
+                charges: Mutex::new(Charges::default()),
                 requests_received: AtomicU64::new(0),
             }),
         }
@@ -176,11 +209,11 @@ impl Simulator {
     pub fn ledger(&self) -> Ledger {
         Ledger {
             requests_received: self.inner.requests_received.load(Ordering::Relaxed),
-            charges: self.charges().clone(),
+            charges: self.charges().all.clone(),
         }
     }
 
-    fn charges(&self) -> std::sync::MutexGuard<'_, Vec<ChargeRecord>> {
+    fn charges(&self) -> std::sync::MutexGuard<'_, Charges> {
         self.inner.charges.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -193,9 +226,7 @@ impl Simulator {
         let behaviour = self.behaviour();
         let mut charges = self.charges();
         if let Some(key) = key
-            && let Some(existing) = charges
-                .iter()
-                .find(|c| c.idempotency_key.as_deref() == Some(key))
+            && let Some(existing) = charges.with_key(key)
         {
             if existing.order_id != req.order_id || existing.amount_cents != req.amount_cents {
                 return Err(Problem::new(
@@ -343,12 +374,12 @@ async fn charges_for_order(State(sim): State<Simulator>, Path(order_id): Path<St
         )
         .into_response();
     }
-    let charges = sim
-        .charges()
-        .iter()
-        .filter(|c| c.order_id == order_id)
-        .cloned()
-        .collect();
+    let charges = {
+        let all = sim.charges();
+        all.of_order(&order_id)
+            .map(|i| all.all[i].clone())
+            .collect()
+    };
     Json(OrderCharges { order_id, charges }).into_response()
 }
 
@@ -368,12 +399,13 @@ async fn refund(State(sim): State<Simulator>, Path(order_id): Path<String>) -> R
     let mut charges = sim.charges();
     let now = Utc::now();
     let mut refunded = Vec::new();
-    for charge in charges
-        .iter_mut()
-        .filter(|c| c.order_id == order_id && c.status == ChargeStatus::Captured)
-    {
-        charge.refunded_at.get_or_insert(now);
-        refunded.push(charge.clone());
+    let of_order: Vec<usize> = charges.of_order(&order_id).collect();
+    for i in of_order {
+        let charge = &mut charges.all[i];
+        if charge.status == ChargeStatus::Captured {
+            charge.refunded_at.get_or_insert(now);
+            refunded.push(charge.clone());
+        }
     }
     drop(charges);
     if refunded.is_empty() {

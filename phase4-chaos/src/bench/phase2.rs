@@ -10,33 +10,37 @@
 //! 1. Builds the release binary and gives this run fresh databases
 //!    (`ferriseats_bench_orders`, …) and its own topic namespace (`bench-<ms>`) on the
 //!    broker `cargo xtask up` runs; the namespace's topics are deleted at the end.
-//! 2. **Database limit**: pgbench runs one order's SQL across all services
-//!    ([`pgbench::phase2_order`]) against the real migrations, one schema per
-//!    service database.
-//! 3. Starts `phase2-events all` as a child process on free ports, with a provider
-//!    that never fails, declines or waits, and delivery delays of 0; stocks up.
-//! 4. An observer consumes `<namespace>.orders` like any downstream service and
-//!    notes when each order's final event (`OrderDelivered`/`OrderCancelled`)
-//!    arrives. A few orders first prime every consumer group.
-//! 5. **Saturation run**: a fixed number of orders in the system, each finished
+//! 2. Starts `phase2-events all` as a child process on free ports, with a provider
+//!    that never fails, declines or waits, and delivery delays of 0; stocks up. An
+//!    observer consumes `<namespace>.orders` like any downstream service and notes
+//!    when each order's final event (`OrderDelivered`/`OrderCancelled`) arrives. A
+//!    few orders first prime every consumer group; then the idle memory is noted.
+//! 3. **Saturation run**: a fixed number of orders in the system, each finished
 //!    order replaced at once by a new one (closed loop). The system always has work
 //!    and the backlog stays bounded: the completion rate is its sustained throughput.
-//!    Meanwhile the queues (outboxes, consumer lag) and the CPU used by each program
-//!    are sampled: they say where the bottleneck is.
-//! 6. **Latency run**, once those orders are done: orders arrive at a fixed rate
+//!    Meanwhile the queues (outboxes, consumer lag) and the CPU and memory of each
+//!    program are sampled: they say where the bottleneck is. Then the batch size the
+//!    consumers reached (`batch_sizes`: `processed_events` rows over the
+//!    transaction ids that wrote them).
+//! 4. **Latency run**, once those orders are done: orders arrive at a fixed rate
 //!    ([`open`]; no coordinated omission) below capacity — by default half the
 //!    sustained rate: API and end-to-end percentiles.
-//! 7. **Overload run**: more orders arrive than the system can finish (open model).
-//!    A system with one bottleneck would finish orders at its sustained throughput
-//!    here too; one whose orders pass the same queue several times (the order
-//!    service's outbox carries six events per order, oldest first) finishes fewer and
-//!    fewer as new orders crowd the queue. Reported as measured, with the completions
-//!    of each second.
-//! 8. SIGTERM to the child. **Broker limit**: the services' own producer settings
-//!    (idempotent, `acks=all`, linger 5 ms) send N messages of a real envelope's size
-//!    to a fresh topic — all at once, then one at a time.
-//! 9. Databases dropped — on error too — then a markdown table and
-//!    `target/bench/phase2.json`.
+//! 5. **Overload run**: twice the sustained rate arrives (open model). A pipeline
+//!    that degrades gracefully still finishes at about its sustained rate; one whose
+//!    new orders crowd the queues of the orders in flight finishes fewer and fewer.
+//!    Reported as measured, with the completions of each second, and how long the
+//!    backlog then takes to drain.
+//! 6. **The learner's case**: a second system with the provider at phase 2's
+//!    defaults (2–5 s, 30 % failures) and a saturation run with many more orders in
+//!    it.
+//! 7. **Database limit**, the systems stopped: pgbench runs the services' SQL
+//!    ([`pgbench::phase2_orders`]) against the real migrations, one schema per
+//!    service database — one event per commit, and at the batch size step 3 saw.
+//! 8. **Broker limit**: the services' own producer settings (idempotent,
+//!    `acks=all`, linger 5 ms) send N messages of a real envelope's size to a fresh
+//!    topic — all at once, then one at a time.
+//! 9. Databases dropped — on error too — then a markdown table, the headline
+//!    figures (`Summary`, also to `--json PATH`) and `target/bench/phase2.json`.
 
 use crate::bench::{BenchArgs, Server, free_local_addr, order_body};
 use crate::load::{
@@ -1848,6 +1852,8 @@ pub(crate) struct Summary {
     floor_batch: Option<usize>,
     /// The same statements one event per commit.
     floor_one_by_one_orders_per_s: Option<f64>,
+    /// `sustained_orders_per_s / floor_orders_per_s`.
+    sustained_over_floor: Option<f64>,
     /// Events the consumers applied per transaction in the saturation run.
     events_per_transaction: f64,
     /// Open model at half the sustained rate.
@@ -1899,6 +1905,7 @@ impl Results {
         Summary {
             sustained_orders_per_s: sat.finished_per_second,
             floor_orders_per_s: at_batch.map(|s| s.orders_per_second),
+            sustained_over_floor: at_batch.map(|s| sat.finished_per_second / s.orders_per_second),
             floor_batch: at_batch.map(|s| s.batch),
             floor_one_by_one_orders_per_s: self
                 .sql
