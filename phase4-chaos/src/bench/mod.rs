@@ -263,10 +263,6 @@ async fn phase1_rows(
                 database_url,
                 "--payment-url",
                 &format!("http://{provider_addr}"),
-                // As many connections as requests in flight, as pgbench has clients:
-                // the same concurrency at the database.
-                "--db-max-connections",
-                &concurrency.to_string(),
             ],
             addr,
             &dir.join(format!("{name}.log")),
