@@ -15,7 +15,7 @@ use support::{Options, System};
 /// Orders placed while the incident is on: six notifications each. The consumer
 /// handles up to 16 events of different orders at once, so it only falls behind when
 /// they arrive faster than 16 per event's handling time (2 Redis round trips).
-const ORDERS: usize = 30;
+const ORDERS: usize = 60;
 
 fn lag(s: &Samples, group: &str) -> f64 {
     s.sum("kafka_consumer_lag", &[("group", group)])
@@ -26,9 +26,11 @@ fn lag(s: &Samples, group: &str) -> f64 {
 async fn notification_backlog_grows_lag_which_drains_when_switched_off() {
     let system = System::start(Options {
         incidents: IncidentSettings {
-            // 2 round trips × 2 × 1 s = 4 s per event: 16 at once finish 4 events/s,
-            // while 30 orders bring about 180 in a few seconds.
-            redis_latency: Duration::from_secs(1),
+            // The incident's default: 2 round trips × 2 × 200 ms = 0.8 s per event, so
+            // 16 at once finish about 20 events/s, while 60 orders bring 360 in a few
+            // seconds. (More latency would pass Redis's 500 ms response timeout, and
+            // the notifications would go to the retry topic instead of waiting.)
+            redis_latency: Duration::from_millis(200),
             ..IncidentSettings::default()
         },
         ..Options::default()
@@ -53,7 +55,7 @@ async fn notification_backlog_grows_lag_which_drains_when_switched_off() {
         ids.push(system.place().await);
         let s = system.scrape().await;
         series.push((lag(&s, &notification), lag(&s, &payment)));
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Orders go on: every other service keeps up.
     system.wait_delivered(&ids, Duration::from_secs(120)).await;

@@ -1930,6 +1930,22 @@ impl Results {
     }
 }
 
+/// A saturation run's row: finished per second and POST → final event.
+fn saturation_row(label: String, run: &SaturationRun, more: String) -> [String; 6] {
+    let ms = |v: f64| format!("{v:.1}");
+    [
+        label,
+        format!("{:.1} orders/s", run.finished_per_second),
+        ms(run.end_to_end.p50_ms),
+        ms(run.end_to_end.p99_ms),
+        ms(run.end_to_end.max_ms),
+        format!(
+            "{} finished in {:.0} s ({} cancelled); {more}; {} errors",
+            run.finished, run.window_seconds, run.cancelled, run.api_errors
+        ),
+    ]
+}
+
 fn print_table(r: &Results) {
     let (l, sat, o, b) = (&r.latency, &r.saturation, &r.overload, &r.broker);
     println!(
@@ -1981,21 +1997,17 @@ fn print_table(r: &Results) {
                 DRAIN_LIMIT.as_secs_f64()
             ),
         ],
-        [
+        saturation_row(
             format!(
                 "sustained end to end: {} orders in the system (closed loop)",
                 sat.in_flight
             ),
-            format!("{:.1} orders/s", sat.finished_per_second),
-            ms(sat.end_to_end.p50_ms),
-            ms(sat.end_to_end.p99_ms),
-            ms(sat.end_to_end.max_ms),
+            sat,
             format!(
-                "{} finished in {:.0} s ({} cancelled); latency = POST → final event at \
-                 saturation; API p50 {:.1} ms; {} errors",
-                sat.finished, sat.window_seconds, sat.cancelled, sat.api.p50_ms, sat.api_errors
+                "latency = POST → final event at saturation; API p50 {:.1} ms",
+                sat.api.p50_ms
             ),
-        ],
+        ),
         [
             format!(
                 "overload: {} orders/s arriving for {:.0} s (open model)",
@@ -2036,20 +2048,14 @@ fn print_table(r: &Results) {
         ],
     ];
     if let Some(run) = &r.learner {
-        rows.push([
+        rows.push(saturation_row(
             format!(
                 "sustained, provider at its defaults (2–5 s, 30 % failures): {} orders in the system",
                 run.in_flight
             ),
-            format!("{:.1} orders/s", run.finished_per_second),
-            ms(run.end_to_end.p50_ms),
-            ms(run.end_to_end.p99_ms),
-            ms(run.end_to_end.max_ms),
-            format!(
-                "{} finished in {:.0} s ({} cancelled); {} errors",
-                run.finished, run.window_seconds, run.cancelled, run.api_errors
-            ),
-        ]);
+            run,
+            "cancelled = declined or refused by the provider".into(),
+        ));
     }
     for s in &r.sql {
         rows.push([
