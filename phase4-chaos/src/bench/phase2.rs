@@ -835,7 +835,7 @@ async fn drive(args: &BenchArgs, setup: &Setup, server: &mut Server) -> anyhow::
         "\nsaturation run: {} orders in the system for {:?} (first {:?} not measured)…",
         p2.saturation_in_flight, p2.saturation_duration, args.warmup
     );
-    let probe = QueueProbe::new(setup)?;
+    let probe = QueueProbe::new(setup).await?;
     let plan = SaturationPlan {
         in_flight: p2.saturation_in_flight,
         duration: p2.saturation_duration,
@@ -911,7 +911,7 @@ async fn learner_run(
          {:?} not measured)…",
         p2.learner_in_flight, p2.saturation_duration, args.warmup
     );
-    let probe = QueueProbe::new(setup)?;
+    let probe = QueueProbe::new(setup).await?;
     let plan = SaturationPlan {
         in_flight: p2.learner_in_flight,
         duration: p2.saturation_duration,
@@ -1598,7 +1598,10 @@ impl Queues {
 #[derive(Clone)]
 pub(crate) struct QueueProbe {
     /// (service, database URL).
-    databases: Vec<(&'static str, String)>,
+    /// One connection to each service database, opened once: a `psql` per sample
+    /// would start a process and a PostgreSQL backend each time, and the benchmark
+    /// would measure its own probe.
+    databases: Vec<(&'static str, sqlx::AnyPool)>,
     /// One per service, in [`Service::ALL`]'s order.
     groups: Arc<Vec<(Service, LagProbe)>>,
 }
@@ -1613,12 +1616,15 @@ impl std::fmt::Debug for QueueProbe {
 }
 
 impl QueueProbe {
-    pub(crate) fn new(setup: &Setup) -> anyhow::Result<QueueProbe> {
+    pub(crate) async fn new(setup: &Setup) -> anyhow::Result<QueueProbe> {
         let topics = Topics::new(&setup.namespace);
-        let databases = DATABASES
-            .iter()
-            .map(|(service, name)| (*service, setup.database_url(name)))
-            .collect();
+        let mut databases = Vec::new();
+        for (service, name) in DATABASES {
+            databases.push((
+                service,
+                common::db::connect(&setup.database_url(name), 1).await?,
+            ));
+        }
         let mut groups = Vec::new();
         for service in Service::ALL {
             let probe = LagProbe::new(
@@ -1635,19 +1641,19 @@ impl QueueProbe {
     }
 
     async fn sample(&self) -> anyhow::Result<Queues> {
+        let mut outbox = Vec::new();
+        for (service, pool) in &self.databases {
+            let backlog = phase2_events::outbox::backlog(pool).await?;
+            outbox.push((service.to_string(), backlog as f64));
+        }
         let probe = self.clone();
-        tokio::task::spawn_blocking(move || probe.sample_blocking()).await?
+        let lag = tokio::task::spawn_blocking(move || probe.lag()).await??;
+        Ok(Queues { outbox, lag })
     }
 
-    fn sample_blocking(&self) -> anyhow::Result<Queues> {
-        let mut outbox = Vec::new();
-        for (service, url) in &self.databases {
-            // psql -A prints `backlog|oldest`.
-            let row = psql::query(url, phase2_events::outbox::BACKLOG)?;
-            let n = row.split('|').next().unwrap_or_default();
-            outbox.push((service.to_string(), n.parse::<f64>().unwrap_or(f64::NAN)));
-        }
-        // The services' probes, all their partitions' watermarks in two requests.
+    /// Each group's lag: the services' probes, all their partitions' watermarks in two
+    /// requests (blocking).
+    fn lag(&self) -> anyhow::Result<Vec<(String, f64)>> {
         let probes: Vec<&LagProbe> = self.groups.iter().map(|(_, probe)| probe).collect();
         let samples = phase2_events::kafka::sample_all(&probes, Duration::from_secs(5))?;
         let lag = self
@@ -1659,7 +1665,7 @@ impl QueueProbe {
                 (service.group().to_owned(), behind as f64)
             })
             .collect();
-        Ok(Queues { outbox, lag })
+        Ok(lag)
     }
 }
 

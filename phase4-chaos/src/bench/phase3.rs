@@ -285,7 +285,7 @@ async fn measure(
     let p3 = &args.phase3;
     let observer = phase2::prime(setup, server).await?;
     let url = format!("http://{}/orders", server.addr());
-    let probe = QueueProbe::new(setup)?;
+    let probe = QueueProbe::new(setup).await?;
     let plan = SaturationPlan {
         in_flight: args.phase2.saturation_in_flight,
         duration: p3.phase3_saturation_duration,
