@@ -171,12 +171,12 @@ pub trait Effect: Send + Sync + 'static {
         event: &'a Envelope,
     ) -> impl Future<Output = anyhow::Result<Verdict>> + Send + 'a;
 
-    /// Applies several events of different orders at once, all or nothing: `Ok` with
-    /// one verdict per event (applied, duplicate or ignored) when everything is
-    /// committed; `Err` when anything failed and nothing was kept — a
-    /// [`FailedInBatch`] when one event was the cause, which the consumer then
-    /// handles alone with [`Effect::apply`] before applying the rest again. Each event's log
-    /// lines belong in its `span`. The default applies them one after the other.
+    /// Applies several events of different orders: `Ok` with one verdict per event,
+    /// each acted on as if it came from [`Effect::apply`]; `Err` when nothing was kept
+    /// — a [`FailedInBatch`] when one event was the cause, which the consumer then
+    /// handles alone with [`Effect::apply`] before applying the rest again. Each
+    /// event's log lines belong in its `span`. The default applies them one after the
+    /// other, each on its own; [`Transactional`] applies them all in one transaction.
     fn apply_batch<'a>(
         &'a self,
         consumer: &'a str,
@@ -185,19 +185,11 @@ pub trait Effect: Send + Sync + 'static {
         async move {
             let mut verdicts = Vec::with_capacity(batch.len());
             for item in batch {
-                let verdict = self
-                    .apply(consumer, &item.event)
-                    .instrument(item.span.clone())
-                    .await?;
-                if let Verdict::Retry(reason) | Verdict::DeadLetter(reason) = verdict {
-                    return Err(FailedInBatch {
-                        index: verdicts.len(),
-                        event_type: item.event.event_type.clone(),
-                        reason,
-                    }
-                    .into());
-                }
-                verdicts.push(verdict);
+                verdicts.push(
+                    self.apply(consumer, &item.event)
+                        .instrument(item.span.clone())
+                        .await?,
+                );
             }
             Ok(verdicts)
         }
@@ -251,28 +243,10 @@ impl<H: Handler> Effect for Transactional<H> {
             return Ok(Verdict::Ignored);
         }
         let mut tx = self.pool.begin().await.context("consumer: begin")?;
-        // One event of an order at a time, per consumer. Kafka keeps an order's
-        // events in sequence only within a partition; the retry consumer and, during a
-        // rebalance, a second instance may hold another event of the same order at the
-        // same moment (say, a retried `OrderPlaced` still charging while
-        // `OrderCancelled` arrives). This lock, held until commit, makes the second
-        // wait for the first instead of deciding on a state that is about to change.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(format!("{consumer}/{}", event.order_id))
-            .execute(&mut *tx)
-            .await
-            .context("consumer: locking the order")?;
-        let claimed = sqlx::query(
-            "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (consumer, event_id) DO NOTHING",
-        )
-        .bind(consumer)
-        .bind(event.event_id.to_string())
-        .bind(common::db::timestamp(common::db::now()))
-        .execute(&mut *tx)
-        .await
-        .context("consumer: recording the event")?;
-        if claimed.rows_affected() == 0 {
+        if lock_and_claim(&mut tx, consumer, &[event])
+            .await?
+            .is_empty()
+        {
             tx.rollback().await?;
             return Ok(Verdict::Duplicate);
         }
@@ -308,45 +282,8 @@ impl<H: Handler> Effect for Transactional<H> {
             return Ok(verdicts);
         }
         let mut tx = self.pool.begin().await.context("consumer: begin")?;
-        // The orders' locks (see `apply`), taken in one statement and in one order —
-        // sorted — so that two transactions never each hold a lock the other waits for.
-        let mut locks: Vec<String> = wanted
-            .iter()
-            .map(|&i| format!("{consumer}/{}", batch[i].event.order_id))
-            .collect();
-        locks.sort();
-        locks.dedup();
-        let sql = format!(
-            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM (VALUES {}) AS v(k)",
-            common::db::placeholders(locks.len(), 1, 1)
-        );
-        let mut lock = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for key in &locks {
-            lock = lock.bind(key);
-        }
-        lock.execute(&mut *tx)
-            .await
-            .context("consumer: locking the orders")?;
-        // Claim them all at once; what comes back is new, the rest was seen before.
-        let sql = format!(
-            "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES {} \
-             ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id",
-            common::db::placeholders(wanted.len(), 3, 1)
-        );
-        let now = common::db::timestamp(common::db::now());
-        let mut claim = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
-        for &i in &wanted {
-            claim = claim
-                .bind(consumer)
-                .bind(batch[i].event.event_id.to_string())
-                .bind(now.clone());
-        }
-        let claimed: HashSet<String> = claim
-            .fetch_all(&mut *tx)
-            .await
-            .context("consumer: recording the events")?
-            .into_iter()
-            .collect();
+        let events: Vec<&Envelope> = wanted.iter().map(|&i| &batch[i].event).collect();
+        let claimed = lock_and_claim(&mut tx, consumer, &events).await?;
         for &i in &wanted {
             let item = &batch[i];
             if !claimed.contains(&item.event.event_id.to_string()) {
@@ -372,6 +309,60 @@ impl<H: Handler> Effect for Transactional<H> {
         tx.commit().await.context("consumer: commit")?;
         Ok(verdicts)
     }
+}
+
+/// Inside `tx`: locks the orders of `events` and claims the events in
+/// `processed_events`; returns the ids claimed now (the others were seen before).
+///
+/// One event of an order at a time, per consumer. Kafka keeps an order's events in
+/// sequence only within a partition; the retry consumer and, during a rebalance, a
+/// second instance may hold another event of the same order at the same moment (say,
+/// a retried `OrderPlaced` while `OrderCancelled` arrives). The advisory lock, held
+/// until commit, makes the second wait for the first instead of deciding on a state
+/// that is about to change. The locks are taken in one statement and in one order —
+/// sorted — so that two transactions never each hold a lock the other waits for; the
+/// claims are one `INSERT … RETURNING`.
+async fn lock_and_claim(
+    tx: &mut Transaction<'static, Any>,
+    consumer: &str,
+    events: &[&Envelope],
+) -> anyhow::Result<HashSet<String>> {
+    let mut locks: Vec<String> = events
+        .iter()
+        .map(|event| format!("{consumer}/{}", event.order_id))
+        .collect();
+    locks.sort();
+    locks.dedup();
+    let sql = format!(
+        "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM (VALUES {}) AS v(k)",
+        common::db::placeholders(locks.len(), 1, 1)
+    );
+    let mut lock = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for key in &locks {
+        lock = lock.bind(key);
+    }
+    lock.execute(&mut **tx)
+        .await
+        .context("consumer: locking the orders")?;
+    let sql = format!(
+        "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES {} \
+         ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id",
+        common::db::placeholders(events.len(), 3, 1)
+    );
+    let now = common::db::timestamp(common::db::now());
+    let mut claim = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+    for event in events {
+        claim = claim
+            .bind(consumer)
+            .bind(event.event_id.to_string())
+            .bind(now.clone());
+    }
+    Ok(claim
+        .fetch_all(&mut **tx)
+        .await
+        .context("consumer: recording the events")?
+        .into_iter()
+        .collect())
 }
 
 /// Names derived from a topic.
@@ -670,8 +661,11 @@ impl<E: Effect> EventConsumer<E> {
     /// Handles one message to completion, inside its `consume` span: applied,
     /// skipped, ignored, retried or dead-lettered.
     async fn process(&self, message: &OwnedMessage) -> anyhow::Result<()> {
-        match read(message) {
-            Ok(event) => self.process_event(message, &event).await,
+        match decode(message) {
+            Ok(event) => {
+                describe(&tracing::Span::current(), &event);
+                self.process_event(message, &event).await
+            }
             Err((verdict, class)) => self.settle(message, verdict, class).await,
         }
     }
@@ -692,15 +686,14 @@ impl<E: Effect> EventConsumer<E> {
         let mut sources = Vec::with_capacity(unit.len());
         let mut events = Vec::with_capacity(unit.len());
         for message in unit {
-            let span = self.consume_span(message);
-            match span.in_scope(|| read(message)) {
+            match decode(message) {
                 Ok(event) => {
                     sources.push(message);
                     events.push(event);
                 }
                 Err((verdict, class)) => {
                     self.settle(message, verdict, class)
-                        .instrument(span)
+                        .instrument(self.consume_span(message))
                         .await?
                 }
             }
@@ -860,19 +853,15 @@ impl<E: Effect> EventConsumer<E> {
 }
 
 /// The message's envelope, or the verdict on a message that has none (and the
-/// short class of that reason); records the event's type and order on the current
-/// span.
-fn read(message: &OwnedMessage) -> Result<Envelope, (Verdict, &'static str)> {
+/// short class of that reason).
+fn decode(message: &OwnedMessage) -> Result<Envelope, (Verdict, &'static str)> {
     match message.payload().map(serde_json::from_slice::<Envelope>) {
         None => Err((Verdict::DeadLetter("empty message".into()), "empty")),
         Some(Err(err)) => Err((
             Verdict::DeadLetter(format!("unreadable envelope: {err}")),
             "unreadable_envelope",
         )),
-        Some(Ok(event)) => {
-            describe(&tracing::Span::current(), &event);
-            Ok(event)
-        }
+        Some(Ok(event)) => Ok(event),
     }
 }
 
