@@ -670,6 +670,16 @@ impl Subject {
         }
     }
 
+    /// How a program of [`Subject::cpu_programs`] is shown: the subject's process by
+    /// its binary's name, not the kernel's.
+    fn shown(self, name: &'static str) -> &'static str {
+        if name == self.comm() {
+            self.package()
+        } else {
+            name
+        }
+    }
+
     /// [`CPU_PROGRAMS`], with this subject's process in phase 2's place.
     fn cpu_programs(self) -> Vec<&'static str> {
         CPU_PROGRAMS
@@ -935,12 +945,10 @@ fn rss_mib(subject: Subject) -> Option<Vec<(String, f64)>> {
             .iter()
             .zip(used.rss_bytes)
             .map(|(&name, bytes)| {
-                let name = if name == subject.comm() {
-                    subject.package()
-                } else {
-                    name
-                };
-                (name.to_owned(), bytes as f64 / (1 << 20) as f64)
+                (
+                    subject.shown(name).to_owned(),
+                    bytes as f64 / (1 << 20) as f64,
+                )
             })
             .collect(),
     )
@@ -1342,14 +1350,6 @@ pub(crate) async fn saturation_run(
     let sampling = async {
         let mut samples = Vec::new();
         tokio::time::sleep_until(from).await;
-        let shown_name = |name: &'static str| {
-            // The subject's process by its binary's name, not the kernel's.
-            if name == subject.comm() {
-                subject.package()
-            } else {
-                name
-            }
-        };
         let before = proc_use(&programs);
         let mut peak_rss = before.as_ref().map(|u| u.rss_bytes.clone());
         while Instant::now() < end {
@@ -1370,7 +1370,7 @@ pub(crate) async fn saturation_run(
             programs
                 .iter()
                 .zip(before.cpu_seconds.iter().zip(&after.cpu_seconds))
-                .map(|(&name, (b, a))| (shown_name(name).to_owned(), 100.0 * (a - b) / seconds))
+                .map(|(&name, (b, a))| (subject.shown(name).to_owned(), 100.0 * (a - b) / seconds))
                 .collect()
         });
         let peak_rss_mib = peak_rss.map(|peak| {
@@ -1378,7 +1378,10 @@ pub(crate) async fn saturation_run(
                 .iter()
                 .zip(peak)
                 .map(|(&name, bytes)| {
-                    (shown_name(name).to_owned(), bytes as f64 / (1 << 20) as f64)
+                    (
+                        subject.shown(name).to_owned(),
+                        bytes as f64 / (1 << 20) as f64,
+                    )
                 })
                 .collect()
         });
