@@ -10,6 +10,14 @@
 //!   status events of the orders in flight, so the pipeline keeps finishing orders
 //!   at its sustained rate (migration `900002_outbox_lanes.sql` says why this never
 //!   reorders one order's events).
+//! * **A window on flows under way.** Lanes alone are not enough: once published, a
+//!   burst of `OrderPlaced` floods the topics, and every stage spends its time moving
+//!   new orders one step on instead of finishing old ones — past saturation fewer and
+//!   fewer orders finish. With a [`FlowWindow`] the relay publishes a new flow only
+//!   while fewer than `limit` are under way (started and not final), so the work in
+//!   the pipeline is bounded and each order that enters it finishes; the rest wait in
+//!   the outbox, accepted and durable. A finished flow commits its final event to the
+//!   outbox, whose `NOTIFY` wakes the relay to let the next one in.
 //! * **At least once, never lost.** A row is marked only after the broker has it. A
 //!   crash between the two (see [`RelayFaults`]) republishes the row after a restart:
 //!   a duplicate, which consumers absorb by `event_id` — never a loss.
@@ -58,7 +66,31 @@ pub struct Relay {
     producer: FutureProducer,
     poll_interval: Duration,
     batch_size: i64,
+    window: Option<FlowWindow>,
     faults: Arc<RelayFaults>,
+}
+
+/// How many flows may be under way at once (see the module docs).
+#[derive(Debug, Clone)]
+pub struct FlowWindow {
+    limit: i64,
+    /// One row: `open`, the flows started and not finished (including those whose
+    /// first event still waits here), and `waiting`, those first events.
+    sql: String,
+}
+
+impl FlowWindow {
+    /// `open_flows`: a query counting the flows not finished yet, e.g. the orders
+    /// not in a final state.
+    pub fn new(limit: u32, open_flows: &str) -> Self {
+        FlowWindow {
+            limit: i64::from(limit),
+            sql: format!(
+                "SELECT ({open_flows}) AS open, (SELECT count(*) FROM outbox \
+                 WHERE published_at IS NULL AND starts_flow) AS waiting"
+            ),
+        }
+    }
 }
 
 impl std::fmt::Debug for Relay {
@@ -79,6 +111,7 @@ impl Relay {
             producer,
             poll_interval: Duration::from_secs(1),
             batch_size: 200,
+            window: None,
             faults: Arc::default(),
         }
     }
@@ -92,6 +125,12 @@ impl Relay {
     /// Rows read, sent and marked per batch (200 by default).
     pub fn with_batch_size(mut self, rows: i64) -> Self {
         self.batch_size = rows;
+        self
+    }
+
+    /// Publishes a new flow only while fewer than the window's limit are under way.
+    pub fn with_flow_window(mut self, window: FlowWindow) -> Self {
+        self.window = Some(window);
         self
     }
 
@@ -160,11 +199,17 @@ impl Relay {
     }
 
     async fn publish_rows(&self) -> anyhow::Result<usize> {
+        // Continuing rows first, then as many new flows as the window has room for.
         let rows = sqlx::query(
-            "SELECT id, topic, message_key, envelope FROM outbox \
-             WHERE published_at IS NULL ORDER BY starts_flow, id LIMIT $1",
+            "(SELECT id, topic, message_key, envelope, starts_flow FROM outbox \
+               WHERE published_at IS NULL AND NOT starts_flow ORDER BY id LIMIT $1) \
+             UNION ALL \
+             (SELECT id, topic, message_key, envelope, starts_flow FROM outbox \
+               WHERE published_at IS NULL AND starts_flow ORDER BY id LIMIT $2) \
+             ORDER BY starts_flow, id LIMIT $1",
         )
         .bind(self.batch_size)
+        .bind(self.room_for_new_flows().await?)
         .fetch_all(&self.pool)
         .await
         .context("reading the outbox")?;
@@ -236,6 +281,20 @@ impl Relay {
         self.mark_published(&delivered).await?;
         tracing::debug!(published = delivered.len(), "relay: batch published");
         Ok(delivered.len())
+    }
+
+    /// How many new flows may start now: the batch size without a window, else what
+    /// the window has left (never below 0).
+    async fn room_for_new_flows(&self) -> anyhow::Result<i64> {
+        let Some(window) = &self.window else {
+            return Ok(self.batch_size);
+        };
+        let row = sqlx::query(sqlx::AssertSqlSafe(window.sql.as_str()))
+            .fetch_one(&self.pool)
+            .await
+            .context("counting the flows under way")?;
+        let under_way = row.try_get::<i64, _>("open")? - row.try_get::<i64, _>("waiting")?;
+        Ok((window.limit - under_way).clamp(0, self.batch_size))
     }
 
     async fn mark_published(&self, ids: &[i64]) -> anyhow::Result<()> {

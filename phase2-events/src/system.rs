@@ -2,7 +2,8 @@
 //! process (`phase2-events all`) for a quick start and for the scenario tests.
 
 use crate::config::Settings;
-use crate::relay::Relay;
+use crate::flow::Service;
+use crate::relay::{FlowWindow, Relay};
 use crate::services::delivery::DeliveryService;
 use crate::services::inventory::InventoryService;
 use crate::services::notification::NotificationService;
@@ -29,10 +30,16 @@ impl Relays {
         let mut relays = Vec::new();
         for (service, url) in settings.databases() {
             let pool = open_database(url, 2, Vec::new()).await?;
-            let relay = Relay::new(pool, url, producer.clone())
-                .named(service)
+            let mut relay = Relay::new(pool, url, producer.clone())
+                .named(service.name())
                 .with_poll_interval(settings.relay_poll_interval);
-            relays.push((format!("{service} outbox relay"), relay));
+            if service == Service::Order && settings.flow_window > 0 {
+                relay = relay.with_flow_window(FlowWindow::new(
+                    settings.flow_window,
+                    crate::services::order::OPEN_ORDERS,
+                ));
+            }
+            relays.push((format!("{} outbox relay", service.name()), relay));
         }
         Ok(Relays { relays })
     }

@@ -4,7 +4,7 @@
 use common::domain::OrderId;
 use common::shutdown::CancellationToken;
 use phase2_events::events::Envelope;
-use phase2_events::relay::Relay;
+use phase2_events::relay::{FlowWindow, Relay};
 use phase2_events::testing::Setup;
 use phase2_events::{kafka, outbox};
 use rdkafka::ClientConfig;
@@ -282,6 +282,91 @@ async fn flows_under_way_are_published_before_new_ones() {
         outbox::backlog(&setup.pool).await.unwrap(),
         3,
         "the rest of the burst waits"
+    );
+    setup.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_window_lets_new_flows_in_only_as_flows_under_way_finish() {
+    let setup = phase2_events::testing::setup("test-relay-window", &[]).await;
+    // The flows' own state, as the orders table holds it for the order relay.
+    sqlx::query("CREATE TABLE flows (order_id TEXT PRIMARY KEY, done BOOLEAN NOT NULL)")
+        .execute(&setup.pool)
+        .await
+        .unwrap();
+    let mut started = Vec::new();
+    for i in 0..5 {
+        let event = Envelope::new("OrderPlaced", OrderId::new(), &format!("c{i}"), json!({}));
+        let mut tx = setup.pool.begin().await.unwrap();
+        sqlx::query("INSERT INTO flows (order_id, done) VALUES ($1, FALSE)")
+            .bind(event.order_id.to_string())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        outbox::enqueue(&mut tx, &setup.topic, &event)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        started.push(event);
+    }
+    let relay = Relay::new(
+        setup.pool.clone(),
+        &setup.db.url,
+        kafka::producer(&setup.brokers).unwrap(),
+    )
+    .with_flow_window(FlowWindow::new(
+        2,
+        "SELECT count(*) FROM flows WHERE NOT done",
+    ));
+    assert_eq!(
+        relay.publish_batch().await.unwrap(),
+        2,
+        "two flows fill the window"
+    );
+    assert_eq!(
+        relay.publish_batch().await.unwrap(),
+        0,
+        "the other three wait"
+    );
+
+    // A flow under way continues whatever the window says.
+    let mut tx = setup.pool.begin().await.unwrap();
+    let paid = started[0].caused("OrderPaid", json!({}));
+    outbox::enqueue(&mut tx, &setup.topic, &paid).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        relay.publish_batch().await.unwrap(),
+        1,
+        "the continuing event goes out"
+    );
+
+    // The first flow finishes: one more may start, the oldest waiting.
+    sqlx::query("UPDATE flows SET done = TRUE WHERE order_id = $1")
+        .bind(started[0].order_id.to_string())
+        .execute(&setup.pool)
+        .await
+        .unwrap();
+    assert_eq!(relay.publish_batch().await.unwrap(), 1);
+    let published: BTreeSet<String> = sqlx::query_scalar::<_, String>(
+        "SELECT event_id FROM outbox WHERE published_at IS NOT NULL AND starts_flow",
+    )
+    .fetch_all(&setup.pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    assert_eq!(
+        published,
+        started[..3]
+            .iter()
+            .map(|e| e.event_id.to_string())
+            .collect(),
+        "new flows enter oldest first"
+    );
+    assert_eq!(
+        outbox::backlog(&setup.pool).await.unwrap(),
+        2,
+        "two still wait, accepted"
     );
     setup.close().await;
 }

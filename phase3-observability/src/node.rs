@@ -311,10 +311,10 @@ async fn watch(role: Role, settings: &Settings) -> anyhow::Result<Watch> {
             .collect();
         for (service, url) in settings.databases() {
             let pool = common::db::connect(url, 1).await?;
-            if service == Service::Payment.name() {
+            if service == Service::Payment {
                 watch.payments = Some(pool.clone());
             }
-            watch.outboxes.push((service.to_owned(), pool));
+            watch.outboxes.push((service.name().to_owned(), pool));
         }
     }
     Ok(watch)

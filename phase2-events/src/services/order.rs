@@ -45,6 +45,11 @@ pub const LOG_ORDER_PLACED: &str = "order placed; OrderPlaced in the outbox";
 /// 3 counts it once the consumer's transaction commits.
 pub const LOG_ORDER_MOVED: &str = "order moved";
 
+/// The orders not final yet: the flows under way that the order relay's
+/// [`FlowWindow`](crate::relay::FlowWindow) counts (partial index `orders_open`).
+pub const OPEN_ORDERS: &str =
+    "SELECT count(*) FROM orders WHERE status NOT IN ('delivered', 'cancelled')";
+
 /// Phase 1's migrations (menu, orders, idempotency keys) plus the saga column.
 pub fn migrators() -> Vec<sqlx::migrate::Migrator> {
     vec![

@@ -201,7 +201,10 @@ pub async fn inspect(
         let backlog = crate::outbox::backlog(&pool).await.unwrap();
         pool.close().await;
         if backlog > 0 {
-            problems.push(format!("{name} outbox still holds {backlog} events"));
+            problems.push(format!(
+                "{} outbox still holds {backlog} events",
+                name.name()
+            ));
         }
     }
     (problems, report)
