@@ -9,11 +9,14 @@
 //! |---|---|
 //! | [`load`] | the closed- and open-model HTTP load generators, HDR latency histograms |
 //! | [`pgbench`] | PostgreSQL's own benchmark running one order's SQL: the database's ceiling |
+//! | [`gateway`] | the only door for clients: JWT authentication, GCRA rate limits in Redis, forwarding to the order API |
 //! | [`bench`] | `cargo xtask bench phase1\|phase2\|phase3`: the benchmarks, the end-to-end observer, queue and CPU sampling, the reports |
 //!
 //! The binary (`phase4-chaos bench …`, what `cargo xtask bench` runs) only parses
 //! the command line and calls [`bench::run`].
 
 pub mod bench;
+pub mod gateway;
 pub mod load;
 pub mod pgbench;
+pub mod system;

@@ -1,12 +1,21 @@
-//! `phase4-chaos`: phase 4's command line. `cargo xtask bench ARGS` runs
-//! `phase4-chaos bench ARGS` in release mode.
+//! `phase4-chaos`: phase 4's command line.
+//!
+//! ```text
+//! phase4-chaos all                          # phase 3's system behind the gateway (3000)
+//! phase4-chaos gateway --upstream URL,URL   # the gateway alone
+//! phase4-chaos token --customer alice       # a bearer token for the gateway
+//! phase4-chaos bench phase2 --json F        # what `cargo xtask bench` runs
+//! ```
 
 use clap::{Parser, Subcommand};
+use phase4_chaos::gateway::{Gateway, GatewaySettings, auth};
+use std::net::SocketAddr;
+use std::time::Duration;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "phase4-chaos",
-    about = "FerrisEats phase 4: load, measurement and chaos"
+    about = "FerrisEats phase 4: the gateway, load, measurement and chaos"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -15,6 +24,28 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Phase 3's system (every service, the relays, the provider, ops on 9400) with
+    /// its order API on --order-addr, behind the gateway on 127.0.0.1:3000.
+    All {
+        /// Where phase 3's order API listens (the gateway forwards there).
+        #[arg(long, env = "ORDER_API_ADDR", default_value = "127.0.0.1:3100")]
+        order_addr: SocketAddr,
+        #[command(flatten)]
+        gateway: GatewaySettings,
+    },
+    /// The gateway alone, in front of order API replicas already running.
+    Gateway(GatewaySettings),
+    /// Mint a bearer token for the gateway (HS256, key from GATEWAY_JWT_KEY).
+    Token {
+        /// The customer the token speaks for (its subject).
+        #[arg(long)]
+        customer: String,
+        /// How long it is valid.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        #[arg(long, env = "GATEWAY_JWT_KEY", default_value = auth::DEVELOPMENT_KEY, hide_default_value = true)]
+        jwt_key: String,
+    },
     /// Throughput and latency percentiles, next to pgbench running the same SQL.
     Bench(phase4_chaos::bench::BenchArgs),
 }
@@ -22,7 +53,28 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Bench(args) => phase4_chaos::bench::run(&args),
+        Command::Token {
+            customer,
+            ttl,
+            jwt_key,
+        } => {
+            println!("{}", auth::Keys::hs256(jwt_key.as_bytes())?.mint(&customer, ttl)?);
+            Ok(())
+        }
+        Command::Gateway(settings) => runtime()?.block_on(async {
+            common::telemetry::init_json_logs();
+            let shutdown = common::shutdown::on_signal();
+            Gateway::new(settings).await?.run(shutdown).await
+        }),
+        Command::All {
+            order_addr,
+            gateway,
+        } => runtime()?.block_on(phase4_chaos::system::all(order_addr, gateway)),
     }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()
 }
 
 #[cfg(test)]

@@ -1,0 +1,782 @@
+//! The gateway: the only door for clients (127.0.0.1:3000, where learners have sent
+//! their requests since phase 1). It decides who may come in, and how often, before
+//! anything reaches the order API behind it.
+//!
+//! | concern | where |
+//! |---|---|
+//! | who is calling: HS256 JWTs, 401 problem+json | [`auth`] |
+//! | how often: GCRA in Redis, shared by every replica; 429 with `Retry-After`, `RateLimit`, `RateLimit-Policy` | [`gcra`], [`Gateway::limit`] |
+//! | which way it fails when Redis is down (open, by default, and why) | [`OnRedisError`] |
+//! | forwarding to the order API, the customer taken from the token | [`forward`] |
+//! | `/health`, `/ready`, `/metrics` on the ops port | [`ops_router`] |
+//!
+//! Authenticated requests (`/orders…`) are limited per customer; anonymous ones
+//! (`GET /menu`) per client IP. A limit per IP on authenticated traffic would put
+//! every customer behind one office NAT — or every virtual customer of a local load
+//! test on 127.0.0.1 — into one bucket.
+
+pub mod auth;
+pub mod gcra;
+
+use anyhow::Context;
+use auth::{Customer, Keys};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRef, Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use common::http::{HttpLimits, Problem, with_standard_layers};
+use common::shutdown::CancellationToken;
+use gcra::{Decision, Gcra, Quota};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Where phase 4 runs the order API (phase 1–3 ran it on 3000, now the gateway's).
+pub const DEFAULT_UPSTREAM: &str = "http://127.0.0.1:3100";
+
+/// Where the gateway listens and what it protects.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewaySettings {
+    /// Where clients connect.
+    #[arg(long, env = "GATEWAY_ADDR", default_value = "127.0.0.1:3000")]
+    pub addr: SocketAddr,
+    /// `/health`, `/ready` and `/metrics`.
+    #[arg(long, env = "GATEWAY_OPS_ADDR", default_value = "127.0.0.1:9410")]
+    pub ops_addr: SocketAddr,
+    /// The order API replicas behind the gateway (comma-separated base URLs).
+    #[arg(
+        long = "upstream",
+        env = "GATEWAY_UPSTREAMS",
+        value_delimiter = ',',
+        default_value = DEFAULT_UPSTREAM
+    )]
+    pub upstreams: Vec<String>,
+    /// Where the rate limits are kept (shared by every gateway replica).
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// The HS256 key tokens are signed with (at least 32 bytes). The default is a
+    /// development key: never use it beyond a laptop.
+    #[arg(long, env = "GATEWAY_JWT_KEY", default_value = auth::DEVELOPMENT_KEY, hide_default_value = true)]
+    pub jwt_key: String,
+    /// Requests per second each customer may make, sustained.
+    #[arg(long, env = "GATEWAY_CUSTOMER_RATE", default_value_t = 20.0)]
+    pub customer_rate: f64,
+    /// Requests each customer may make at once, above the rate.
+    #[arg(long, env = "GATEWAY_CUSTOMER_BURST", default_value_t = 40)]
+    pub customer_burst: u32,
+    /// Anonymous requests per second from one client IP, sustained.
+    #[arg(long, env = "GATEWAY_IP_RATE", default_value_t = 50.0)]
+    pub ip_rate: f64,
+    /// Anonymous requests from one client IP at once, above the rate.
+    #[arg(long, env = "GATEWAY_IP_BURST", default_value_t = 100)]
+    pub ip_burst: u32,
+    /// Which way the rate limiter fails when Redis does not answer.
+    #[arg(long, env = "GATEWAY_ON_REDIS_ERROR", value_enum, default_value_t = OnRedisError::Open)]
+    pub on_redis_error: OnRedisError,
+    /// How long the rate limiter waits for Redis before it counts as down.
+    #[arg(long, env = "GATEWAY_REDIS_TIMEOUT", default_value = "50ms", value_parser = humantime::parse_duration)]
+    pub redis_timeout: Duration,
+    /// Switch rate limiting off (to see what it prevents).
+    #[arg(long, env = "GATEWAY_NO_RATE_LIMIT")]
+    pub no_rate_limit: bool,
+    /// How long a forwarded request may take.
+    #[arg(long, env = "GATEWAY_UPSTREAM_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub upstream_timeout: Duration,
+}
+
+impl GatewaySettings {
+    fn customer_quota(&self) -> Quota {
+        Quota {
+            per_second: self.customer_rate,
+            burst: self.customer_burst,
+        }
+    }
+
+    fn ip_quota(&self) -> Quota {
+        Quota {
+            per_second: self.ip_rate,
+            burst: self.ip_burst,
+        }
+    }
+}
+
+/// When Redis does not answer, let requests through (`open`) or refuse them with
+/// 503 (`closed`).
+///
+/// Open is the default. The rate limit is about *fairness* — one customer must not
+/// take everybody's share — not about *capacity*: load shedding protects capacity,
+/// locally, without Redis. Failing closed would turn a Redis outage into an outage of
+/// the whole platform, a cascade from a part that is not even on the order path.
+/// Closed is for limits that protect money or abuse (logins, payouts), where letting
+/// everything through is the worse failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnRedisError {
+    Open,
+    Closed,
+}
+
+impl OnRedisError {
+    fn as_str(self) -> &'static str {
+        match self {
+            OnRedisError::Open => "open",
+            OnRedisError::Closed => "closed",
+        }
+    }
+}
+
+/// Which limit a request is charged to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    Customer,
+    Ip,
+}
+
+impl Policy {
+    fn name(self) -> &'static str {
+        match self {
+            Policy::Customer => "customer",
+            Policy::Ip => "ip",
+        }
+    }
+}
+
+/// What the gateway did with a request: `gateway_requests_total{route, outcome}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Outcome {
+    forwarded,
+    unauthorized,
+    rate_limited,
+    limiter_unavailable,
+    bad_request,
+    upstream_error,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    outcome: Outcome,
+}
+
+/// The gateway's metrics, on its ops port.
+#[derive(Debug, Clone, Default)]
+pub struct GatewayMetrics {
+    requests: Family<RequestLabels, Counter>,
+    limiter_errors: Counter,
+    limiter_failing: Gauge,
+}
+
+impl GatewayMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "gateway_requests",
+            "Requests by route and what the gateway did with them",
+            self.requests.clone(),
+        );
+        registry.register(
+            "gateway_rate_limiter_errors",
+            "Rate-limit checks that Redis did not answer in time",
+            self.limiter_errors.clone(),
+        );
+        registry.register(
+            "gateway_rate_limiter_failing",
+            "1 while the rate limiter cannot reach Redis (requests then pass if it fails open, or get 503 if closed)",
+            self.limiter_failing.clone(),
+        );
+    }
+
+    fn count(&self, route: &'static str, outcome: Outcome) {
+        self.requests
+            .get_or_create(&RequestLabels { route, outcome })
+            .inc();
+    }
+}
+
+/// The gateway's shared state.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    settings: GatewaySettings,
+    keys: Arc<Keys>,
+    gcra: Gcra,
+    redis: Option<redis::aio::ConnectionManager>,
+    /// Logged once per change, not once per request.
+    redis_failing: AtomicBool,
+    http: reqwest::Client,
+    next_upstream: AtomicUsize,
+    metrics: GatewayMetrics,
+    registry: Registry,
+}
+
+impl FromRef<Gateway> for Arc<Keys> {
+    fn from_ref(gateway: &Gateway) -> Arc<Keys> {
+        gateway.inner.keys.clone()
+    }
+}
+
+impl Gateway {
+    /// Connects to Redis (unless rate limiting is off) and prepares the HTTP client.
+    pub async fn new(settings: GatewaySettings) -> anyhow::Result<Gateway> {
+        anyhow::ensure!(
+            settings.jwt_key.len() >= 32,
+            "GATEWAY_JWT_KEY must be at least 32 bytes for HS256 (it has {})",
+            settings.jwt_key.len()
+        );
+        anyhow::ensure!(
+            !settings.upstreams.is_empty(),
+            "at least one --upstream is needed"
+        );
+        let redis = if settings.no_rate_limit {
+            None
+        } else {
+            let client = redis::Client::open(settings.redis_url.as_str())
+                .with_context(|| format!("bad REDIS_URL {}", settings.redis_url))?;
+            let config = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_response_timeout(Some(settings.redis_timeout));
+            let manager = redis::aio::ConnectionManager::new_with_config(client, config)
+                .await
+                .with_context(|| {
+                    format!(
+                        "the gateway keeps its rate limits in Redis and cannot reach it at {}; \
+                         start it with `cargo xtask up` (or pass --no-rate-limit)",
+                        settings.redis_url
+                    )
+                })?;
+            Some(manager)
+        };
+        let http = reqwest::Client::builder()
+            .timeout(settings.upstream_timeout)
+            .pool_max_idle_per_host(256)
+            .build()?;
+        let metrics = GatewayMetrics::default();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        Ok(Gateway {
+            inner: Arc::new(Inner {
+                keys: Arc::new(Keys::hs256(settings.jwt_key.as_bytes())?),
+                settings,
+                gcra: Gcra::default(),
+                redis,
+                redis_failing: AtomicBool::new(false),
+                http,
+                next_upstream: AtomicUsize::new(0),
+                metrics,
+                registry,
+            }),
+        })
+    }
+
+    pub fn keys(&self) -> Arc<Keys> {
+        self.inner.keys.clone()
+    }
+
+    pub fn metrics(&self) -> &GatewayMetrics {
+        &self.inner.metrics
+    }
+
+    /// The client-facing routes.
+    pub fn router(&self) -> Router {
+        let routes = Router::new()
+            .route("/menu", get(menu))
+            .route("/orders", post(place_order))
+            .route("/orders/{id}", get(get_order))
+            .with_state(self.clone());
+        with_standard_layers(
+            routes,
+            HttpLimits {
+                body_limit: 64 * 1024,
+                request_timeout: self.inner.settings.upstream_timeout + Duration::from_secs(1),
+            },
+        )
+    }
+
+    /// Serves clients and the ops port until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let settings = &self.inner.settings;
+        let listener = TcpListener::bind(settings.addr).await.with_context(|| {
+            format!(
+                "cannot listen on {} for the gateway (is another process using it? \
+                 phase 1–3's `all` listens there too: stop it, or pass --addr)",
+                settings.addr
+            )
+        })?;
+        let ops = TcpListener::bind(settings.ops_addr)
+            .await
+            .with_context(|| format!("cannot listen on {} for the gateway's ops port", settings.ops_addr))?;
+        self.serve(listener, ops, shutdown).await
+    }
+
+    /// [`run`](Self::run) on listeners the caller bound (tests bind port 0).
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        ops: TcpListener,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            ops = %ops.local_addr()?,
+            upstreams = ?self.inner.settings.upstreams,
+            rate_limit = !self.inner.settings.no_rate_limit,
+            on_redis_error = self.inner.settings.on_redis_error.as_str(),
+            "gateway listening"
+        );
+        let ops_server = axum::serve(ops, ops_router(self.clone()))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let server = axum::serve(
+            listener,
+            self.router()
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.cancelled_owned());
+        let (served, ops_served) = tokio::join!(server, ops_server);
+        served?;
+        ops_served?;
+        Ok(())
+    }
+
+    /// Charges the request to its policy's bucket. `Ok(headers)` to send with the
+    /// answer; `Err(response)` to send instead (429, or 503 when failing closed).
+    async fn limit(
+        &self,
+        route: &'static str,
+        policy: Policy,
+        key: &str,
+    ) -> Result<HeaderMap, Response> {
+        let inner = &self.inner;
+        let Some(redis) = &inner.redis else {
+            return Ok(HeaderMap::new());
+        };
+        let quota = match policy {
+            Policy::Customer => inner.settings.customer_quota(),
+            Policy::Ip => inner.settings.ip_quota(),
+        };
+        let mut redis = redis.clone();
+        let redis_key = format!("ratelimit:{}:{key}", policy.name());
+        let checked = tokio::time::timeout(
+            inner.settings.redis_timeout,
+            inner.gcra.check(&mut redis, &redis_key, quota),
+        )
+        .await
+        .map_err(|_| "no answer in time".to_owned())
+        .and_then(|answer| answer.map_err(|err| err.to_string()));
+        match checked {
+            Ok(decision) => {
+                if inner.redis_failing.swap(false, Ordering::Relaxed) {
+                    inner.metrics.limiter_failing.set(0);
+                    tracing::info!("rate limiter: Redis answers again");
+                }
+                let headers = rate_limit_headers(policy, quota, &decision);
+                if decision.allowed {
+                    Ok(headers)
+                } else {
+                    inner.metrics.count(route, Outcome::rate_limited);
+                    Err(too_many_requests(policy, &decision, headers))
+                }
+            }
+            Err(error) => {
+                inner.metrics.limiter_errors.inc();
+                if !inner.redis_failing.swap(true, Ordering::Relaxed) {
+                    inner.metrics.limiter_failing.set(1);
+                    tracing::warn!(
+                        %error,
+                        fails = inner.settings.on_redis_error.as_str(),
+                        "rate limiter: Redis does not answer; failing {} (--on-redis-error)",
+                        inner.settings.on_redis_error.as_str()
+                    );
+                }
+                match inner.settings.on_redis_error {
+                    OnRedisError::Open => Ok(HeaderMap::new()),
+                    OnRedisError::Closed => {
+                        inner.metrics.count(route, Outcome::limiter_unavailable);
+                        let mut response = Problem::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "rate-limiter-unavailable",
+                            "The rate limiter is unavailable",
+                        )
+                        .detail("the gateway fails closed when it cannot reach Redis")
+                        .into_response();
+                        response
+                            .headers_mut()
+                            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                        Err(response)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends the request on to the next order API replica (round robin).
+    async fn forward(
+        &self,
+        route: &'static str,
+        method: Method,
+        path: &str,
+        headers: &HeaderMap,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), Response> {
+        let inner = &self.inner;
+        let upstreams = &inner.settings.upstreams;
+        let index = inner.next_upstream.fetch_add(1, Ordering::Relaxed) % upstreams.len();
+        let url = format!("{}{path}", upstreams[index].trim_end_matches('/'));
+        let mut request = inner.http.request(method, &url);
+        for name in FORWARDED_REQUEST_HEADERS {
+            if let Some(value) = headers.get(&name) {
+                request = request.header(&name, value);
+            }
+        }
+        if let Some(body) = body {
+            request = request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        let failed = |detail: String| {
+            inner.metrics.count(route, Outcome::upstream_error);
+            tracing::warn!(%url, error = %detail, "gateway: the order API did not answer");
+            Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream-unavailable",
+                "The order API did not answer",
+            )
+            .detail(detail)
+            .into_response()
+        };
+        let response = request
+            .send()
+            .await
+            .map_err(|err| failed(format!("{err:#}")))?;
+        let status = response.status();
+        let mut out = HeaderMap::new();
+        for name in FORWARDED_RESPONSE_HEADERS {
+            if let Some(value) = response.headers().get(&name) {
+                out.insert(name, value.clone());
+            }
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|err| failed(format!("reading the answer: {err:#}")))?;
+        inner.metrics.count(route, Outcome::forwarded);
+        Ok((status, out, body))
+    }
+}
+
+/// Headers a client's request keeps on its way to the order API.
+const FORWARDED_REQUEST_HEADERS: [HeaderName; 4] = [
+    HeaderName::from_static("idempotency-key"),
+    HeaderName::from_static("x-request-id"),
+    HeaderName::from_static("traceparent"),
+    header::ACCEPT,
+];
+
+/// Headers of the order API's answer the client sees.
+const FORWARDED_RESPONSE_HEADERS: [HeaderName; 4] = [
+    header::CONTENT_TYPE,
+    header::LOCATION,
+    header::RETRY_AFTER,
+    HeaderName::from_static("idempotency-replayed"),
+];
+
+/// `RateLimit-Policy` and `RateLimit` as draft-ietf-httpapi-ratelimit-headers
+/// (structured fields): `"customer";q=40;w=2` and `"customer";r=39;t=1`.
+fn rate_limit_headers(policy: Policy, quota: Quota, decision: &Decision) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let policy_value = format!(
+        "\"{}\";q={};w={}",
+        policy.name(),
+        quota.burst,
+        quota.window().as_secs()
+    );
+    let limit_value = format!(
+        "\"{}\";r={};t={}",
+        policy.name(),
+        decision.remaining,
+        gcra::header_seconds(decision.reset_after)
+    );
+    for (name, value) in [("ratelimit-policy", policy_value), ("ratelimit", limit_value)] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+    headers
+}
+
+fn too_many_requests(policy: Policy, decision: &Decision, headers: HeaderMap) -> Response {
+    let retry_after = gcra::header_seconds(decision.retry_after).max(1);
+    let mut response = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate-limited",
+        "Too many requests",
+    )
+    .detail(format!(
+        "the {} limit is used up; retry after {retry_after} s",
+        policy.name()
+    ))
+    .into_response();
+    response.headers_mut().extend(headers);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    response
+}
+
+fn answer(status: StatusCode, mut headers: HeaderMap, limits: HeaderMap, body: Bytes) -> Response {
+    headers.extend(limits);
+    (status, headers, body).into_response()
+}
+
+/// `GET /menu`: anonymous, limited per client IP.
+async fn menu(
+    State(gateway): State<Gateway>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    const ROUTE: &str = "/menu";
+    let limits = match gateway.limit(ROUTE, Policy::Ip, &ip_key(peer.ip())).await {
+        Ok(limits) => limits,
+        Err(refused) => return refused,
+    };
+    match gateway.forward(ROUTE, Method::GET, "/menu", &headers, None).await {
+        Ok((status, out, body)) => answer(status, out, limits, body),
+        Err(failed) => failed,
+    }
+}
+
+/// `POST /orders`: the customer comes from the token; any `customer_id` in the body
+/// is replaced by it.
+async fn place_order(
+    State(gateway): State<Gateway>,
+    customer: Result<Customer, auth::Unauthorized>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    const ROUTE: &str = "/orders";
+    let Customer(customer) = match customer {
+        Ok(customer) => customer,
+        Err(refused) => {
+            gateway.metrics().count(ROUTE, Outcome::unauthorized);
+            return refused.into_response();
+        }
+    };
+    let limits = match gateway.limit(ROUTE, Policy::Customer, &customer).await {
+        Ok(limits) => limits,
+        Err(refused) => return refused,
+    };
+    let body = match with_customer(&body, &customer) {
+        Ok(body) => body,
+        Err(problem) => {
+            gateway.metrics().count(ROUTE, Outcome::bad_request);
+            return problem.into_response();
+        }
+    };
+    match gateway
+        .forward(ROUTE, Method::POST, "/orders", &headers, Some(body))
+        .await
+    {
+        Ok((status, out, body)) => answer(status, out, limits, body),
+        Err(failed) => failed,
+    }
+}
+
+/// The body with `customer_id` set to the token's customer.
+fn with_customer(body: &[u8], customer: &str) -> Result<Vec<u8>, Problem> {
+    let mut value: serde_json::Value = serde_json::from_slice(body).map_err(|err| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-json",
+            "The body is not valid JSON",
+        )
+        .detail(err.to_string())
+    })?;
+    let object = value.as_object_mut().ok_or_else(|| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+            "The body must be a JSON object",
+        )
+    })?;
+    object.insert(
+        "customer_id".to_owned(),
+        serde_json::Value::String(customer.to_owned()),
+    );
+    serde_json::to_vec(&value).map_err(|_| Problem::internal())
+}
+
+/// `GET /orders/{id}`: a customer sees only their own orders; another customer's
+/// order is answered exactly like one that does not exist (404), so ids cannot be
+/// probed.
+async fn get_order(
+    State(gateway): State<Gateway>,
+    customer: Result<Customer, auth::Unauthorized>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    const ROUTE: &str = "/orders/{id}";
+    let Customer(customer) = match customer {
+        Ok(customer) => customer,
+        Err(refused) => {
+            gateway.metrics().count(ROUTE, Outcome::unauthorized);
+            return refused.into_response();
+        }
+    };
+    let limits = match gateway.limit(ROUTE, Policy::Customer, &customer).await {
+        Ok(limits) => limits,
+        Err(refused) => return refused,
+    };
+    let path = format!("/orders/{}", urlencoding_path(&id));
+    match gateway.forward(ROUTE, Method::GET, &path, &headers, None).await {
+        Ok((status, out, body)) => {
+            if status == StatusCode::OK && !owned_by(&body, &customer) {
+                return Problem::new(StatusCode::NOT_FOUND, "not-found", "Order not found")
+                    .detail(format!("no order {id}"))
+                    .into_response();
+            }
+            answer(status, out, limits, body)
+        }
+        Err(failed) => failed,
+    }
+}
+
+fn owned_by(body: &[u8], customer: &str) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|order| order.get("customer_id")?.as_str().map(|c| c == customer))
+        .unwrap_or(false)
+}
+
+/// An order id as one path segment (ids are UUIDs; anything else is escaped so it
+/// cannot reach another route of the order API).
+fn urlencoding_path(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+fn ip_key(ip: IpAddr) -> String {
+    ip.to_string()
+}
+
+/// `/health` (the process is alive), `/ready` (an order API replica answers its
+/// `/ready`), `/metrics` (OpenMetrics text).
+pub fn ops_router(gateway: Gateway) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(gateway)
+}
+
+async fn ready(State(gateway): State<Gateway>) -> Response {
+    let inner = &gateway.inner;
+    let mut failures = Vec::new();
+    for upstream in &inner.settings.upstreams {
+        let url = format!("{}/ready", upstream.trim_end_matches('/'));
+        match inner
+            .http
+            .get(&url)
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await
+        {
+            Ok(answer) if answer.status().is_success() => {
+                return axum::Json(serde_json::json!({"status": "ready", "upstream": upstream}))
+                    .into_response();
+            }
+            Ok(answer) => failures.push(format!("{url}: {}", answer.status())),
+            Err(err) => failures.push(format!("{url}: {err}")),
+        }
+    }
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not-ready",
+        "No order API replica is ready",
+    )
+    .detail(failures.join("; "))
+    .into_response()
+}
+
+async fn metrics(State(gateway): State<Gateway>) -> Response {
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, &gateway.inner.registry).is_err() {
+        return Problem::internal().into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_customer_in_the_body_is_replaced_by_the_tokens() {
+        let body = br#"{"customer_id":"mallory","items":[{"sku":"cola","qty":1}]}"#;
+        let out: serde_json::Value =
+            serde_json::from_slice(&with_customer(body, "alice").unwrap()).unwrap();
+        assert_eq!(out["customer_id"], "alice");
+        assert_eq!(out["items"][0]["sku"], "cola");
+        let missing: serde_json::Value =
+            serde_json::from_slice(&with_customer(br#"{"items":[]}"#, "bob").unwrap()).unwrap();
+        assert_eq!(missing["customer_id"], "bob");
+        assert_eq!(
+            with_customer(b"[1]", "alice").unwrap_err().status_code(),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            with_customer(b"{", "alice").unwrap_err().status_code(),
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn rate_limit_headers_follow_the_ietf_draft() {
+        let quota = Quota {
+            per_second: 20.0,
+            burst: 40,
+        };
+        let decision = Decision {
+            allowed: true,
+            remaining: 39,
+            reset_after: Duration::from_millis(50),
+            retry_after: Duration::ZERO,
+        };
+        let headers = rate_limit_headers(Policy::Customer, quota, &decision);
+        assert_eq!(headers["ratelimit-policy"], "\"customer\";q=40;w=2");
+        assert_eq!(headers["ratelimit"], "\"customer\";r=39;t=1");
+    }
+
+    #[test]
+    fn an_order_id_cannot_escape_its_path_segment() {
+        assert_eq!(urlencoding_path("../menu"), "..%2Fmenu");
+        assert_eq!(
+            urlencoding_path("0193a3c0-7d6e-7000-8000-000000000000"),
+            "0193a3c0-7d6e-7000-8000-000000000000"
+        );
+    }
+}

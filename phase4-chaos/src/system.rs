@@ -1,0 +1,50 @@
+//! `phase4-chaos all`: phase 3's whole system in one process, its order API moved
+//! off 127.0.0.1:3000 to make room for the gateway, which takes the door.
+
+use crate::gateway::{Gateway, GatewaySettings};
+use anyhow::Context;
+use clap::Parser;
+use phase3_observability::node::{Node, Observed, Role};
+use phase3_observability::{Instruments, telemetry};
+use std::net::SocketAddr;
+
+/// Phase 3's flags as its `all` reads them: from the environment and defaults.
+#[derive(Debug, Parser)]
+struct Phase3 {
+    #[command(flatten)]
+    observed: Observed,
+}
+
+/// Runs phase 3's `all` with its order API on `order_addr` and the gateway in front
+/// of it, until Ctrl-C or SIGTERM.
+pub async fn all(order_addr: SocketAddr, mut gateway: GatewaySettings) -> anyhow::Result<()> {
+    let mut observed = Phase3::try_parse_from(["all"])
+        .context("reading phase 3's settings from the environment")?
+        .observed;
+    observed.settings.addr = order_addr;
+    if gateway.upstreams == [crate::gateway::DEFAULT_UPSTREAM] {
+        gateway.upstreams = vec![format!("http://{order_addr}")];
+    }
+    let instruments = Instruments::new(observed.incidents.leak_bytes_per_event);
+    let provider = telemetry::tracer_provider("phase4")?;
+    telemetry::install(
+        &provider,
+        instruments.spans.clone(),
+        instruments.leak.layer(),
+        "info",
+    )?;
+    let shutdown = common::shutdown::on_signal();
+    let node = Node::build(Role::All, observed, instruments.metrics, &instruments.leak).await?;
+    let gateway = Gateway::new(gateway).await?;
+    let (system, door) = tokio::join!(node.run(shutdown.clone()), async {
+        let served = gateway.run(shutdown.clone()).await;
+        if served.is_err() {
+            shutdown.cancel(); // no door, no point running the rest
+        }
+        served
+    });
+    if let Err(err) = provider.shutdown() {
+        eprintln!("flushing traces: {err}");
+    }
+    system.and(door)
+}

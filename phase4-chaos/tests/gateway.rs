@@ -1,0 +1,315 @@
+//! The gateway in front of phase 2's real order API (PostgreSQL, Kafka) with its rate
+//! limits in the real Redis (`cargo xtask up` starts all three).
+
+use clap::Parser;
+use common::shutdown::CancellationToken;
+use phase2_events::fault_proxy::FaultProxy;
+use phase2_events::flow::Service;
+use phase2_events::testing::{Options, TestSystem};
+use phase4_chaos::gateway::auth::{DEVELOPMENT_KEY, Keys};
+use phase4_chaos::gateway::{Gateway, GatewaySettings};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+#[derive(Debug, Parser)]
+struct Flags {
+    #[command(flatten)]
+    gateway: GatewaySettings,
+}
+
+/// A gateway on a free port in front of `upstream`, configured by `args` (as on its
+/// command line) and the test environment (`REDIS_URL`).
+struct Door {
+    url: String,
+    ops: String,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Door {
+    async fn open(upstream: &str, args: &[&str]) -> Door {
+        let mut argv = vec!["gateway", "--upstream", upstream];
+        argv.extend_from_slice(args);
+        let settings = Flags::parse_from(argv).gateway;
+        let gateway = Gateway::new(settings)
+            .await
+            .expect("the gateway needs Redis: start it with `cargo xtask up`");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ops = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (url, ops_url) = (
+            format!("http://{}", listener.local_addr().unwrap()),
+            format!("http://{}", ops.local_addr().unwrap()),
+        );
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(gateway.serve(listener, ops, stop.clone()));
+        Door {
+            url,
+            ops: ops_url,
+            stop,
+            task,
+        }
+    }
+
+    async fn close(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+fn token(customer: &str) -> String {
+    Keys::hs256(DEVELOPMENT_KEY.as_bytes())
+        .unwrap()
+        .mint(customer, Duration::from_secs(600))
+        .unwrap()
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
+}
+
+async fn order_api() -> TestSystem {
+    TestSystem::start(Options {
+        services: &[Service::Order],
+        ..Options::default()
+    })
+    .await
+}
+
+async fn problem(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json",
+        "a {status} is a problem+json"
+    );
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_decide_who_gets_in_and_the_customer_comes_from_the_token() {
+    let system = order_api().await;
+    let door = Door::open(&system.order_url, &[]).await;
+    let http = reqwest::Client::new();
+    let order = json!({"customer_id": "mallory", "items": [{"sku": "pizza-margherita", "qty": 1}]});
+
+    // No token, a token from another key, an expired one, a malformed header: 401.
+    let other_key = Keys::hs256(b"not-the-gateway-key-32-bytes-lon")
+        .unwrap()
+        .mint("alice", Duration::from_secs(60))
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expired = Keys::hs256(DEVELOPMENT_KEY.as_bytes())
+        .unwrap()
+        .mint_at("alice", now - 600, now - 60)
+        .unwrap();
+    for (authorization, reason) in [
+        (None, "no Authorization header"),
+        (Some(format!("Bearer {other_key}")), "signature does not match"),
+        (Some(format!("Bearer {expired}")), "expired"),
+        (Some("Basic YWxpY2U6c2VjcmV0".to_owned()), "not `Bearer <token>`"),
+    ] {
+        let mut request = http.post(format!("{}/orders", door.url)).json(&order);
+        if let Some(value) = &authorization {
+            request = request.header("authorization", value);
+        }
+        let response = request.send().await.unwrap();
+        assert!(response.headers().contains_key("www-authenticate"));
+        let (status, body) = problem(response).await;
+        assert_eq!(status, 401, "{authorization:?}");
+        assert!(
+            body["detail"].as_str().unwrap().contains(reason),
+            "{authorization:?}: {body}"
+        );
+    }
+
+    // Alice's token: the order is hers, whatever the body claimed.
+    let alice = unique("alice");
+    let placed = http
+        .post(format!("{}/orders", door.url))
+        .bearer_auth(token(&alice))
+        .header("idempotency-key", unique("key"))
+        .json(&order)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(placed.status(), 202);
+    assert!(placed.headers().contains_key("ratelimit"));
+    let location = placed.headers()["location"].to_str().unwrap().to_owned();
+    let stored: Value = http
+        .get(format!("{}{location}", system.order_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stored["customer_id"], alice.as_str(), "from the token, not the body");
+
+    // Alice reads it; Bob gets exactly what a missing order gets.
+    let mine = http
+        .get(format!("{}{location}", door.url))
+        .bearer_auth(token(&alice))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mine.status(), 200);
+    let theirs = http
+        .get(format!("{}{location}", door.url))
+        .bearer_auth(token(&unique("bob")))
+        .send()
+        .await
+        .unwrap();
+    let (status, _) = problem(theirs).await;
+    assert_eq!(status, 404);
+
+    // The menu is public.
+    let menu = http.get(format!("{}/menu", door.url)).send().await.unwrap();
+    assert_eq!(menu.status(), 200);
+
+    door.close().await;
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_share_one_limit_through_redis() {
+    let system = order_api().await;
+    let limits = ["--customer-rate", "0.5", "--customer-burst", "5"];
+    let (a, b) = (
+        Door::open(&system.order_url, &limits).await,
+        Door::open(&system.order_url, &limits).await,
+    );
+    let http = reqwest::Client::new();
+    let carol = token(&unique("carol"));
+    let missing = format!("/orders/{}", uuid::Uuid::now_v7());
+    let mut statuses = Vec::new();
+    let mut refused = None;
+    for i in 0..8 {
+        let door = if i % 2 == 0 { &a } else { &b };
+        let response = http
+            .get(format!("{}{missing}", door.url))
+            .bearer_auth(&carol)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 && refused.is_none() {
+            refused = Some(response);
+        }
+    }
+    // Five in all, not five per gateway: the buckets are one, in Redis.
+    assert_eq!(statuses, [404, 404, 404, 404, 404, 429, 429, 429]);
+    let refused = refused.unwrap();
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "one request every 2 s: {retry_after}");
+    assert_eq!(refused.headers()["ratelimit-policy"], "\"customer\";q=5;w=10");
+    assert!(
+        refused.headers()["ratelimit"]
+            .to_str()
+            .unwrap()
+            .starts_with("\"customer\";r=0;t="),
+        "{:?}",
+        refused.headers()["ratelimit"]
+    );
+    let (status, body) = problem(refused).await;
+    assert_eq!((status, body["type"].as_str().unwrap().ends_with("rate-limited")), (429, true));
+
+    // Another customer has a bucket of their own.
+    let dave = http
+        .get(format!("{}{missing}", a.url))
+        .bearer_auth(token(&unique("dave")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dave.status(), 404);
+
+    let metrics = http
+        .get(format!("{}/metrics", a.ops))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("gateway_requests_total{route=\"/orders/{id}\",outcome=\"rate_limited\"}"),
+        "{metrics}"
+    );
+    a.close().await;
+    b.close().await;
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_the_gateway_fails_open_by_default_and_closed_when_told() {
+    let system = order_api().await;
+    let redis_url = std::env::var("REDIS_URL").unwrap_or("redis://127.0.0.1:6379".into());
+    let redis: SocketAddr = redis_url
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("REDIS_URL as redis://HOST:PORT");
+    let proxy = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], 0)), redis)
+        .await
+        .unwrap();
+    let through_proxy = format!("redis://{}", proxy.addr());
+    let open = Door::open(&system.order_url, &["--redis-url", &through_proxy]).await;
+    let closed = Door::open(
+        &system.order_url,
+        &["--redis-url", &through_proxy, "--on-redis-error", "closed"],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let erin = token(&unique("erin"));
+    let missing = format!("/orders/{}", uuid::Uuid::now_v7());
+    let get = |door: &Door| {
+        http.get(format!("{}{missing}", door.url))
+            .bearer_auth(&erin)
+            .send()
+    };
+    assert_eq!(get(&open).await.unwrap().status(), 404, "Redis up: limited and forwarded");
+
+    proxy.faults().set_down(true);
+    let response = get(&open).await.unwrap();
+    assert_eq!(response.status(), 404, "fails open: forwarded without a limit");
+    assert!(!response.headers().contains_key("ratelimit"));
+    let response = get(&closed).await.unwrap();
+    assert_eq!(response.headers()["retry-after"], "1");
+    let (status, body) = problem(response).await;
+    assert_eq!(status, 503, "fails closed: {body}");
+
+    let metrics = http
+        .get(format!("{}/metrics", open.ops))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("gateway_rate_limiter_failing 1"), "{metrics}");
+
+    // Redis back: limits (and their headers) again, without a restart.
+    proxy.faults().set_down(false);
+    let mut healed = false;
+    for _ in 0..50 {
+        let response = get(&open).await.unwrap();
+        if response.headers().contains_key("ratelimit") {
+            healed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(healed, "the limiter reconnects to Redis by itself");
+    open.close().await;
+    closed.close().await;
+    proxy.stop().await;
+    system.stop().await;
+}
