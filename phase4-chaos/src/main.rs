@@ -58,7 +58,10 @@ fn main() -> anyhow::Result<()> {
             ttl,
             jwt_key,
         } => {
-            println!("{}", auth::Keys::hs256(jwt_key.as_bytes())?.mint(&customer, ttl)?);
+            println!(
+                "{}",
+                auth::Keys::hs256(jwt_key.as_bytes())?.mint(&customer, ttl)?
+            );
             Ok(())
         }
         Command::Gateway(settings) => runtime()?.block_on(async {
@@ -74,7 +77,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }
 
 #[cfg(test)]

@@ -109,9 +109,15 @@ async fn tokens_decide_who_gets_in_and_the_customer_comes_from_the_token() {
         .unwrap();
     for (authorization, reason) in [
         (None, "no Authorization header"),
-        (Some(format!("Bearer {other_key}")), "signature does not match"),
+        (
+            Some(format!("Bearer {other_key}")),
+            "signature does not match",
+        ),
         (Some(format!("Bearer {expired}")), "expired"),
-        (Some("Basic YWxpY2U6c2VjcmV0".to_owned()), "not `Bearer <token>`"),
+        (
+            Some("Basic YWxpY2U6c2VjcmV0".to_owned()),
+            "not `Bearer <token>`",
+        ),
     ] {
         let mut request = http.post(format!("{}/orders", door.url)).json(&order);
         if let Some(value) = &authorization {
@@ -148,7 +154,11 @@ async fn tokens_decide_who_gets_in_and_the_customer_comes_from_the_token() {
         .json()
         .await
         .unwrap();
-    assert_eq!(stored["customer_id"], alice.as_str(), "from the token, not the body");
+    assert_eq!(
+        stored["customer_id"],
+        alice.as_str(),
+        "from the token, not the body"
+    );
 
     // Alice reads it; Bob gets exactly what a missing order gets.
     let mine = http
@@ -209,8 +219,14 @@ async fn two_gateways_share_one_limit_through_redis() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!((1..=2).contains(&retry_after), "one request every 2 s: {retry_after}");
-    assert_eq!(refused.headers()["ratelimit-policy"], "\"customer\";q=5;w=10");
+    assert!(
+        (1..=2).contains(&retry_after),
+        "one request every 2 s: {retry_after}"
+    );
+    assert_eq!(
+        refused.headers()["ratelimit-policy"],
+        "\"customer\";q=5;w=10"
+    );
     assert!(
         refused.headers()["ratelimit"]
             .to_str()
@@ -220,7 +236,13 @@ async fn two_gateways_share_one_limit_through_redis() {
         refused.headers()["ratelimit"]
     );
     let (status, body) = problem(refused).await;
-    assert_eq!((status, body["type"].as_str().unwrap().ends_with("rate-limited")), (429, true));
+    assert_eq!(
+        (
+            status,
+            body["type"].as_str().unwrap().ends_with("rate-limited")
+        ),
+        (429, true)
+    );
 
     // Another customer has a bucket of their own.
     let dave = http
@@ -275,11 +297,19 @@ async fn without_redis_the_gateway_fails_open_by_default_and_closed_when_told() 
             .bearer_auth(&erin)
             .send()
     };
-    assert_eq!(get(&open).await.unwrap().status(), 404, "Redis up: limited and forwarded");
+    assert_eq!(
+        get(&open).await.unwrap().status(),
+        404,
+        "Redis up: limited and forwarded"
+    );
 
     proxy.faults().set_down(true);
     let response = get(&open).await.unwrap();
-    assert_eq!(response.status(), 404, "fails open: forwarded without a limit");
+    assert_eq!(
+        response.status(),
+        404,
+        "fails open: forwarded without a limit"
+    );
     assert!(!response.headers().contains_key("ratelimit"));
     let response = get(&closed).await.unwrap();
     assert_eq!(response.headers()["retry-after"], "1");
@@ -294,7 +324,10 @@ async fn without_redis_the_gateway_fails_open_by_default_and_closed_when_told() 
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("gateway_rate_limiter_failing 1"), "{metrics}");
+    assert!(
+        metrics.contains("gateway_rate_limiter_failing 1"),
+        "{metrics}"
+    );
 
     // Redis back: limits (and their headers) again, without a restart.
     proxy.faults().set_down(false);
@@ -311,5 +344,99 @@ async fn without_redis_the_gateway_fails_open_by_default_and_closed_when_told() 
     open.close().await;
     closed.close().await;
     proxy.stop().await;
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_orders_are_shed_while_the_pipeline_is_behind_and_reads_are_still_served() {
+    let system = order_api().await;
+    let door = Door::open(
+        &system.order_url,
+        &[
+            "--max-outbox-age",
+            "1s",
+            "--admission-interval",
+            "100ms",
+            "--no-rate-limit",
+        ],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let frank = token(&unique("frank"));
+    let order = json!({"items": [{"sku": "cola", "qty": 1}]});
+    let post = || {
+        http.post(format!("{}/orders", door.url))
+            .bearer_auth(&frank)
+            .json(&order)
+            .send()
+    };
+    // The relay stops publishing: orders accepted from now on wait in the outbox.
+    for faults in &system.relay_faults {
+        faults
+            .crash_before_marking
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    let first = post().await.unwrap();
+    assert_eq!(first.status(), 202, "admitted while the pipeline keeps up");
+    let location = first.headers()["location"].to_str().unwrap().to_owned();
+
+    // Once the oldest waiting event is older than 1 s, new orders are shed…
+    let mut shed = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let response = post().await.unwrap();
+        if response.status() == 503 {
+            shed = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), 202);
+    }
+    let shed = shed.expect("admission control shed new orders within 5 s");
+    assert_eq!(shed.headers()["retry-after"], "2");
+    let (_, body) = problem(shed).await;
+    assert_eq!(body["reason"], "pipeline", "{body}");
+
+    // …while reads are served.
+    let status = http
+        .get(format!("{}{location}", door.url))
+        .bearer_auth(&frank)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), 200);
+    let menu = http.get(format!("{}/menu", door.url)).send().await.unwrap();
+    assert_eq!(menu.status(), 200);
+
+    // The pipeline catches up: orders are admitted again, without a human.
+    for faults in &system.relay_faults {
+        faults
+            .crash_before_marking
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+    let mut admitted = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if post().await.unwrap().status() == 202 {
+            admitted = true;
+            break;
+        }
+    }
+    assert!(
+        admitted,
+        "new orders admitted again once the outbox drained"
+    );
+    let metrics = http
+        .get(format!("{}/metrics", door.ops))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("gateway_shed_total{reason=\"pipeline\"}"),
+        "{metrics}"
+    );
+    door.close().await;
     system.stop().await;
 }

@@ -141,12 +141,26 @@ fn order_placed(order: &Order) -> OrderPlaced {
     }
 }
 
-/// Ready when the database answers and the outbox is not piling up unpublished.
+/// Ready when the database answers. Says how many events wait in the outbox and for
+/// how long the oldest has: under overload the flow window keeps new orders there,
+/// so its age is how far behind the pipeline is (phase 4's gateway stops admitting
+/// new orders when it grows).
 async fn ready(State(api): State<OrderApi>) -> Response {
-    match outbox::backlog(api.store.pool()).await {
+    match outbox::backlog_of(api.store.pool()).await {
         Ok(backlog) => {
-            axum::Json(serde_json::json!({"status": "ready", "outbox_backlog": backlog}))
-                .into_response()
+            let age = backlog
+                .oldest
+                .as_deref()
+                .and_then(|oldest| common::db::parse_timestamp(oldest).ok())
+                .map_or(0.0, |oldest| {
+                    (common::db::now() - oldest).as_seconds_f64().max(0.0)
+                });
+            axum::Json(serde_json::json!({
+                "status": "ready",
+                "outbox_backlog": backlog.events,
+                "outbox_oldest_age_seconds": age,
+            }))
+            .into_response()
         }
         Err(err) => Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,

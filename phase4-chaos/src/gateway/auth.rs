@@ -155,7 +155,9 @@ where
             .to_str()
             .ok()
             .and_then(|value| value.strip_prefix("Bearer "))
-            .ok_or(Unauthorized("the Authorization header is not `Bearer <token>`"))?;
+            .ok_or(Unauthorized(
+                "the Authorization header is not `Bearer <token>`",
+            ))?;
         let claims = keys.verify(token.trim())?;
         Ok(Customer(claims.sub))
     }
@@ -177,7 +179,10 @@ mod tests {
         let keys = Keys::hs256(DEVELOPMENT_KEY.as_bytes()).unwrap();
         let now = unix_now();
         let expired = keys.mint_at("alice", now - 3600, now - 60).unwrap();
-        assert_eq!(keys.verify(&expired), Err(Unauthorized("the token has expired")));
+        assert_eq!(
+            keys.verify(&expired),
+            Err(Unauthorized("the token has expired"))
+        );
 
         let other = Keys::hs256(b"another-key-of-thirty-two-bytes!").unwrap();
         let foreign = other.mint("alice", Duration::from_secs(60)).unwrap();
@@ -211,7 +216,10 @@ mod tests {
             parts[1]
         );
         assert!(keys.verify(&none).is_err());
-        assert_eq!(keys.verify("not-a-token"), Err(Unauthorized("the token is malformed")));
+        assert_eq!(
+            keys.verify("not-a-token"),
+            Err(Unauthorized("the token is malformed"))
+        );
     }
 
     fn base64_url(bytes: &[u8]) -> String {

@@ -39,7 +39,8 @@ impl Quota {
     /// The window over which `burst` requests are the quota: `B·T`, at least 1 s
     /// (what `RateLimit-Policy`'s `w` says).
     pub fn window(self) -> Duration {
-        Duration::from_micros(self.interval_us() * u64::from(self.burst)).max(Duration::from_secs(1))
+        Duration::from_micros(self.interval_us() * u64::from(self.burst))
+            .max(Duration::from_secs(1))
     }
 }
 

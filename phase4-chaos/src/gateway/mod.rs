@@ -7,6 +7,8 @@
 //! | who is calling: HS256 JWTs, 401 problem+json | [`auth`] |
 //! | how often: GCRA in Redis, shared by every replica; 429 with `Retry-After`, `RateLimit`, `RateLimit-Policy` | [`gcra`], [`Gateway::limit`] |
 //! | which way it fails when Redis is down (open, by default, and why) | [`OnRedisError`] |
+//! | load shedding: a bounded number in flight, a cheap 503 beyond it, writes shed before reads | `Gateway::admit` |
+//! | admission control on the pipeline's own signal (the order outbox's age) | `Gateway::watch_the_pipeline` |
 //! | forwarding to the order API, the customer taken from the token | [`forward`] |
 //! | `/health`, `/ready`, `/metrics` on the ops port | [`ops_router`] |
 //!
@@ -88,6 +90,22 @@ pub struct GatewaySettings {
     /// Switch rate limiting off (to see what it prevents).
     #[arg(long, env = "GATEWAY_NO_RATE_LIMIT")]
     pub no_rate_limit: bool,
+    /// Requests forwarded at once at most; beyond it the gateway answers 503 at once
+    /// instead of queueing. Order writes may use three quarters of it: the last
+    /// quarter is kept for reads (menu, order status).
+    #[arg(long, env = "GATEWAY_MAX_IN_FLIGHT", default_value_t = 512)]
+    pub max_in_flight: usize,
+    /// Admission control: stop admitting new orders while the oldest event waiting
+    /// in the order outbox is older than this (the pipeline is that far behind);
+    /// admit them again when it is back under half of it.
+    #[arg(long, env = "GATEWAY_MAX_OUTBOX_AGE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub max_outbox_age: Duration,
+    /// How often the pipeline's signal is read (the order API's `/ready`).
+    #[arg(long, env = "GATEWAY_ADMISSION_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub admission_interval: Duration,
+    /// Switch load shedding and admission control off (to see what they prevent).
+    #[arg(long, env = "GATEWAY_NO_SHEDDING")]
+    pub no_shedding: bool,
     /// How long a forwarded request may take.
     #[arg(long, env = "GATEWAY_UPSTREAM_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub upstream_timeout: Duration,
@@ -150,15 +168,46 @@ impl Policy {
 }
 
 /// What the gateway did with a request: `gateway_requests_total{route, outcome}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelValue)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelValue,
+)]
 #[allow(non_camel_case_types)]
 pub enum Outcome {
     forwarded,
     unauthorized,
     rate_limited,
     limiter_unavailable,
+    shed,
     bad_request,
     upstream_error,
+}
+
+/// Why a request was shed: `gateway_shed_total{reason}`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelValue,
+)]
+#[allow(non_camel_case_types)]
+pub enum ShedReason {
+    /// Too many requests in flight at the gateway.
+    concurrency,
+    /// The pipeline is behind: new orders wait (admission control).
+    pipeline,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ShedLabels {
+    reason: ShedReason,
+}
+
+/// Reads may use every slot; writes only this share, so that reads are served
+/// while writes are shed.
+const WRITE_SHARE: (usize, usize) = (3, 4);
+
+/// What a request does to the system: writes are shed first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Read,
+    Write,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -173,6 +222,9 @@ pub struct GatewayMetrics {
     requests: Family<RequestLabels, Counter>,
     limiter_errors: Counter,
     limiter_failing: Gauge,
+    shed: Family<ShedLabels, Counter>,
+    in_flight: Gauge,
+    admitting_orders: Gauge,
 }
 
 impl GatewayMetrics {
@@ -191,6 +243,24 @@ impl GatewayMetrics {
             "gateway_rate_limiter_failing",
             "1 while the rate limiter cannot reach Redis (requests then pass if it fails open, or get 503 if closed)",
             self.limiter_failing.clone(),
+        );
+    }
+
+    fn register_shedding(&self, registry: &mut Registry) {
+        registry.register(
+            "gateway_shed",
+            "Requests answered 503 without being forwarded, by reason",
+            self.shed.clone(),
+        );
+        registry.register(
+            "gateway_in_flight",
+            "Requests being forwarded right now",
+            self.in_flight.clone(),
+        );
+        registry.register(
+            "gateway_admitting_orders",
+            "1 while new orders are admitted, 0 while admission control sheds them (the pipeline is behind)",
+            self.admitting_orders.clone(),
         );
     }
 
@@ -217,8 +287,27 @@ struct Inner {
     redis_failing: AtomicBool,
     http: reqwest::Client,
     next_upstream: AtomicUsize,
+    in_flight: AtomicUsize,
+    /// Admission control's verdict, from the pipeline's signal.
+    admitting_orders: AtomicBool,
     metrics: GatewayMetrics,
     registry: Registry,
+}
+
+/// A request's slot; released when the answer is ready (or the request dropped).
+struct InFlight(Arc<Inner>);
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InFlight")
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let left = self.0.in_flight.fetch_sub(1, Ordering::AcqRel) - 1;
+        self.0.metrics.in_flight.set(left as i64);
+    }
 }
 
 impl FromRef<Gateway> for Arc<Keys> {
@@ -265,6 +354,8 @@ impl Gateway {
         let metrics = GatewayMetrics::default();
         let mut registry = Registry::default();
         metrics.register(&mut registry);
+        metrics.register_shedding(&mut registry);
+        metrics.admitting_orders.set(1);
         Ok(Gateway {
             inner: Arc::new(Inner {
                 keys: Arc::new(Keys::hs256(settings.jwt_key.as_bytes())?),
@@ -274,6 +365,8 @@ impl Gateway {
                 redis_failing: AtomicBool::new(false),
                 http,
                 next_upstream: AtomicUsize::new(0),
+                in_flight: AtomicUsize::new(0),
+                admitting_orders: AtomicBool::new(true),
                 metrics,
                 registry,
             }),
@@ -316,7 +409,12 @@ impl Gateway {
         })?;
         let ops = TcpListener::bind(settings.ops_addr)
             .await
-            .with_context(|| format!("cannot listen on {} for the gateway's ops port", settings.ops_addr))?;
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} for the gateway's ops port",
+                    settings.ops_addr
+                )
+            })?;
         self.serve(listener, ops, shutdown).await
     }
 
@@ -335,6 +433,9 @@ impl Gateway {
             on_redis_error = self.inner.settings.on_redis_error.as_str(),
             "gateway listening"
         );
+        if !self.inner.settings.no_shedding {
+            tokio::spawn(self.clone().watch_the_pipeline(shutdown.clone()));
+        }
         let ops_server = axum::serve(ops, ops_router(self.clone()))
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let server = axum::serve(
@@ -347,6 +448,122 @@ impl Gateway {
         served?;
         ops_served?;
         Ok(())
+    }
+
+    /// Load shedding: a slot for this request, or a cheap 503 now. Never a queue: a
+    /// request that waits for a slot holds its client, its connection and its memory
+    /// while the latency it will see grows past any use (tower's `ConcurrencyLimit`
+    /// waits; `LoadShed` in front of it refuses instead, which is what this does).
+    fn admit(&self, route: &'static str, kind: Kind) -> Result<InFlight, Box<Response>> {
+        let inner = &self.inner;
+        let shed = |reason: ShedReason, retry_after: u64, detail: &str| {
+            inner.metrics.count(route, Outcome::shed);
+            inner
+                .metrics
+                .shed
+                .get_or_create(&ShedLabels { reason })
+                .inc();
+            let mut response = Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "The platform is overloaded",
+            )
+            .detail(detail)
+            .with("reason", format!("{reason:?}"))
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            Box::new(response)
+        };
+        let shedding = !inner.settings.no_shedding;
+        if shedding && kind == Kind::Write && !inner.admitting_orders.load(Ordering::Relaxed) {
+            return Err(shed(
+                ShedReason::pipeline,
+                2,
+                "new orders wait: the order pipeline is behind (reads are still served)",
+            ));
+        }
+        let limit = match kind {
+            Kind::Read => inner.settings.max_in_flight,
+            Kind::Write => inner.settings.max_in_flight * WRITE_SHARE.0 / WRITE_SHARE.1,
+        };
+        let before = inner.in_flight.fetch_add(1, Ordering::AcqRel);
+        let slot = InFlight(self.inner.clone());
+        if shedding && before >= limit {
+            drop(slot);
+            return Err(shed(
+                ShedReason::concurrency,
+                1,
+                "too many requests in flight at the gateway",
+            ));
+        }
+        inner.metrics.in_flight.set((before + 1) as i64);
+        Ok(slot)
+    }
+
+    /// Admission control: reads the age of the oldest event waiting in the order
+    /// outbox (from an order API replica's `/ready`) every `admission_interval`, and
+    /// stops admitting new orders while it exceeds `max_outbox_age` — with the order
+    /// relay's flow window, that is where orders wait when the pipeline is full.
+    /// Hysteresis (admit again under half the limit) keeps it from flapping.
+    async fn watch_the_pipeline(self, shutdown: CancellationToken) {
+        let inner = &self.inner;
+        let limit = inner.settings.max_outbox_age.as_secs_f64();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(inner.settings.admission_interval) => {}
+            }
+            let Some(age) = self.outbox_age().await else {
+                continue; // no replica answered: the breaker's business, not this one's
+            };
+            let admitting = inner.admitting_orders.load(Ordering::Relaxed);
+            let now_admitting = if admitting {
+                age <= limit
+            } else {
+                age < limit / 2.0
+            };
+            if now_admitting != admitting {
+                inner
+                    .admitting_orders
+                    .store(now_admitting, Ordering::Relaxed);
+                inner.metrics.admitting_orders.set(i64::from(now_admitting));
+                if now_admitting {
+                    tracing::info!(
+                        outbox_age_s = age,
+                        "admission control: admitting new orders again"
+                    );
+                } else {
+                    tracing::warn!(
+                        outbox_age_s = age,
+                        limit_s = limit,
+                        "admission control: the pipeline is behind; shedding new orders (503), still serving reads"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The oldest outbox event's age, in seconds, from the first replica that answers.
+    async fn outbox_age(&self) -> Option<f64> {
+        for upstream in &self.inner.settings.upstreams {
+            let url = format!("{}/ready", upstream.trim_end_matches('/'));
+            let answer = self
+                .inner
+                .http
+                .get(&url)
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await
+                .ok()?;
+            if let Ok(body) = answer.json::<serde_json::Value>().await
+                && let Some(age) = body["outbox_oldest_age_seconds"].as_f64()
+            {
+                return Some(age);
+            }
+        }
+        None
     }
 
     /// Charges the request to its policy's bucket. `Ok(headers)` to send with the
@@ -507,7 +724,10 @@ fn rate_limit_headers(policy: Policy, quota: Quota, decision: &Decision) -> Head
         decision.remaining,
         gcra::header_seconds(decision.reset_after)
     );
-    for (name, value) in [("ratelimit-policy", policy_value), ("ratelimit", limit_value)] {
+    for (name, value) in [
+        ("ratelimit-policy", policy_value),
+        ("ratelimit", limit_value),
+    ] {
         if let Ok(value) = HeaderValue::from_str(&value) {
             headers.insert(HeaderName::from_static(name), value);
         }
@@ -546,11 +766,18 @@ async fn menu(
     headers: HeaderMap,
 ) -> Response {
     const ROUTE: &str = "/menu";
+    let _slot = match gateway.admit(ROUTE, Kind::Read) {
+        Ok(slot) => slot,
+        Err(shed) => return *shed,
+    };
     let limits = match gateway.limit(ROUTE, Policy::Ip, &ip_key(peer.ip())).await {
         Ok(limits) => limits,
         Err(refused) => return refused,
     };
-    match gateway.forward(ROUTE, Method::GET, "/menu", &headers, None).await {
+    match gateway
+        .forward(ROUTE, Method::GET, "/menu", &headers, None)
+        .await
+    {
         Ok((status, out, body)) => answer(status, out, limits, body),
         Err(failed) => failed,
     }
@@ -571,6 +798,10 @@ async fn place_order(
             gateway.metrics().count(ROUTE, Outcome::unauthorized);
             return refused.into_response();
         }
+    };
+    let _slot = match gateway.admit(ROUTE, Kind::Write) {
+        Ok(slot) => slot,
+        Err(shed) => return *shed,
     };
     let limits = match gateway.limit(ROUTE, Policy::Customer, &customer).await {
         Ok(limits) => limits,
@@ -633,12 +864,19 @@ async fn get_order(
             return refused.into_response();
         }
     };
+    let _slot = match gateway.admit(ROUTE, Kind::Read) {
+        Ok(slot) => slot,
+        Err(shed) => return *shed,
+    };
     let limits = match gateway.limit(ROUTE, Policy::Customer, &customer).await {
         Ok(limits) => limits,
         Err(refused) => return refused,
     };
     let path = format!("/orders/{}", urlencoding_path(&id));
-    match gateway.forward(ROUTE, Method::GET, &path, &headers, None).await {
+    match gateway
+        .forward(ROUTE, Method::GET, &path, &headers, None)
+        .await
+    {
         Ok((status, out, body)) => {
             if status == StatusCode::OK && !owned_by(&body, &customer) {
                 return Problem::new(StatusCode::NOT_FOUND, "not-found", "Order not found")
@@ -769,6 +1007,54 @@ mod tests {
         let headers = rate_limit_headers(Policy::Customer, quota, &decision);
         assert_eq!(headers["ratelimit-policy"], "\"customer\";q=40;w=2");
         assert_eq!(headers["ratelimit"], "\"customer\";r=39;t=1");
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        gateway: GatewaySettings,
+    }
+
+    async fn gateway(args: &[&str]) -> Gateway {
+        use clap::Parser;
+        let mut argv = vec!["gateway", "--no-rate-limit"];
+        argv.extend_from_slice(args);
+        Gateway::new(Flags::parse_from(argv).gateway).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn beyond_its_slots_the_gateway_sheds_writes_first_and_never_queues() {
+        let gateway = gateway(&["--max-in-flight", "4"]).await;
+        let writes: Vec<_> = (0..3)
+            .map(|_| gateway.admit("/orders", Kind::Write).unwrap())
+            .collect();
+        let shed = gateway.admit("/orders", Kind::Write).unwrap_err();
+        assert_eq!(shed.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(shed.headers()["retry-after"], "1");
+        // The last quarter is the reads'.
+        let read = gateway.admit("/menu", Kind::Read).unwrap();
+        assert!(
+            gateway.admit("/menu", Kind::Read).is_err(),
+            "all four slots taken"
+        );
+        drop(read);
+        drop(writes);
+        assert_eq!(
+            gateway.inner.in_flight.load(Ordering::Relaxed),
+            0,
+            "slots come back"
+        );
+        assert!(gateway.admit("/orders", Kind::Write).is_ok());
+
+        let unprotected = gateway_unprotected().await;
+        let held: Vec<_> = (0..10)
+            .map(|_| unprotected.admit("/orders", Kind::Write).unwrap())
+            .collect();
+        assert_eq!(held.len(), 10, "--no-shedding lets everything in");
+    }
+
+    async fn gateway_unprotected() -> Gateway {
+        gateway(&["--max-in-flight", "4", "--no-shedding"]).await
     }
 
     #[test]
