@@ -4,6 +4,7 @@
 //! phase4-chaos all                          # phase 3's system behind the gateway (3000)
 //! phase4-chaos gateway --upstream URL,URL   # the gateway alone
 //! phase4-chaos token --customer alice       # a bearer token for the gateway
+//! phase4-chaos load --rate 500 --duration 60s --slo 'p99<200ms' --slo 'errors<0.1%'
 //! phase4-chaos bench phase2 --json F        # what `cargo xtask bench` runs
 //! ```
 
@@ -46,6 +47,9 @@ enum Command {
         #[arg(long, env = "GATEWAY_JWT_KEY", default_value = auth::DEVELOPMENT_KEY, hide_default_value = true)]
         jwt_key: String,
     },
+    /// Load the gateway with the request mix (open or closed model); exit status 99
+    /// when a --slo threshold fails.
+    Load(Box<phase4_chaos::load::run::LoadArgs>),
     /// Throughput and latency percentiles, next to pgbench running the same SQL.
     Bench(phase4_chaos::bench::BenchArgs),
 }
@@ -53,6 +57,19 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Bench(args) => phase4_chaos::bench::run(&args),
+        Command::Load(args) => {
+            use phase4_chaos::load::run;
+            let report = runtime()?.block_on(run::run(&args))?;
+            run::print(&report);
+            if let Some(path) = &args.json {
+                std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+                eprintln!("report written to {}", path.display());
+            }
+            if !report.passed {
+                std::process::exit(99);
+            }
+            Ok(())
+        }
         Command::Token {
             customer,
             ttl,

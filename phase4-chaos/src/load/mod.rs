@@ -4,12 +4,15 @@
 //! |---|---|---|
 //! | closed (N users, each waits for its answer) | [`closed`] | how much can the server finish with N requests in flight? |
 //! | open (requests arrive at a rate, answered or not) | [`open`] | what do users see at this arrival rate — without coordinated omission? |
+//! | either, with a request mix, tokens, thresholds (`phase4-chaos load`) | [`run`], [`mix`] | does the platform hold its SLOs at this load? |
 //!
 //! Both record latencies in the same kind of HDR histogram ([`histogram`]), so their
 //! percentiles, pgbench's and the end-to-end observer's are computed alike.
 
 pub mod closed;
+pub mod mix;
 pub mod open;
+pub mod run;
 
 use hdrhistogram::Histogram;
 
