@@ -25,12 +25,18 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Phase 3's system (every service, the relays, the provider, ops on 9400) with
-    /// its order API on --order-addr, behind the gateway on 127.0.0.1:3000.
+    /// Phase 3's system (every service, the relays, the provider, ops on 9400) and a
+    /// second order API replica (ops on 9401), behind the gateway on 127.0.0.1:3000.
     All {
-        /// Where phase 3's order API listens (the gateway forwards there).
-        #[arg(long, env = "ORDER_API_ADDR", default_value = "127.0.0.1:3100")]
-        order_addr: SocketAddr,
+        /// Where the two order API replicas listen (the gateway forwards there).
+        #[arg(
+            long,
+            env = "ORDER_API_ADDRS",
+            value_delimiter = ',',
+            num_args = 2,
+            default_value = "127.0.0.1:3100,127.0.0.1:3101"
+        )]
+        order_addrs: Vec<SocketAddr>,
         #[command(flatten)]
         gateway: GatewaySettings,
     },
@@ -87,9 +93,14 @@ fn main() -> anyhow::Result<()> {
             Gateway::new(settings).await?.run(shutdown).await
         }),
         Command::All {
-            order_addr,
+            order_addrs,
             gateway,
-        } => runtime()?.block_on(phase4_chaos::system::all(order_addr, gateway)),
+        } => {
+            let [first, second] = order_addrs[..] else {
+                anyhow::bail!("--order-addrs takes two addresses");
+            };
+            runtime()?.block_on(phase4_chaos::system::all([first, second], gateway))
+        }
     }
 }
 

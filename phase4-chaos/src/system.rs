@@ -1,5 +1,10 @@
 //! `phase4-chaos all`: phase 3's whole system in one process, its order API moved
-//! off 127.0.0.1:3000 to make room for the gateway, which takes the door.
+//! off 127.0.0.1:3000 to make room for the gateway, which takes the door — and a
+//! second order API replica (phase 3's `order` role: the API and a second member of
+//! the saga's consumer group), so that the gateway has two to choose from.
+//!
+//! One process keeps the first hour simple; issue 16's supervisor runs each service
+//! as a process of its own, so that one can be killed.
 
 use crate::gateway::{Gateway, GatewaySettings};
 use anyhow::Context;
@@ -17,13 +22,16 @@ struct Phase3 {
 
 /// Runs phase 3's `all` with its order API on `order_addr` and the gateway in front
 /// of it, until Ctrl-C or SIGTERM.
-pub async fn all(order_addr: SocketAddr, mut gateway: GatewaySettings) -> anyhow::Result<()> {
+pub async fn all(order_addrs: [SocketAddr; 2], mut gateway: GatewaySettings) -> anyhow::Result<()> {
     let mut observed = Phase3::try_parse_from(["all"])
         .context("reading phase 3's settings from the environment")?
         .observed;
-    observed.settings.addr = order_addr;
+    let mut second = observed.clone();
+    observed.settings.addr = order_addrs[0];
+    second.settings.addr = order_addrs[1];
+    second.ops_addr = Some(Role::Order.default_ops_addr());
     if gateway.upstreams == [crate::gateway::DEFAULT_UPSTREAM] {
-        gateway.upstreams = vec![format!("http://{order_addr}")];
+        gateway.upstreams = order_addrs.iter().map(|a| format!("http://{a}")).collect();
     }
     let instruments = Instruments::new(observed.incidents.leak_bytes_per_event);
     let provider = telemetry::tracer_provider("phase4")?;
@@ -35,16 +43,28 @@ pub async fn all(order_addr: SocketAddr, mut gateway: GatewaySettings) -> anyhow
     )?;
     let shutdown = common::shutdown::on_signal();
     let node = Node::build(Role::All, observed, instruments.metrics, &instruments.leak).await?;
+    let replica_instruments = Instruments::new(second.incidents.leak_bytes_per_event);
+    let replica = Node::build(
+        Role::Order,
+        second,
+        replica_instruments.metrics,
+        &replica_instruments.leak,
+    )
+    .await?;
     let gateway = Gateway::new(gateway).await?;
-    let (system, door) = tokio::join!(node.run(shutdown.clone()), async {
-        let served = gateway.run(shutdown.clone()).await;
-        if served.is_err() {
-            shutdown.cancel(); // no door, no point running the rest
+    let (system, replica, door) = tokio::join!(
+        node.run(shutdown.clone()),
+        replica.run(shutdown.clone()),
+        async {
+            let served = gateway.run(shutdown.clone()).await;
+            if served.is_err() {
+                shutdown.cancel(); // no door, no point running the rest
+            }
+            served
         }
-        served
-    });
+    );
     if let Err(err) = provider.shutdown() {
         eprintln!("flushing traces: {err}");
     }
-    system.and(door)
+    system.and(replica).and(door)
 }

@@ -440,3 +440,107 @@ async fn new_orders_are_shed_while_the_pipeline_is_behind_and_reads_are_still_se
     door.close().await;
     system.stop().await;
 }
+
+/// A second order API replica over the same databases and topics.
+async fn replica(
+    system: &TestSystem,
+    addr: SocketAddr,
+) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<()>) {
+    let mut settings = system.settings.clone();
+    settings.addr = addr;
+    let service = phase2_events::services::order::OrderService::build(&settings)
+        .await
+        .unwrap();
+    let addr = service.addr();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn({
+        let stop = stop.clone();
+        async move { service.run(stop).await.unwrap() }
+    });
+    (addr, stop, task)
+}
+
+async fn metric(http: &reqwest::Client, door: &Door, line: &str) -> bool {
+    let text = http
+        .get(format!("{}/metrics", door.ops))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines().any(|l| l == line)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_stops_is_taken_out_and_put_back_without_clients_noticing() {
+    let system = order_api().await;
+    let (b_addr, b_stop, b_task) = replica(&system, SocketAddr::from(([127, 0, 0, 1], 0))).await;
+    let b_url = format!("http://{b_addr}");
+    let upstreams = format!("{},{b_url}", system.order_url);
+    let door = Door::open(
+        &upstreams,
+        &["--health-interval", "100ms", "--no-rate-limit"],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let grace = token(&unique("grace"));
+    let traffic = |n: usize| {
+        let (http, url, grace) = (http.clone(), door.url.clone(), grace.clone());
+        async move {
+            let mut statuses = Vec::new();
+            for i in 0..n {
+                let response = if i % 2 == 0 {
+                    http.get(format!("{url}/menu")).send().await.unwrap()
+                } else {
+                    http.post(format!("{url}/orders"))
+                        .bearer_auth(&grace)
+                        .json(&json!({"items": [{"sku": "cola", "qty": 1}]}))
+                        .send()
+                        .await
+                        .unwrap()
+                };
+                statuses.push(response.status().as_u16());
+            }
+            statuses
+        }
+    };
+    let up = |url: &str, value: u8| format!("gateway_upstream_up{{upstream=\"{url}\"}} {value}");
+    assert!(traffic(10).await.iter().all(|s| (200..300).contains(s)));
+
+    // B stops: clients see nothing but answers from A.
+    b_stop.cancel();
+    b_task.await.unwrap();
+    let during = traffic(20).await;
+    assert!(
+        during.iter().all(|s| (200..300).contains(s)),
+        "a refused connection goes to the other replica: {during:?}"
+    );
+    let mut out = false;
+    for _ in 0..30 {
+        if metric(&http, &door, &up(&b_url, 0)).await {
+            out = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(out, "the health check took B out of the rotation");
+
+    // B comes back on its address: back in the rotation, with nobody touching the gateway.
+    let (_, b_stop, b_task) = replica(&system, b_addr).await;
+    let mut back = false;
+    for _ in 0..30 {
+        if metric(&http, &door, &up(&b_url, 1)).await {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "B is back in the rotation");
+    assert!(traffic(10).await.iter().all(|s| (200..300).contains(s)));
+
+    door.close().await;
+    b_stop.cancel();
+    b_task.await.unwrap();
+    system.stop().await;
+}

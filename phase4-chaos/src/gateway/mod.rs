@@ -9,7 +9,8 @@
 //! | which way it fails when Redis is down (open, by default, and why) | [`OnRedisError`] |
 //! | load shedding: a bounded number in flight, a cheap 503 beyond it, writes shed before reads | `Gateway::admit` |
 //! | admission control on the pipeline's own signal (the order outbox's age) | `Gateway::watch_the_pipeline` |
-//! | forwarding to the order API, the customer taken from the token | [`forward`] |
+//! | forwarding to the order API, the customer taken from the token | `Gateway::forward` |
+//! | two or more order API replicas: health checks, a circuit breaker each | [`upstream`] |
 //! | `/health`, `/ready`, `/metrics` on the ops port | [`ops_router`] |
 //!
 //! Authenticated requests (`/orders…`) are limited per customer; anonymous ones
@@ -19,6 +20,7 @@
 
 pub mod auth;
 pub mod gcra;
+pub mod upstream;
 
 use anyhow::Context;
 use auth::{Customer, Keys};
@@ -106,6 +108,13 @@ pub struct GatewaySettings {
     /// Switch load shedding and admission control off (to see what they prevent).
     #[arg(long, env = "GATEWAY_NO_SHEDDING")]
     pub no_shedding: bool,
+    /// How often each order API replica's `/ready` is checked.
+    #[arg(long, env = "GATEWAY_HEALTH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub health_interval: Duration,
+    /// Switch the health checks and circuit breakers off: every replica gets its
+    /// turn, up or down (to see what they prevent).
+    #[arg(long, env = "GATEWAY_NO_BREAKER")]
+    pub no_breaker: bool,
     /// How long a forwarded request may take.
     #[arg(long, env = "GATEWAY_UPSTREAM_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub upstream_timeout: Duration,
@@ -286,7 +295,7 @@ struct Inner {
     /// Logged once per change, not once per request.
     redis_failing: AtomicBool,
     http: reqwest::Client,
-    next_upstream: AtomicUsize,
+    replicas: upstream::Replicas,
     in_flight: AtomicUsize,
     /// Admission control's verdict, from the pipeline's signal.
     admitting_orders: AtomicBool,
@@ -355,6 +364,8 @@ impl Gateway {
         let mut registry = Registry::default();
         metrics.register(&mut registry);
         metrics.register_shedding(&mut registry);
+        let replicas = upstream::Replicas::new(&settings.upstreams, settings.no_breaker);
+        replicas.register(&mut registry);
         metrics.admitting_orders.set(1);
         Ok(Gateway {
             inner: Arc::new(Inner {
@@ -364,7 +375,7 @@ impl Gateway {
                 redis,
                 redis_failing: AtomicBool::new(false),
                 http,
-                next_upstream: AtomicUsize::new(0),
+                replicas,
                 in_flight: AtomicUsize::new(0),
                 admitting_orders: AtomicBool::new(true),
                 metrics,
@@ -435,6 +446,9 @@ impl Gateway {
         );
         if !self.inner.settings.no_shedding {
             tokio::spawn(self.clone().watch_the_pipeline(shutdown.clone()));
+        }
+        if !self.inner.settings.no_breaker {
+            tokio::spawn(self.clone().check_replicas(shutdown.clone()));
         }
         let ops_server = axum::serve(ops, ops_router(self.clone()))
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
@@ -545,18 +559,31 @@ impl Gateway {
         }
     }
 
+    /// The health checks of [`upstream`], every `health_interval`.
+    async fn check_replicas(self, shutdown: CancellationToken) {
+        loop {
+            self.inner.replicas.check(&self.inner.http).await;
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(self.inner.settings.health_interval) => {}
+            }
+        }
+    }
+
     /// The oldest outbox event's age, in seconds, from the first replica that answers.
     async fn outbox_age(&self) -> Option<f64> {
-        for upstream in &self.inner.settings.upstreams {
-            let url = format!("{}/ready", upstream.trim_end_matches('/'));
-            let answer = self
+        for replica in self.inner.replicas.all() {
+            let url = format!("{}/ready", replica.url);
+            let Ok(answer) = self
                 .inner
                 .http
                 .get(&url)
                 .timeout(Duration::from_secs(1))
                 .send()
                 .await
-                .ok()?;
+            else {
+                continue;
+            };
             if let Ok(body) = answer.json::<serde_json::Value>().await
                 && let Some(age) = body["outbox_oldest_age_seconds"].as_f64()
             {
@@ -637,7 +664,8 @@ impl Gateway {
         }
     }
 
-    /// Sends the request on to the next order API replica (round robin).
+    /// Sends the request on to the next order API replica that may take it (see
+    /// [`upstream`]); a refused connection is tried once more on another replica.
     async fn forward(
         &self,
         route: &'static str,
@@ -647,48 +675,90 @@ impl Gateway {
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, HeaderMap, Bytes), Response> {
         let inner = &self.inner;
-        let upstreams = &inner.settings.upstreams;
-        let index = inner.next_upstream.fetch_add(1, Ordering::Relaxed) % upstreams.len();
-        let url = format!("{}{path}", upstreams[index].trim_end_matches('/'));
-        let mut request = inner.http.request(method, &url);
-        for name in FORWARDED_REQUEST_HEADERS {
-            if let Some(value) = headers.get(&name) {
-                request = request.header(&name, value);
-            }
-        }
-        if let Some(body) = body {
-            request = request
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(body);
-        }
-        let failed = |detail: String| {
+        let unavailable = |detail: String| {
             inner.metrics.count(route, Outcome::upstream_error);
-            tracing::warn!(%url, error = %detail, "gateway: the order API did not answer");
-            Problem::new(
-                StatusCode::BAD_GATEWAY,
+            let mut response = Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
                 "upstream-unavailable",
-                "The order API did not answer",
+                "No order API replica could take the request",
             )
             .detail(detail)
-            .into_response()
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
         };
-        let response = request
-            .send()
-            .await
-            .map_err(|err| failed(format!("{err:#}")))?;
-        let status = response.status();
-        let mut out = HeaderMap::new();
-        for name in FORWARDED_RESPONSE_HEADERS {
-            if let Some(value) = response.headers().get(&name) {
-                out.insert(name, value.clone());
+        let mut tried: Option<String> = None;
+        loop {
+            let Some(chosen) = inner.replicas.choose(tried.as_deref()) else {
+                return Err(unavailable(match tried {
+                    Some(url) => {
+                        format!("{url} refused the connection and no other replica is available")
+                    }
+                    None => {
+                        "every replica is out of the rotation or behind an open breaker".to_owned()
+                    }
+                }));
+            };
+            let url = format!("{}{path}", chosen.replica.url);
+            let mut request = inner.http.request(method.clone(), &url);
+            for name in FORWARDED_REQUEST_HEADERS {
+                if let Some(value) = headers.get(&name) {
+                    request = request.header(&name, value);
+                }
             }
+            if let Some(body) = &body {
+                request = request
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(body.clone());
+            }
+            let response = match request.send().await {
+                Ok(response) => response,
+                Err(err) => {
+                    let replica = chosen.replica.url.clone();
+                    chosen.failed();
+                    tracing::warn!(%url, error = %format!("{err:#}"), "gateway: the order API did not answer");
+                    if err.is_connect() && tried.is_none() {
+                        tried = Some(replica); // never reached it: safe to send elsewhere
+                        continue;
+                    }
+                    inner.metrics.count(route, Outcome::upstream_error);
+                    return Err(Problem::new(
+                        if err.is_timeout() {
+                            StatusCode::GATEWAY_TIMEOUT
+                        } else {
+                            StatusCode::BAD_GATEWAY
+                        },
+                        "upstream-unavailable",
+                        "The order API did not answer",
+                    )
+                    .detail(format!("{err:#}"))
+                    .into_response());
+                }
+            };
+            let status = response.status();
+            let mut out = HeaderMap::new();
+            for name in FORWARDED_RESPONSE_HEADERS {
+                if let Some(value) = response.headers().get(&name) {
+                    out.insert(name, value.clone());
+                }
+            }
+            let body = match response.bytes().await {
+                Ok(body) => body,
+                Err(err) => {
+                    chosen.failed();
+                    return Err(unavailable(format!("reading the answer of {url}: {err:#}")));
+                }
+            };
+            if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+                chosen.failed();
+            } else {
+                chosen.answered();
+            }
+            inner.metrics.count(route, Outcome::forwarded);
+            return Ok((status, out, body));
         }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|err| failed(format!("reading the answer: {err:#}")))?;
-        inner.metrics.count(route, Outcome::forwarded);
-        Ok((status, out, body))
     }
 }
 
