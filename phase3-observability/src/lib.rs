@@ -45,6 +45,24 @@ pub struct Instruments {
 }
 
 impl Instruments {
+    /// The instruments of a process named `service`, with the tracing subscriber
+    /// installed around them (logs as JSON on stdout, spans to OTLP). Call once,
+    /// first thing; shut the returned provider down on exit to flush its traces.
+    pub fn install(
+        service: &str,
+        leak_bytes_per_event: usize,
+    ) -> anyhow::Result<(Instruments, opentelemetry_sdk::trace::SdkTracerProvider)> {
+        let instruments = Instruments::new(leak_bytes_per_event);
+        let provider = telemetry::tracer_provider(service)?;
+        telemetry::install(
+            &provider,
+            instruments.spans.clone(),
+            instruments.leak.layer(),
+            "info",
+        )?;
+        Ok((instruments, provider))
+    }
+
     pub fn new(leak_bytes_per_event: usize) -> Instruments {
         let metrics = Metrics::new();
         metrics.register_collector(probes::ProcessCollector);

@@ -11,7 +11,7 @@
 use clap::{Parser, Subcommand};
 use phase3_observability::client::{self, IncidentCommand};
 use phase3_observability::node::{Node, Observed, Role};
-use phase3_observability::{Instruments, telemetry};
+use phase3_observability::Instruments;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -73,14 +73,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Delivery(o) => (Role::Delivery, o),
         Command::Relay(o) => (Role::Relay, o),
     };
-    let instruments = Instruments::new(observed.incidents.leak_bytes_per_event);
-    let provider = telemetry::tracer_provider(role.name())?;
-    telemetry::install(
-        &provider,
-        instruments.spans.clone(),
-        instruments.leak.layer(),
-        "info",
-    )?;
+    let (instruments, provider) =
+        Instruments::install(role.name(), observed.incidents.leak_bytes_per_event)?;
     let shutdown = common::shutdown::on_signal();
     let node = Node::build(role, *observed, instruments.metrics, &instruments.leak).await?;
     let result = node.run(shutdown).await;

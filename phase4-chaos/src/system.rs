@@ -9,8 +9,8 @@
 use crate::gateway::{Gateway, GatewaySettings};
 use anyhow::Context;
 use clap::Parser;
+use phase3_observability::Instruments;
 use phase3_observability::node::{Node, Observed, Role};
-use phase3_observability::{Instruments, telemetry};
 use std::net::SocketAddr;
 
 /// Phase 3's flags as its `all` reads them: from the environment and defaults.
@@ -33,14 +33,8 @@ pub async fn all(order_addrs: [SocketAddr; 2], mut gateway: GatewaySettings) -> 
     if gateway.upstreams == [crate::gateway::DEFAULT_UPSTREAM] {
         gateway.upstreams = order_addrs.iter().map(|a| format!("http://{a}")).collect();
     }
-    let instruments = Instruments::new(observed.incidents.leak_bytes_per_event);
-    let provider = telemetry::tracer_provider("phase4")?;
-    telemetry::install(
-        &provider,
-        instruments.spans.clone(),
-        instruments.leak.layer(),
-        "info",
-    )?;
+    let (instruments, provider) =
+        Instruments::install("phase4", observed.incidents.leak_bytes_per_event)?;
     let shutdown = common::shutdown::on_signal();
     let node = Node::build(Role::All, observed, instruments.metrics, &instruments.leak).await?;
     let replica_instruments = Instruments::new(second.incidents.leak_bytes_per_event);

@@ -58,6 +58,17 @@ impl Door {
     }
 }
 
+/// The gateway's `/metrics`, as text.
+async fn metrics(http: &reqwest::Client, door: &Door) -> String {
+    http.get(format!("{}/metrics", door.ops))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 fn token(customer: &str) -> String {
     Keys::hs256(DEVELOPMENT_KEY.as_bytes())
         .unwrap()
@@ -253,14 +264,7 @@ async fn two_gateways_share_one_limit_through_redis() {
         .unwrap();
     assert_eq!(dave.status(), 404);
 
-    let metrics = http
-        .get(format!("{}/metrics", a.ops))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&http, &a).await;
     assert!(
         metrics.contains("gateway_requests_total{route=\"/orders/{id}\",outcome=\"rate_limited\"}"),
         "{metrics}"
@@ -316,14 +320,7 @@ async fn without_redis_the_gateway_fails_open_by_default_and_closed_when_told() 
     let (status, body) = problem(response).await;
     assert_eq!(status, 503, "fails closed: {body}");
 
-    let metrics = http
-        .get(format!("{}/metrics", open.ops))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&http, &open).await;
     assert!(
         metrics.contains("gateway_rate_limiter_failing 1"),
         "{metrics}"
@@ -425,14 +422,7 @@ async fn new_orders_are_shed_while_the_pipeline_is_behind_and_reads_are_still_se
         admitted,
         "new orders admitted again once the outbox drained"
     );
-    let metrics = http
-        .get(format!("{}/metrics", door.ops))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&http, &door).await;
     assert!(
         metrics.contains("gateway_shed_total{reason=\"pipeline\"}"),
         "{metrics}"
@@ -461,15 +451,7 @@ async fn replica(
 }
 
 async fn metric(http: &reqwest::Client, door: &Door, line: &str) -> bool {
-    let text = http
-        .get(format!("{}/metrics", door.ops))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines().any(|l| l == line)
+    metrics(http, door).await.lines().any(|l| l == line)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -824,6 +824,57 @@ fn too_many_requests(policy: Policy, decision: &Decision, headers: HeaderMap) ->
     response
 }
 
+/// An answer the gateway gives instead of forwarding (401, 429, 503, 502…), boxed
+/// so that `Result<Response, Refusal>` stays small and handlers can use `?`.
+#[derive(Debug)]
+pub struct Refusal(Box<Response>);
+
+impl From<Response> for Refusal {
+    fn from(response: Response) -> Refusal {
+        Refusal(Box::new(response))
+    }
+}
+
+impl From<Box<Response>> for Refusal {
+    fn from(response: Box<Response>) -> Refusal {
+        Refusal(response)
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        *self.0
+    }
+}
+
+impl Gateway {
+    /// Who is asking: the token's customer, or 401.
+    fn customer(
+        &self,
+        route: &'static str,
+        customer: Result<Customer, auth::Unauthorized>,
+    ) -> Result<String, Refusal> {
+        customer.map(|Customer(id)| id).map_err(|refused| {
+            self.metrics().count(route, Outcome::unauthorized);
+            refused.into_response().into()
+        })
+    }
+
+    /// A slot (or 503), then the rate limit (or 429): the slot is held until the
+    /// answer is ready, the headers go with it.
+    async fn gate(
+        &self,
+        route: &'static str,
+        kind: Kind,
+        policy: Policy,
+        key: &str,
+    ) -> Result<(InFlight, HeaderMap), Refusal> {
+        let slot = self.admit(route, kind)?;
+        let limits = self.limit(route, policy, key).await?;
+        Ok((slot, limits))
+    }
+}
+
 fn answer(status: StatusCode, mut headers: HeaderMap, limits: HeaderMap, body: Bytes) -> Response {
     headers.extend(limits);
     (status, headers, body).into_response()
@@ -834,23 +885,15 @@ async fn menu(
     State(gateway): State<Gateway>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-) -> Response {
+) -> Result<Response, Refusal> {
     const ROUTE: &str = "/menu";
-    let _slot = match gateway.admit(ROUTE, Kind::Read) {
-        Ok(slot) => slot,
-        Err(shed) => return *shed,
-    };
-    let limits = match gateway.limit(ROUTE, Policy::Ip, &ip_key(peer.ip())).await {
-        Ok(limits) => limits,
-        Err(refused) => return refused,
-    };
-    match gateway
+    let (_slot, limits) = gateway
+        .gate(ROUTE, Kind::Read, Policy::Ip, &ip_key(peer.ip()))
+        .await?;
+    let (status, out, body) = gateway
         .forward(ROUTE, Method::GET, "/menu", &headers, None)
-        .await
-    {
-        Ok((status, out, body)) => answer(status, out, limits, body),
-        Err(failed) => failed,
-    }
+        .await?;
+    Ok(answer(status, out, limits, body))
 }
 
 /// `POST /orders`: the customer comes from the token; any `customer_id` in the body
@@ -860,37 +903,20 @@ async fn place_order(
     customer: Result<Customer, auth::Unauthorized>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Result<Response, Refusal> {
     const ROUTE: &str = "/orders";
-    let Customer(customer) = match customer {
-        Ok(customer) => customer,
-        Err(refused) => {
-            gateway.metrics().count(ROUTE, Outcome::unauthorized);
-            return refused.into_response();
-        }
-    };
-    let _slot = match gateway.admit(ROUTE, Kind::Write) {
-        Ok(slot) => slot,
-        Err(shed) => return *shed,
-    };
-    let limits = match gateway.limit(ROUTE, Policy::Customer, &customer).await {
-        Ok(limits) => limits,
-        Err(refused) => return refused,
-    };
-    let body = match with_customer(&body, &customer) {
-        Ok(body) => body,
-        Err(problem) => {
-            gateway.metrics().count(ROUTE, Outcome::bad_request);
-            return problem.into_response();
-        }
-    };
-    match gateway
+    let customer = gateway.customer(ROUTE, customer)?;
+    let (_slot, limits) = gateway
+        .gate(ROUTE, Kind::Write, Policy::Customer, &customer)
+        .await?;
+    let body = with_customer(&body, &customer).map_err(|problem| {
+        gateway.metrics().count(ROUTE, Outcome::bad_request);
+        problem.into_response()
+    })?;
+    let (status, out, body) = gateway
         .forward(ROUTE, Method::POST, "/orders", &headers, Some(body))
-        .await
-    {
-        Ok((status, out, body)) => answer(status, out, limits, body),
-        Err(failed) => failed,
-    }
+        .await?;
+    Ok(answer(status, out, limits, body))
 }
 
 /// The body with `customer_id` set to the token's customer.
@@ -925,38 +951,24 @@ async fn get_order(
     customer: Result<Customer, auth::Unauthorized>,
     Path(id): Path<String>,
     headers: HeaderMap,
-) -> Response {
+) -> Result<Response, Refusal> {
     const ROUTE: &str = "/orders/{id}";
-    let Customer(customer) = match customer {
-        Ok(customer) => customer,
-        Err(refused) => {
-            gateway.metrics().count(ROUTE, Outcome::unauthorized);
-            return refused.into_response();
-        }
-    };
-    let _slot = match gateway.admit(ROUTE, Kind::Read) {
-        Ok(slot) => slot,
-        Err(shed) => return *shed,
-    };
-    let limits = match gateway.limit(ROUTE, Policy::Customer, &customer).await {
-        Ok(limits) => limits,
-        Err(refused) => return refused,
-    };
+    let customer = gateway.customer(ROUTE, customer)?;
+    let (_slot, limits) = gateway
+        .gate(ROUTE, Kind::Read, Policy::Customer, &customer)
+        .await?;
     let path = format!("/orders/{}", urlencoding_path(&id));
-    match gateway
+    let (status, out, body) = gateway
         .forward(ROUTE, Method::GET, &path, &headers, None)
-        .await
-    {
-        Ok((status, out, body)) => {
-            if status == StatusCode::OK && !owned_by(&body, &customer) {
-                return Problem::new(StatusCode::NOT_FOUND, "not-found", "Order not found")
-                    .detail(format!("no order {id}"))
-                    .into_response();
-            }
-            answer(status, out, limits, body)
-        }
-        Err(failed) => failed,
+        .await?;
+    if status == StatusCode::OK && !owned_by(&body, &customer) {
+        return Ok(
+            Problem::new(StatusCode::NOT_FOUND, "not-found", "Order not found")
+                .detail(format!("no order {id}"))
+                .into_response(),
+        );
     }
+    Ok(answer(status, out, limits, body))
 }
 
 fn owned_by(body: &[u8], customer: &str) -> bool {

@@ -493,6 +493,33 @@ async fn send(
     }
 }
 
+/// What every request task needs.
+#[derive(Debug, Clone)]
+struct Shared {
+    client: reqwest::Client,
+    base: String,
+    tokens: Arc<Vec<String>>,
+    plan: Arc<Plan>,
+    recorder: Arc<Mutex<Recorder>>,
+}
+
+impl Shared {
+    /// Plans, sends and records one request; its latency runs from `since` (the due
+    /// time in the open model, the send time in the closed one).
+    async fn one(&self, since: Instant, second: usize) {
+        let planned = self.plan.next();
+        let (class, error) =
+            send(&self.client, &self.base, &self.tokens, &planned, &self.plan).await;
+        self.recorder.lock().expect("recorder").record(
+            planned.endpoint,
+            second,
+            since.elapsed(),
+            class,
+            error,
+        );
+    }
+}
+
 /// Refuses anything but the local machine.
 fn check_local(url: &str) -> anyhow::Result<String> {
     let parsed = reqwest::Url::parse(url).with_context(|| format!("`{url}` is not a URL"))?;
@@ -537,6 +564,13 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<LoadReport> {
     let mut dropped = 0u64;
     let mut offered = 0u64;
     let mut tasks = tokio::task::JoinSet::new();
+    let shared = Shared {
+        client,
+        base: base.clone(),
+        tokens,
+        plan,
+        recorder: recorder.clone(),
+    };
 
     match args.model {
         Model::Open => {
@@ -549,24 +583,9 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<LoadReport> {
                     dropped += 1;
                     continue;
                 };
-                let planned = plan.next();
-                let (client, base, tokens, plan, recorder) = (
-                    client.clone(),
-                    base.clone(),
-                    tokens.clone(),
-                    plan.clone(),
-                    recorder.clone(),
-                );
+                let shared = shared.clone();
                 tasks.spawn(async move {
-                    let (class, error) = send(&client, &base, &tokens, &planned, &plan).await;
-                    let latency = due.elapsed();
-                    recorder.lock().expect("recorder").record(
-                        planned.endpoint,
-                        at.as_secs() as usize,
-                        latency,
-                        class,
-                        error,
-                    );
+                    shared.one(due, at.as_secs() as usize).await;
                     drop(slot);
                 });
             }
@@ -574,27 +593,17 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<LoadReport> {
         Model::Closed => {
             let end = start + duration;
             for _ in 0..args.vus {
-                let (client, base, tokens, plan, recorder) = (
-                    client.clone(),
-                    base.clone(),
-                    tokens.clone(),
-                    plan.clone(),
-                    recorder.clone(),
-                );
+                let shared = shared.clone();
                 tasks.spawn(async move {
                     tokio::time::sleep_until(start).await;
                     while Instant::now() < end {
-                        let planned = plan.next();
                         let sent = Instant::now();
-                        let (class, error) = send(&client, &base, &tokens, &planned, &plan).await;
-                        let second = sent.saturating_duration_since(start).as_secs() as usize;
-                        recorder.lock().expect("recorder").record(
-                            planned.endpoint,
-                            second,
-                            sent.elapsed(),
-                            class,
-                            error,
-                        );
+                        shared
+                            .one(
+                                sent,
+                                sent.saturating_duration_since(start).as_secs() as usize,
+                            )
+                            .await;
                     }
                 });
             }
@@ -603,6 +612,7 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<LoadReport> {
     while let Some(done) = tasks.join_next().await {
         done.context("a request task panicked")?;
     }
+    drop(shared);
     let recorder = Arc::try_unwrap(recorder)
         .map_err(|_| anyhow::anyhow!("requests still running"))?
         .into_inner()
