@@ -9,9 +9,9 @@
 //! ```
 
 use clap::{Parser, Subcommand};
+use phase3_observability::Instruments;
 use phase3_observability::client::{self, IncidentCommand};
 use phase3_observability::node::{Node, Observed, Role};
-use phase3_observability::Instruments;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -450,8 +450,15 @@ async fn replica(
     (addr, stop, task)
 }
 
-async fn metric(http: &reqwest::Client, door: &Door, line: &str) -> bool {
-    metrics(http, door).await.lines().any(|l| l == line)
+/// Whether `/metrics` shows `line` within 3 s.
+async fn shows_soon(http: &reqwest::Client, door: &Door, line: &str) -> bool {
+    for _ in 0..30 {
+        if metrics(http, door).await.lines().any(|l| l == line) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -498,27 +505,17 @@ async fn a_replica_that_stops_is_taken_out_and_put_back_without_clients_noticing
         during.iter().all(|s| (200..300).contains(s)),
         "a refused connection goes to the other replica: {during:?}"
     );
-    let mut out = false;
-    for _ in 0..30 {
-        if metric(&http, &door, &up(&b_url, 0)).await {
-            out = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(out, "the health check took B out of the rotation");
+    assert!(
+        shows_soon(&http, &door, &up(&b_url, 0)).await,
+        "the health check took B out of the rotation"
+    );
 
     // B comes back on its address: back in the rotation, with nobody touching the gateway.
     let (_, b_stop, b_task) = replica(&system, b_addr).await;
-    let mut back = false;
-    for _ in 0..30 {
-        if metric(&http, &door, &up(&b_url, 1)).await {
-            back = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(back, "B is back in the rotation");
+    assert!(
+        shows_soon(&http, &door, &up(&b_url, 1)).await,
+        "B is back in the rotation"
+    );
     assert!(traffic(10).await.iter().all(|s| (200..300).contains(s)));
 
     door.close().await;
