@@ -37,6 +37,10 @@ enum Command {
             default_value = "127.0.0.1:3100,127.0.0.1:3101"
         )]
         order_addrs: Vec<SocketAddr>,
+        /// Every SKU's stock is raised to at least this at start: a load run should
+        /// not end in a wall of `out_of_stock` cancellations.
+        #[arg(long, env = "STOCK", default_value_t = 1_000_000)]
+        stock: i64,
         #[command(flatten)]
         gateway: GatewaySettings,
     },
@@ -94,12 +98,13 @@ fn main() -> anyhow::Result<()> {
         }),
         Command::All {
             order_addrs,
+            stock,
             gateway,
         } => {
             let [first, second] = order_addrs[..] else {
                 anyhow::bail!("--order-addrs takes two addresses");
             };
-            runtime()?.block_on(phase4_chaos::system::all([first, second], gateway))
+            runtime()?.block_on(phase4_chaos::system::all([first, second], stock, gateway))
         }
     }
 }

@@ -22,7 +22,11 @@ struct Phase3 {
 
 /// Runs phase 3's `all` with its order API on `order_addr` and the gateway in front
 /// of it, until Ctrl-C or SIGTERM.
-pub async fn all(order_addrs: [SocketAddr; 2], mut gateway: GatewaySettings) -> anyhow::Result<()> {
+pub async fn all(
+    order_addrs: [SocketAddr; 2],
+    stock: i64,
+    mut gateway: GatewaySettings,
+) -> anyhow::Result<()> {
     let mut observed = Phase3::try_parse_from(["all"])
         .context("reading phase 3's settings from the environment")?
         .observed;
@@ -37,6 +41,10 @@ pub async fn all(order_addrs: [SocketAddr; 2], mut gateway: GatewaySettings) -> 
         Instruments::install("phase4", observed.incidents.leak_bytes_per_event)?;
     let shutdown = common::shutdown::on_signal();
     let node = Node::build(Role::All, observed, instruments.metrics, &instruments.leak).await?;
+    let inventory = common::db::connect(&second.settings.inventory_database_url, 1).await?;
+    let raised = phase2_events::services::inventory::restock(&inventory, stock).await?;
+    inventory.close().await;
+    tracing::info!(stock, raised, "stock raised for load runs (--stock)");
     let replica_instruments = Instruments::new(second.incidents.leak_bytes_per_event);
     let replica = Node::build(
         Role::Order,

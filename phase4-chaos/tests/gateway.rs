@@ -188,9 +188,28 @@ async fn tokens_decide_who_gets_in_and_the_customer_comes_from_the_token() {
     let (status, _) = problem(theirs).await;
     assert_eq!(status, 404);
 
-    // The menu is public.
+    // The menu is public; with a token it counts against the customer's limit, and a
+    // token that does not verify is refused there too.
     let menu = http.get(format!("{}/menu", door.url)).send().await.unwrap();
     assert_eq!(menu.status(), 200);
+    assert_eq!(menu.headers()["ratelimit-policy"], "\"ip\";q=100;w=2");
+    let signed_in = http
+        .get(format!("{}/menu", door.url))
+        .bearer_auth(token(&alice))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        signed_in.headers()["ratelimit-policy"],
+        "\"customer\";q=40;w=2"
+    );
+    let forged = http
+        .get(format!("{}/menu", door.url))
+        .bearer_auth(&other_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(forged).await.0, 401);
 
     door.close().await;
     system.stop().await;

@@ -26,6 +26,17 @@ use std::sync::Arc;
 
 pub const SERVICE: Service = Service::Inventory;
 
+/// Raises every SKU's stock to at least `available` (phase 4's load runs: thousands
+/// of orders a minute would empty the seeded 1,000 of each and turn the run into a
+/// lesson about running out of pizza). Returns how many SKUs were raised.
+pub async fn restock(pool: &sqlx::AnyPool, available: i64) -> anyhow::Result<u64> {
+    let raised = sqlx::query("UPDATE stock SET available = $1 WHERE available < $1")
+        .bind(available)
+        .execute(pool)
+        .await?;
+    Ok(raised.rows_affected())
+}
+
 pub fn migrators() -> Vec<sqlx::migrate::Migrator> {
     vec![sqlx::migrate!("./migrations/inventory")]
 }

@@ -13,8 +13,8 @@
 //! | two or more order API replicas: health checks, a circuit breaker each | [`upstream`] |
 //! | `/health`, `/ready`, `/metrics` on the ops port | [`ops_router`] |
 //!
-//! Authenticated requests (`/orders…`) are limited per customer; anonymous ones
-//! (`GET /menu`) per client IP. A limit per IP on authenticated traffic would put
+//! Authenticated requests are limited per customer; anonymous ones (`GET /menu`
+//! without a token) per client IP. A limit per IP on authenticated traffic would put
 //! every customer behind one office NAT — or every virtual customer of a local load
 //! test on 127.0.0.1 — into one bucket.
 
@@ -880,16 +880,22 @@ fn answer(status: StatusCode, mut headers: HeaderMap, limits: HeaderMap, body: B
     (status, headers, body).into_response()
 }
 
-/// `GET /menu`: anonymous, limited per client IP.
+/// `GET /menu`: public. Limited per customer when a token comes with it (a signed-in
+/// customer browsing), per client IP when none does; a token that does not verify is
+/// a 401 all the same.
 async fn menu(
     State(gateway): State<Gateway>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    customer: Result<Customer, auth::Unauthorized>,
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
     const ROUTE: &str = "/menu";
-    let (_slot, limits) = gateway
-        .gate(ROUTE, Kind::Read, Policy::Ip, &ip_key(peer.ip()))
-        .await?;
+    let (policy, key) = if headers.contains_key(header::AUTHORIZATION) {
+        (Policy::Customer, gateway.customer(ROUTE, customer)?)
+    } else {
+        (Policy::Ip, ip_key(peer.ip()))
+    };
+    let (_slot, limits) = gateway.gate(ROUTE, Kind::Read, policy, &key).await?;
     let (status, out, body) = gateway
         .forward(ROUTE, Method::GET, "/menu", &headers, None)
         .await?;

@@ -453,9 +453,9 @@ async fn send(
             .body(body.clone()),
         None => client.get(&url),
     };
-    if planned.endpoint != Endpoint::Menu {
-        request = request.bearer_auth(&tokens[planned.customer]);
-    }
+    // Signed-in customers: the menu too, so that it counts against the customer's
+    // limit, not against 127.0.0.1's (where every virtual customer comes from).
+    request = request.bearer_auth(&tokens[planned.customer]);
     match request.send().await {
         Ok(response) => {
             let status = response.status().as_u16();
