@@ -171,6 +171,12 @@ pub trait Effect: Send + Sync + 'static {
         event: &'a Envelope,
     ) -> impl Future<Output = anyhow::Result<Verdict>> + Send + 'a;
 
+    /// Whether the effect's store answers (the consumer probes it while its
+    /// partitions are paused, see [`database_unreachable`]). Default: always.
+    fn ready(&self) -> impl Future<Output = anyhow::Result<()>> + Send + '_ {
+        async { Ok(()) }
+    }
+
     /// Applies several events of different orders: `Ok` with one verdict per event,
     /// each acted on as if it came from [`Effect::apply`]; `Err` when nothing was kept
     /// — a [`FailedInBatch`] when one event was the cause, which the consumer then
@@ -238,6 +244,13 @@ pub struct Transactional<H> {
 impl<H: Handler> Effect for Transactional<H> {
     const BATCH: usize = H::BATCH;
 
+    async fn ready(&self) -> anyhow::Result<()> {
+        tokio::time::timeout(PROBE_TIMEOUT, sqlx::query("SELECT 1").execute(&self.pool))
+            .await
+            .context("the database did not answer in time")??;
+        Ok(())
+    }
+
     async fn apply(&self, consumer: &str, event: &Envelope) -> anyhow::Result<Verdict> {
         if !self.handler.wants(&event.event_type) {
             return Ok(Verdict::Ignored);
@@ -255,6 +268,9 @@ impl<H: Handler> Effect for Transactional<H> {
                 tx.commit().await.context("consumer: commit")?;
                 Ok(Verdict::Applied)
             }
+            // The database itself went away: not this event's fault, and the retry
+            // topic would only fill up with every event behind it. The consumer pauses.
+            Err(HandleError::Transient(err)) if database_unreachable(&err) => Err(err),
             Err(HandleError::Transient(err)) => {
                 tx.rollback().await?;
                 Ok(Verdict::Retry(format!("{err:#}")))
@@ -366,6 +382,38 @@ async fn lock_and_claim(
 }
 
 /// Names derived from a topic.
+/// Logged when a consumer pauses its partitions because its database is unreachable,
+/// and when it resumes them.
+pub const LOG_PAUSED: &str = "database unreachable: partitions paused, probing it";
+pub const LOG_RESUMED: &str = "database answers: partitions resumed";
+
+/// How long the consumer waits for a probe of its database.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// First wait before probing a database that went away; doubled up to the cap.
+const PAUSE_FIRST_PROBE: Duration = Duration::from_millis(250);
+const PAUSE_PROBE_CAP: Duration = Duration::from_secs(5);
+
+/// Whether `err` says the database cannot be reached at all (connection refused or
+/// reset, no connection from the pool in time) rather than that one event failed.
+/// Then no event can succeed: the consumer **pauses** its partitions and probes the
+/// database until it answers, instead of sending every event to the retry topic
+/// (where each would fail again, three times, and end dead-lettered) — the circuit
+/// breaker's idea applied to a consumer.
+pub fn database_unreachable(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<sqlx::Error>(),
+            Some(
+                sqlx::Error::Io(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+                    | sqlx::Error::Tls(_)
+            )
+        )
+    })
+}
+
 pub fn retry_topic(topic: &str) -> String {
     format!("{topic}.retry")
 }
@@ -537,9 +585,13 @@ impl<E: Effect> EventConsumer<E> {
         let mut lanes = Lanes::default();
         let mut progress = Progress::default();
         let mut running = FuturesUnordered::new();
+        // Units that failed because the database is unreachable: kept (not finished,
+        // not stored) while the partitions are paused, and run again once it answers.
+        let mut parked: Vec<Vec<OwnedMessage>> = Vec::new();
+        let mut probe_after = PAUSE_FIRST_PROBE;
         loop {
-            // Start what may start: free keys, and a free slot.
-            while running.len() < units {
+            // Start what may start: free keys, and a free slot — unless paused.
+            while parked.is_empty() && running.len() < units {
                 let unit = lanes.take_ready(batch);
                 if unit.is_empty() {
                     break;
@@ -550,7 +602,28 @@ impl<E: Effect> EventConsumer<E> {
                 biased;
                 () = shutdown.cancelled() => break,
                 Some((unit, handled)) = running.next(), if !running.is_empty() => {
-                    self.finished(consumer, &mut lanes, &mut progress, &unit, handled)?;
+                    match handled {
+                        Err(err) if database_unreachable(&err) => {
+                            if parked.is_empty() {
+                                probe_after = PAUSE_FIRST_PROBE;
+                                self.pause(consumer, true, &err);
+                            }
+                            parked.push(unit);
+                        }
+                        handled => self.finished(consumer, &mut lanes, &mut progress, &unit, handled)?,
+                    }
+                }
+                // Paused, and nothing running any more: probe the database.
+                () = tokio::time::sleep(probe_after), if !parked.is_empty() && running.is_empty() => {
+                    match self.effect.ready().await {
+                        Ok(()) => {
+                            self.pause(consumer, false, &anyhow::anyhow!("answers again"));
+                            for unit in parked.drain(..) {
+                                running.push(self.handle(unit, shutdown));
+                            }
+                        }
+                        Err(_) => probe_after = (probe_after * 2).min(PAUSE_PROBE_CAP),
+                    }
                 }
                 received = consumer.recv(), if lanes.held() < MAX_HELD => match received {
                     Ok(message) => {
@@ -570,9 +643,37 @@ impl<E: Effect> EventConsumer<E> {
         // [`RebalanceLog`]); anything not stored is redelivered — and skipped as a
         // duplicate.
         while let Some((unit, handled)) = running.next().await {
-            self.finished(consumer, &mut lanes, &mut progress, &unit, handled)?;
+            match handled {
+                // Not applied, not stored: the next owner gets it.
+                Err(err) if database_unreachable(&err) => {}
+                handled => self.finished(consumer, &mut lanes, &mut progress, &unit, handled)?,
+            }
         }
         Ok(())
+    }
+
+    /// Pauses (or resumes) fetching from every partition assigned to `consumer`.
+    fn pause(&self, consumer: &StreamConsumer<RebalanceLog>, pause: bool, why: &anyhow::Error) {
+        let assigned = match consumer.assignment() {
+            Ok(assigned) => assigned,
+            Err(err) => {
+                tracing::warn!(consumer = %self.name, error = %err, "no assignment to pause or resume");
+                return;
+            }
+        };
+        let done = if pause {
+            consumer.pause(&assigned)
+        } else {
+            consumer.resume(&assigned)
+        };
+        if let Err(err) = done {
+            tracing::warn!(consumer = %self.name, error = %err, "pausing or resuming partitions failed");
+        }
+        if pause {
+            tracing::warn!(consumer = %self.name, partitions = assigned.count(), error = %format!("{why:#}"), "{}", LOG_PAUSED);
+        } else {
+            tracing::info!(consumer = %self.name, partitions = assigned.count(), "{}", LOG_RESUMED);
+        }
     }
 
     /// Handles one unit (one message, or a batch); `Ok(false)` when shutdown came

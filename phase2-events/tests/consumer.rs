@@ -615,3 +615,103 @@ async fn a_dead_letter_is_listed_then_replayed_once_after_the_fix() {
     assert_eq!(again, 0, "a dead letter is replayed once");
     setup.teardown(stop, task).await;
 }
+
+/// Events on the retry topic so far (read from the beginning by a new group).
+async fn retried(setup: &Fixture) -> usize {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &setup.brokers)
+        .set(
+            "group.id",
+            format!("retry-reader-{}", uuid::Uuid::now_v7().simple()),
+        )
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&retry_topic(&setup.topic)]).unwrap();
+    let mut n = 0;
+    while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await {
+        n += 1;
+    }
+    n
+}
+
+/// Phase 4: a consumer whose database goes away pauses its partitions and probes the
+/// database, instead of sending every event to the retry topic (and, three failures
+/// later, to the dead-letter topic); when the database answers again it resumes and
+/// applies everything, nothing lost, nothing retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_pauses_while_its_database_is_unreachable_and_floods_nothing() {
+    let setup = setup().await;
+    let postgres: std::net::SocketAddr = "127.0.0.1:5432".parse().unwrap();
+    let proxy = phase2_events::fault_proxy::FaultProxy::start(
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        postgres,
+    )
+    .await
+    .unwrap();
+    let through_proxy = setup
+        .db
+        .url
+        .replace("127.0.0.1:5432", &proxy.addr().to_string());
+    assert_ne!(
+        through_proxy, setup.db.url,
+        "the consumer's database goes through the proxy"
+    );
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(1))
+        .connect(&through_proxy)
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    let consumer = EventConsumer {
+        name: format!("test-group-{}", uuid::Uuid::now_v7().simple()),
+        brokers: setup.brokers.clone(),
+        topics: vec![setup.topic.clone()],
+        producer: setup.producer.clone(),
+        effect: Transactional {
+            pool,
+            handler: RecordingHandler {
+                instance: "a".into(),
+                ..Default::default()
+            },
+        },
+    };
+    let task = tokio::spawn(consumer.run(stop.clone()));
+    for i in 0..5 {
+        setup
+            .send_event(&event(OrderId::new(), json!({ "i": i })))
+            .await;
+    }
+    setup.wait_for_effects(5).await;
+
+    // The database goes away; ten more events arrive.
+    proxy.faults().set_down(true);
+    for i in 5..15 {
+        setup
+            .send_event(&event(OrderId::new(), json!({ "i": i })))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        setup.effects().await.len(),
+        5,
+        "nothing can be applied meanwhile"
+    );
+    assert!(!task.is_finished(), "the consumer waits; it does not fail");
+
+    // It comes back: everything applied, nothing went through the retry topic.
+    proxy.faults().set_down(false);
+    setup.wait_for_effects(15).await;
+    assert_eq!(
+        retried(&setup).await,
+        0,
+        "no event was sent to the retry topic"
+    );
+    assert!(setup.dead_letters(0).await.is_empty());
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    proxy.stop().await;
+    setup.0.close().await;
+}
