@@ -19,6 +19,12 @@ pub const SPLIT_TARGETS: &str = "order=http://127.0.0.1:9401,payment=http://127.
 inventory=http://127.0.0.1:9403,notification=http://127.0.0.1:9404,delivery=http://127.0.0.1:9405,\
 relay=http://127.0.0.1:9406,order-api=http://127.0.0.1:3000,notification-api=http://127.0.0.1:3002";
 
+/// The targets of `phase4-chaos all`: phase 3's ops servers (the system on 9400, the
+/// second order API replica on 9401), the gateway's ops port, and the live-status
+/// API. `--phase4` selects it.
+pub const PHASE4_TARGETS: &str = "all=http://127.0.0.1:9400,order-2=http://127.0.0.1:9401,\
+gateway=http://127.0.0.1:9410,notification-api=http://127.0.0.1:3002";
+
 /// One endpoint to watch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -83,6 +89,10 @@ pub struct Cli {
     /// Watch the processes of split mode (ops ports 9401–9406) instead of `all`.
     #[arg(long, conflicts_with_all = ["targets", "targets_list"])]
     pub split: bool,
+    /// Watch `phase4-chaos all`: the system, the second order API replica and the
+    /// gateway (whose panel then appears).
+    #[arg(long, conflicts_with_all = ["targets", "targets_list", "split"])]
+    pub phase4: bool,
     /// How often every target is polled.
     #[arg(long, env = "FERRISEATS_REFRESH", default_value = "1s", value_parser = humantime::parse_duration)]
     pub refresh: Duration,
@@ -117,6 +127,8 @@ impl Cli {
     pub fn into_config(self) -> Result<Config, String> {
         let targets = if self.split {
             parse_targets(SPLIT_TARGETS)?
+        } else if self.phase4 {
+            parse_targets(PHASE4_TARGETS)?
         } else if !self.targets.is_empty() {
             self.targets
         } else if let Some(list) = self.targets_list.filter(|l| !l.trim().is_empty()) {

@@ -235,6 +235,25 @@ impl Breaker {
     }
 }
 
+/// What phase 4's gateway did, per second, from its `/metrics` (`None` on the model
+/// before phase 4: no target exports `gateway_requests_total`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GatewayView {
+    /// Every request that reached the gateway.
+    pub offered: Option<f64>,
+    /// Forwarded to an order API replica.
+    pub admitted: Option<f64>,
+    pub unauthorized: Option<f64>,
+    pub rate_limited: Option<f64>,
+    /// 503 without forwarding: too many in flight, or the pipeline behind.
+    pub shed: Option<f64>,
+    pub in_flight: Option<f64>,
+    /// `false` while admission control sheds new orders.
+    pub admitting_orders: Option<bool>,
+    /// Each replica: in the rotation, and its breaker.
+    pub upstreams: Vec<(String, bool, Breaker)>,
+}
+
 /// One planned incident, and the target that has it (where its key sends the switch).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Incident {
@@ -308,6 +327,7 @@ pub struct Model {
     pub lag: BTreeMap<String, GroupLag>,
     pub outboxes: Vec<Outbox>,
     pub breakers: BTreeMap<String, Breaker>,
+    pub gateway: Option<GatewayView>,
     pub incidents: Vec<Incident>,
     pub log: VecDeque<LogEntry>,
     scrapes: VecDeque<Scrape>,
@@ -334,6 +354,7 @@ impl Model {
             lag: BTreeMap::new(),
             outboxes: Vec::new(),
             breakers: BTreeMap::new(),
+            gateway: None,
             incidents: Vec::new(),
             log: VecDeque::new(),
             scrapes: VecDeque::new(),
@@ -403,6 +424,7 @@ impl Model {
         self.apply_lag(&current, rate_base.as_ref());
         self.apply_gauges(&current, at);
         self.apply_process(&current, rate_base.as_ref());
+        self.apply_gateway(&current, rate_base.as_ref(), at);
         self.apply_incidents(snapshot);
     }
 
@@ -598,6 +620,90 @@ impl Model {
         self.errors.dlq_depth = dlq_depth;
     }
 
+    fn apply_gateway(&mut self, current: &Scrape, base: Option<&Scrape>, at: DateTime<Utc>) {
+        let exported = current
+            .targets
+            .iter()
+            .any(|(_, s)| s.matching(GATEWAY_REQUESTS, &[]).next().is_some());
+        if !exported {
+            self.gateway = None;
+            return;
+        }
+        let rate = |f: &dyn Fn(&Samples) -> Option<f64>| base.and_then(|b| rate(b, current, f));
+        let outcome = |name: &'static str| {
+            rate(&move |s: &Samples| s.sum(GATEWAY_REQUESTS, &[("outcome", name)]))
+        };
+        let gauge = |name: &str| {
+            current
+                .targets
+                .iter()
+                .filter_map(|(_, s)| s.sum(name, &[]))
+                .reduce(|a, b| a + b)
+        };
+        let mut upstreams = Vec::new();
+        for (_, samples) in &current.targets {
+            for s in samples.matching("gateway_upstream_up", &[]) {
+                let upstream = s.labels.get("upstream").cloned().unwrap_or_default();
+                let breaker = samples
+                    .sum("gateway_upstream_breaker_state", &[("upstream", &upstream)])
+                    .map_or(Breaker::Closed, Breaker::from_gauge);
+                upstreams.push((upstream, s.value >= 1.0, breaker));
+            }
+        }
+        upstreams.sort_by(|a, b| a.0.cmp(&b.0));
+        let view = GatewayView {
+            offered: rate(&|s: &Samples| s.sum(GATEWAY_REQUESTS, &[])),
+            admitted: outcome("forwarded"),
+            unauthorized: outcome("unauthorized"),
+            rate_limited: outcome("rate_limited"),
+            shed: outcome("shed"),
+            in_flight: gauge("gateway_in_flight"),
+            admitting_orders: gauge("gateway_admitting_orders").map(|v| v >= 1.0),
+            upstreams,
+        };
+        let before = self.gateway.as_ref().and_then(|g| g.admitting_orders);
+        if let (Some(was), Some(now)) = (before, view.admitting_orders)
+            && was != now
+        {
+            if now {
+                self.note(at, Level::Good, "gateway: admitting new orders again");
+            } else {
+                self.note(
+                    at,
+                    Level::Bad,
+                    "gateway: the pipeline is behind; shedding new orders",
+                );
+            }
+        }
+        let was_up: BTreeMap<String, bool> = self
+            .gateway
+            .as_ref()
+            .map(|g| {
+                g.upstreams
+                    .iter()
+                    .map(|(u, up, _)| (u.clone(), *up))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (upstream, up, _) in &view.upstreams {
+            if was_up.get(upstream).is_some_and(|was| was != up) {
+                let (level, text) = if *up {
+                    (
+                        Level::Good,
+                        format!("gateway: {upstream} back in the rotation"),
+                    )
+                } else {
+                    (
+                        Level::Bad,
+                        format!("gateway: {upstream} taken out of the rotation"),
+                    )
+                };
+                self.note(at, level, text);
+            }
+        }
+        self.gateway = Some(view);
+    }
+
     fn apply_process(&mut self, current: &Scrape, base: Option<&Scrape>) {
         for service in &mut self.services {
             let Some((_, samples)) = current.targets.iter().find(|(n, _)| *n == service.name)
@@ -704,6 +810,9 @@ impl Model {
         }
     }
 }
+
+/// Phase 4's gateway counts every request it decided about here (`route`, `outcome`).
+const GATEWAY_REQUESTS: &str = "gateway_requests_total";
 
 fn seconds(d: chrono::Duration) -> f64 {
     d.num_milliseconds() as f64 / 1000.0
@@ -899,6 +1008,62 @@ pub(crate) mod tests {
         let life = model.latency_lifetime.unwrap();
         assert!(life.p99 <= 0.1, "{life:?}");
         assert_eq!(model.window_covered, Some(20.0));
+    }
+
+    fn gateway_metrics(forwarded: u64, shed: u64, admitting: u8, b_up: u8) -> String {
+        format!(
+            "gateway_requests_total{{route=\"/orders\",outcome=\"forwarded\"}} {forwarded}\n\
+             gateway_requests_total{{route=\"/orders\",outcome=\"shed\"}} {shed}\n\
+             gateway_requests_total{{route=\"/orders\",outcome=\"rate_limited\"}} 0\n\
+             gateway_in_flight 3\n\
+             gateway_admitting_orders {admitting}\n\
+             gateway_upstream_up{{upstream=\"http://a\"}} 1\n\
+             gateway_upstream_up{{upstream=\"http://b\"}} {b_up}\n\
+             gateway_upstream_breaker_state{{upstream=\"http://a\"}} 0\n\
+             gateway_upstream_breaker_state{{upstream=\"http://b\"}} 2\n"
+        )
+    }
+
+    #[test]
+    fn the_gateway_panel_shows_rates_shedding_and_replicas_and_logs_changes() {
+        let mut model = Model::new(ModelConfig::default());
+        model.apply(&snap(
+            0,
+            vec![up("all", "orders_total{status=\"placed\"} 1\n")],
+        ));
+        assert_eq!(model.gateway, None, "no gateway before phase 4");
+        let mut model = Model::new(ModelConfig::default());
+        model.apply(&snap(
+            1,
+            vec![up("gateway", &gateway_metrics(100, 0, 1, 1))],
+        ));
+        model.apply(&snap(
+            3,
+            vec![up("gateway", &gateway_metrics(300, 100, 0, 0))],
+        ));
+        let g = model.gateway.clone().unwrap();
+        assert_eq!(g.admitted, Some(100.0), "200 forwarded in 2 s");
+        assert_eq!(g.shed, Some(50.0));
+        assert_eq!(g.offered, Some(150.0));
+        assert_eq!(g.rate_limited, Some(0.0));
+        assert_eq!(g.in_flight, Some(3.0));
+        assert_eq!(g.admitting_orders, Some(false));
+        assert_eq!(
+            g.upstreams,
+            [
+                ("http://a".to_owned(), true, Breaker::Closed),
+                ("http://b".to_owned(), false, Breaker::Open)
+            ]
+        );
+        let log: Vec<&str> = model.log.iter().map(|e| e.text.as_str()).collect();
+        assert!(
+            log.contains(&"gateway: the pipeline is behind; shedding new orders"),
+            "{log:?}"
+        );
+        assert!(
+            log.contains(&"gateway: http://b taken out of the rotation"),
+            "{log:?}"
+        );
     }
 
     #[test]

@@ -48,15 +48,30 @@ pub fn render(frame: &mut Frame, model: &Model, view: &View) {
         Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(top);
     render_services(frame, left, model);
     render_incidents(frame, right, model);
-    let [orders, latency, errors] = Layout::horizontal([
-        Constraint::Ratio(1, 3),
-        Constraint::Ratio(1, 3),
-        Constraint::Ratio(1, 3),
-    ])
-    .areas(middle);
-    render_orders(frame, orders, model);
-    render_latency(frame, latency, model);
-    render_errors(frame, errors, model);
+    if model.gateway.is_some() {
+        // Phase 4: a fourth panel, the gateway.
+        let [orders, latency, errors, gateway] = Layout::horizontal([
+            Constraint::Ratio(1, 4),
+            Constraint::Ratio(1, 4),
+            Constraint::Ratio(1, 4),
+            Constraint::Ratio(1, 4),
+        ])
+        .areas(middle);
+        render_orders(frame, orders, model);
+        render_latency(frame, latency, model);
+        render_errors(frame, errors, model);
+        render_gateway(frame, gateway, model);
+    } else {
+        let [orders, latency, errors] = Layout::horizontal([
+            Constraint::Ratio(1, 3),
+            Constraint::Ratio(1, 3),
+            Constraint::Ratio(1, 3),
+        ])
+        .areas(middle);
+        render_orders(frame, orders, model);
+        render_latency(frame, latency, model);
+        render_errors(frame, errors, model);
+    }
     let [lag, outbox] =
         Layout::horizontal([Constraint::Percentage(62), Constraint::Percentage(38)]).areas(queues);
     render_lag(frame, lag, model);
@@ -329,6 +344,67 @@ pub fn render_errors(frame: &mut Frame, area: Rect, model: &Model) {
     ];
     frame.render_widget(Paragraph::new(lines), text);
     sparkline_in(frame, spark, &e.history_5xx, Color::Red);
+}
+
+/// Phase 4's gateway: offered and admitted rate, what it refused and why, whether
+/// admission control sheds new orders, and each order API replica.
+pub fn render_gateway(frame: &mut Frame, area: Rect, model: &Model) {
+    let block = Block::bordered().title(" Gateway ");
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let Some(g) = &model.gateway else {
+        return;
+    };
+    let warn = |v: Option<f64>| {
+        if v.is_some_and(|v| v > 0.0) {
+            Style::new().yellow().bold()
+        } else {
+            Style::new()
+        }
+    };
+    let mut lines = vec![
+        Line::from(vec![
+            Span::raw("offered  "),
+            Span::raw(per_second(g.offered)),
+            Span::raw("  admitted "),
+            Span::raw(per_second(g.admitted)),
+        ]),
+        Line::from(vec![
+            Span::raw("401 "),
+            Span::styled(per_second(g.unauthorized), warn(g.unauthorized)),
+            Span::raw("  429 "),
+            Span::styled(per_second(g.rate_limited), warn(g.rate_limited)),
+            Span::raw("  503 "),
+            Span::styled(per_second(g.shed), warn(g.shed)),
+        ]),
+        match g.admitting_orders {
+            Some(false) => Line::from(Span::styled(
+                "shedding new orders (pipeline behind)",
+                Style::new().red().bold(),
+            )),
+            Some(true) => Line::from(format!(
+                "admitting orders; in flight {}",
+                g.in_flight.map_or("–".into(), |v| format!("{v}"))
+            )),
+            None => Line::raw("admission control off").dark_gray(),
+        },
+    ];
+    for (upstream, up, breaker) in &g.upstreams {
+        let name = upstream.trim_start_matches("http://");
+        let style = if !up || *breaker != Breaker::Closed {
+            Style::new().red().bold()
+        } else {
+            Style::new().green()
+        };
+        lines.push(Line::from(vec![
+            Span::raw(format!("{name:<16}")),
+            Span::styled(
+                format!("{} {}", if *up { "up" } else { "OUT" }, breaker.label()),
+                style,
+            ),
+        ]));
+    }
+    frame.render_widget(Paragraph::new(lines), inner);
 }
 
 /// The namespace every group shares (`t0195….`), left out on screen.
@@ -687,6 +763,34 @@ mod tests {
         let model = busy_model();
         let terminal = draw(160, 50, |f| render(f, &model, &view()));
         assert_snapshot!(terminal.backend());
+    }
+
+    #[test]
+    fn phase_4_adds_the_gateway_panel() {
+        let mut model = busy_model();
+        model.gateway = Some(crate::model::GatewayView {
+            offered: Some(512.0),
+            admitted: Some(401.5),
+            unauthorized: Some(0.0),
+            rate_limited: Some(3.0),
+            shed: Some(107.5),
+            in_flight: Some(38.0),
+            admitting_orders: Some(false),
+            upstreams: vec![
+                ("http://127.0.0.1:3100".into(), true, Breaker::Closed),
+                ("http://127.0.0.1:3101".into(), false, Breaker::Open),
+            ],
+        });
+        let terminal = draw(160, 50, |f| render(f, &model, &view()));
+        let screen = terminal.backend().to_string();
+        for text in [
+            " Gateway ",
+            "shedding new orders",
+            "127.0.0.1:3101  OUT open",
+            "127.0.0.1:3100  up closed",
+        ] {
+            assert!(screen.contains(text), "{text}: {screen}");
+        }
     }
 
     #[test]
