@@ -236,7 +236,7 @@ impl Breaker {
 }
 
 /// What phase 4's gateway did, per second, from its `/metrics` (`None` on the model
-/// before phase 4: no target exports `gateway_requests_total`).
+/// before phase 4: no target exports `gateway_in_flight`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GatewayView {
     /// Every request that reached the gateway.
@@ -624,7 +624,7 @@ impl Model {
         let exported = current
             .targets
             .iter()
-            .any(|(_, s)| s.matching(GATEWAY_REQUESTS, &[]).next().is_some());
+            .any(|(_, s)| s.sum("gateway_in_flight", &[]).is_some());
         if !exported {
             self.gateway = None;
             return;

@@ -177,6 +177,40 @@ pub fn outbox(model: &Model) -> String {
     for (name, state) in &model.breakers {
         let _ = writeln!(out, "  {name:<20} {}", state.label());
     }
+    if let Some(g) = &model.gateway {
+        let rate = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v:.1}/s"));
+        out += "\nGATEWAY\n";
+        let _ = writeln!(
+            out,
+            "  offered {}  admitted {}  401 {}  429 {}  503 {}",
+            rate(g.offered),
+            rate(g.admitted),
+            rate(g.unauthorized),
+            rate(g.rate_limited),
+            rate(g.shed)
+        );
+        let _ = writeln!(
+            out,
+            "  {}",
+            match g.admitting_orders {
+                Some(true) => "admitting new orders",
+                Some(false) => "shedding new orders (the pipeline is behind)",
+                None => "admission control off",
+            }
+        );
+        for (upstream, up, breaker) in &g.upstreams {
+            let _ = writeln!(
+                out,
+                "  {upstream:<24} {}  breaker {}",
+                if *up {
+                    "in the rotation"
+                } else {
+                    "OUT of the rotation"
+                },
+                breaker.label()
+            );
+        }
+    }
     out
 }
 
