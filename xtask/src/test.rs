@@ -6,7 +6,8 @@
 //! exported, so every test process agrees on the servers. Phase 3's tests check
 //! the Prometheus configuration with `promtool`: it is installed if missing (no
 //! Prometheus server is started) and exported as `PROMTOOL`. The dashboard's
-//! end-to-end test runs it under `tmux`, installed the same way when missing. The
+//! end-to-end test runs it under `tmux`, installed the same way when missing; phase
+//! 4's Locust test gets a pinned Locust from PyPI in `.ferriseats/locust-venv`. The
 //! exercises are built from their shipped starters (`FERRISEATS_EXERCISES=shipped`),
 //! whatever a learner keeps in `exercises/mine/`.
 //!
@@ -49,6 +50,9 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         _ => crate::prometheus::promtool()?.display().to_string(),
     };
     env.push(("PROMTOOL", promtool));
+    // Phase 4's Locust file is run headless by a test: Locust from PyPI, pinned, in a
+    // virtual environment of its own under .ferriseats/ (installed once).
+    env.push(("LOCUST", locust()?));
     // The exercises are built with their shipped starters: a learner's own copies in
     // exercises/mine/ (possibly not compiling yet) are not the suite's business.
     env.push(("FERRISEATS_EXERCISES", "shipped".to_owned()));
@@ -102,6 +106,47 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         bail!("tests failed: {}", failed.join("; "));
     }
     Ok(())
+}
+
+/// The Locust the phase 4 test runs (`LOCUST` if set, else a pinned one in
+/// `.ferriseats/locust-venv`, installed with pip when missing).
+const LOCUST_VERSION: &str = "2.47.0";
+
+fn locust() -> anyhow::Result<String> {
+    if let Ok(path) = std::env::var("LOCUST")
+        && !path.is_empty()
+    {
+        return Ok(path);
+    }
+    let venv = crate::services::State::dir().join("locust-venv");
+    let locust = venv.join("bin").join("locust");
+    let installed = Command::new(&locust)
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| {
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains(LOCUST_VERSION)
+        });
+    if !installed {
+        println!(
+            "locust: installing {LOCUST_VERSION} from PyPI into {} (once)",
+            venv.display()
+        );
+        process::run(
+            Command::new("python3").arg("-m").arg("venv").arg(&venv),
+            Duration::from_secs(120),
+        )
+        .map_err(|err| err.context("creating a Python virtual environment for Locust (python3 -m venv; Debian: apt-get install python3-venv)"))?;
+        process::run(
+            Command::new(venv.join("bin").join("pip")).args([
+                "install",
+                "--quiet",
+                &format!("locust=={LOCUST_VERSION}"),
+            ]),
+            Duration::from_secs(600),
+        )
+        .map_err(|err| err.context("installing Locust from PyPI"))?;
+    }
+    Ok(locust.display().to_string())
 }
 
 /// Is cargo-nextest installed, or can it be installed now?
