@@ -1,84 +1,17 @@
 //! The gateway in front of phase 2's real order API (PostgreSQL, Kafka) with its rate
 //! limits in the real Redis (`cargo xtask up` starts all three).
 
-use clap::Parser;
+mod support;
+
 use common::shutdown::CancellationToken;
 use phase2_events::fault_proxy::FaultProxy;
 use phase2_events::flow::Service;
 use phase2_events::testing::{Options, TestSystem};
 use phase4_chaos::gateway::auth::{DEVELOPMENT_KEY, Keys};
-use phase4_chaos::gateway::{Gateway, GatewaySettings};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::net::TcpListener;
-
-#[derive(Debug, Parser)]
-struct Flags {
-    #[command(flatten)]
-    gateway: GatewaySettings,
-}
-
-/// A gateway on a free port in front of `upstream`, configured by `args` (as on its
-/// command line) and the test environment (`REDIS_URL`).
-struct Door {
-    url: String,
-    ops: String,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Door {
-    async fn open(upstream: &str, args: &[&str]) -> Door {
-        let mut argv = vec!["gateway", "--upstream", upstream];
-        argv.extend_from_slice(args);
-        let settings = Flags::parse_from(argv).gateway;
-        let gateway = Gateway::new(settings)
-            .await
-            .expect("the gateway needs Redis: start it with `cargo xtask up`");
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let ops = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (url, ops_url) = (
-            format!("http://{}", listener.local_addr().unwrap()),
-            format!("http://{}", ops.local_addr().unwrap()),
-        );
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(gateway.serve(listener, ops, stop.clone()));
-        Door {
-            url,
-            ops: ops_url,
-            stop,
-            task,
-        }
-    }
-
-    async fn close(self) {
-        self.stop.cancel();
-        self.task.await.unwrap().unwrap();
-    }
-}
-
-/// The gateway's `/metrics`, as text.
-async fn metrics(http: &reqwest::Client, door: &Door) -> String {
-    http.get(format!("{}/metrics", door.ops))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-fn token(customer: &str) -> String {
-    Keys::hs256(DEVELOPMENT_KEY.as_bytes())
-        .unwrap()
-        .mint(customer, Duration::from_secs(600))
-        .unwrap()
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
-}
+use support::{Door, metrics, token, unique};
 
 async fn order_api() -> TestSystem {
     TestSystem::start(Options {

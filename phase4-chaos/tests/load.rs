@@ -1,46 +1,13 @@
 //! `phase4-chaos load` against the gateway in front of phase 2's real order API
 //! (PostgreSQL, Kafka) with its limits in the real Redis.
 
-use clap::Parser;
-use common::shutdown::CancellationToken;
+mod support;
+
 use phase2_events::flow::Service;
 use phase2_events::testing::{Options, TestSystem};
-use phase4_chaos::gateway::{Gateway, GatewaySettings};
 use phase4_chaos::load::mix::Endpoint;
-use phase4_chaos::load::run::{self, LoadArgs};
-use tokio::net::TcpListener;
-
-#[derive(Debug, Parser)]
-struct Flags {
-    #[command(flatten)]
-    gateway: GatewaySettings,
-}
-
-#[derive(Debug, Parser)]
-struct LoadFlags {
-    #[command(flatten)]
-    load: LoadArgs,
-}
-
-async fn gateway(upstream: &str, args: &[&str]) -> (String, CancellationToken) {
-    let mut argv = vec!["gateway", "--upstream", upstream];
-    argv.extend_from_slice(args);
-    let gateway = Gateway::new(Flags::parse_from(argv).gateway)
-        .await
-        .expect("the gateway needs Redis: start it with `cargo xtask up`");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ops = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    tokio::spawn(gateway.serve(listener, ops, stop.clone()));
-    (url, stop)
-}
-
-fn load(url: &str, args: &[&str]) -> LoadArgs {
-    let mut argv = vec!["load", "--url", url];
-    argv.extend_from_slice(args);
-    LoadFlags::parse_from(argv).load
-}
+use phase4_chaos::load::run;
+use support::{Door, load_args};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mix_reaches_every_endpoint_and_thresholds_decide_the_verdict() {
@@ -49,9 +16,9 @@ async fn the_mix_reaches_every_endpoint_and_thresholds_decide_the_verdict() {
         ..Options::default()
     })
     .await;
-    let (url, stop) = gateway(&system.order_url, &[]).await;
-    let args = load(
-        &url,
+    let door = Door::open(&system.order_url, &[]).await;
+    let args = load_args(
+        &door.url,
         &[
             "--rate",
             "40",
@@ -112,6 +79,6 @@ async fn the_mix_reaches_every_endpoint_and_thresholds_decide_the_verdict() {
         ]
     );
     assert!(!report.passed, "one failed threshold fails the run");
-    stop.cancel();
+    door.close().await;
     system.stop().await;
 }

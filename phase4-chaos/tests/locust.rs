@@ -2,19 +2,12 @@
 //! (10 users, 5 s), against phase 2's real order API and the real Redis. Locust comes
 //! from PyPI: `cargo xtask test` installs a pinned one and passes it as `LOCUST`.
 
-use clap::Parser;
-use common::shutdown::CancellationToken;
+mod support;
+
 use phase2_events::flow::Service;
 use phase2_events::testing::{Options, TestSystem};
-use phase4_chaos::gateway::{Gateway, GatewaySettings};
 use std::collections::BTreeMap;
-use tokio::net::TcpListener;
-
-#[derive(Debug, Parser)]
-struct Flags {
-    #[command(flatten)]
-    gateway: GatewaySettings,
-}
+use support::Door;
 
 fn locust() -> String {
     match std::env::var("LOCUST") {
@@ -42,15 +35,8 @@ async fn the_locust_file_places_polls_and_repeats_orders_through_the_gateway() {
         ..Options::default()
     })
     .await;
-    let gateway =
-        Gateway::new(Flags::parse_from(["gateway", "--upstream", &system.order_url]).gateway)
-            .await
-            .expect("the gateway needs Redis: start it with `cargo xtask up`");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ops = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    let served = tokio::spawn(gateway.serve(listener, ops, stop.clone()));
+    let door = Door::open(&system.order_url, &[]).await;
+    let url = door.url.clone();
 
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/locust/locustfile.py");
     let output = tokio::process::Command::new(&locust)
@@ -110,7 +96,6 @@ async fn the_locust_file_places_polls_and_repeats_orders_through_the_gateway() {
         .unwrap();
     assert!(orders > 0, "the orders Locust placed are in the database");
 
-    stop.cancel();
-    served.await.unwrap().unwrap();
+    door.close().await;
     system.stop().await;
 }

@@ -5,66 +5,41 @@
 //! at once and reads keep being answered; without it every request queues, reads
 //! included, and answers arrive too late to be of use.
 
-use clap::Parser;
+mod support;
+
 use common::shutdown::CancellationToken;
 use phase2_events::fault_proxy::FaultProxy;
 use phase2_events::flow::Service;
 use phase2_events::testing::{Options, TestSystem};
-use phase4_chaos::gateway::{Gateway, GatewaySettings};
 use phase4_chaos::load::mix::Endpoint;
-use phase4_chaos::load::run::{self, LoadArgs, LoadReport};
+use phase4_chaos::load::run::{self, LoadReport};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::net::TcpListener;
-
-#[derive(Debug, Parser)]
-struct Flags {
-    #[command(flatten)]
-    gateway: GatewaySettings,
-}
-
-#[derive(Debug, Parser)]
-struct LoadFlags {
-    #[command(flatten)]
-    load: LoadArgs,
-}
+use support::{Door, load_args};
 
 async fn overload(upstream: &str, gateway_args: &[&str]) -> LoadReport {
-    let mut argv = vec![
-        "gateway",
-        "--upstream",
-        upstream,
-        "--no-rate-limit",
-        "--no-breaker",
-    ];
-    argv.extend_from_slice(gateway_args);
-    let gateway = Gateway::new(Flags::parse_from(argv).gateway).await.unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ops = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    let served = tokio::spawn(gateway.serve(listener, ops, stop.clone()));
-    let load = LoadFlags::parse_from([
-        "load",
-        "--url",
-        &url,
-        "--mix",
-        "place=3,status=1",
-        "--rate",
-        "120",
-        "--duration",
-        "5s",
-        "--timeout",
-        "2s",
-        "--seed",
-        "11",
-        "--customers",
-        "50",
-    ])
-    .load;
+    let mut args = vec!["--no-rate-limit", "--no-breaker"];
+    args.extend_from_slice(gateway_args);
+    let door = Door::open(upstream, &args).await;
+    let load = load_args(
+        &door.url,
+        &[
+            "--mix",
+            "place=3,status=1",
+            "--rate",
+            "120",
+            "--duration",
+            "5s",
+            "--timeout",
+            "2s",
+            "--seed",
+            "11",
+            "--customers",
+            "50",
+        ],
+    );
     let report = run::run(&load).await.unwrap();
-    stop.cancel();
-    served.await.unwrap().unwrap();
+    door.close().await;
     report
 }
 

@@ -48,29 +48,16 @@ pub fn render(frame: &mut Frame, model: &Model, view: &View) {
         Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(top);
     render_services(frame, left, model);
     render_incidents(frame, right, model);
+    // Phase 4 adds a fourth panel, the gateway.
+    type Panel = fn(&mut Frame, Rect, &Model);
+    let mut panels: Vec<Panel> = vec![render_orders, render_latency, render_errors];
     if model.gateway.is_some() {
-        // Phase 4: a fourth panel, the gateway.
-        let [orders, latency, errors, gateway] = Layout::horizontal([
-            Constraint::Ratio(1, 4),
-            Constraint::Ratio(1, 4),
-            Constraint::Ratio(1, 4),
-            Constraint::Ratio(1, 4),
-        ])
-        .areas(middle);
-        render_orders(frame, orders, model);
-        render_latency(frame, latency, model);
-        render_errors(frame, errors, model);
-        render_gateway(frame, gateway, model);
-    } else {
-        let [orders, latency, errors] = Layout::horizontal([
-            Constraint::Ratio(1, 3),
-            Constraint::Ratio(1, 3),
-            Constraint::Ratio(1, 3),
-        ])
-        .areas(middle);
-        render_orders(frame, orders, model);
-        render_latency(frame, latency, model);
-        render_errors(frame, errors, model);
+        panels.push(render_gateway);
+    }
+    let n = panels.len() as u32;
+    let areas = Layout::horizontal(vec![Constraint::Ratio(1, n); panels.len()]).split(middle);
+    for (panel, area) in panels.into_iter().zip(areas.iter()) {
+        panel(frame, *area, model);
     }
     let [lag, outbox] =
         Layout::horizontal([Constraint::Percentage(62), Constraint::Percentage(38)]).areas(queues);
