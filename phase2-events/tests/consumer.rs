@@ -209,18 +209,24 @@ impl Fixture {
         }
     }
 
-    /// Everything on the dead-letter topic: (headers, payload).
-    async fn dead_letters(&self, expected: usize) -> Vec<(BTreeMap<String, String>, Vec<u8>)> {
+    /// A new consumer group reading `topic` from its beginning.
+    fn reader(&self, topic: &str) -> StreamConsumer {
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
             .set(
                 "group.id",
-                format!("dlq-reader-{}", uuid::Uuid::now_v7().simple()),
+                format!("reader-{}", uuid::Uuid::now_v7().simple()),
             )
             .set("auto.offset.reset", "earliest")
             .create()
             .unwrap();
-        consumer.subscribe(&[&dlq_topic(&self.topic)]).unwrap();
+        consumer.subscribe(&[topic]).unwrap();
+        consumer
+    }
+
+    /// Everything on the dead-letter topic: (headers, payload).
+    async fn dead_letters(&self, expected: usize) -> Vec<(BTreeMap<String, String>, Vec<u8>)> {
+        let consumer = self.reader(&dlq_topic(&self.topic));
         let mut letters = Vec::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         while letters.len() < expected && tokio::time::Instant::now() < deadline {
@@ -618,16 +624,7 @@ async fn a_dead_letter_is_listed_then_replayed_once_after_the_fix() {
 
 /// Events on the retry topic so far (read from the beginning by a new group).
 async fn retried(setup: &Fixture) -> usize {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &setup.brokers)
-        .set(
-            "group.id",
-            format!("retry-reader-{}", uuid::Uuid::now_v7().simple()),
-        )
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&retry_topic(&setup.topic)]).unwrap();
+    let consumer = setup.reader(&retry_topic(&setup.topic));
     let mut n = 0;
     while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await {
         n += 1;
