@@ -41,6 +41,10 @@ enum Command {
         /// not end in a wall of `out_of_stock` cancellations.
         #[arg(long, env = "STOCK", default_value_t = 1_000_000)]
         stock: i64,
+        /// Run everything but the gateway (`cargo xtask bench phase4` runs the gateway
+        /// as a process of its own, to measure its CPU and memory apart).
+        #[arg(long)]
+        without_gateway: bool,
         #[command(flatten)]
         gateway: GatewaySettings,
     },
@@ -99,12 +103,17 @@ fn main() -> anyhow::Result<()> {
         Command::All {
             order_addrs,
             stock,
+            without_gateway,
             gateway,
         } => {
             let [first, second] = order_addrs[..] else {
                 anyhow::bail!("--order-addrs takes two addresses");
             };
-            runtime()?.block_on(phase4_chaos::system::all([first, second], stock, gateway))
+            runtime()?.block_on(phase4_chaos::system::all(
+                [first, second],
+                stock,
+                (!without_gateway).then_some(gateway),
+            ))
         }
     }
 }

@@ -25,7 +25,7 @@ struct Phase3 {
 pub async fn all(
     order_addrs: [SocketAddr; 2],
     stock: i64,
-    mut gateway: GatewaySettings,
+    gateway: Option<GatewaySettings>,
 ) -> anyhow::Result<()> {
     let mut observed = Phase3::try_parse_from(["all"])
         .context("reading phase 3's settings from the environment")?
@@ -34,9 +34,12 @@ pub async fn all(
     observed.settings.addr = order_addrs[0];
     second.settings.addr = order_addrs[1];
     second.ops_addr = Some(Role::Order.default_ops_addr());
-    if gateway.upstreams == [crate::gateway::DEFAULT_UPSTREAM] {
-        gateway.upstreams = order_addrs.iter().map(|a| format!("http://{a}")).collect();
-    }
+    let gateway = gateway.map(|mut gateway| {
+        if gateway.upstreams == [crate::gateway::DEFAULT_UPSTREAM] {
+            gateway.upstreams = order_addrs.iter().map(|a| format!("http://{a}")).collect();
+        }
+        gateway
+    });
     let (instruments, provider) =
         Instruments::install("phase4", observed.incidents.leak_bytes_per_event)?;
     let shutdown = common::shutdown::on_signal();
@@ -53,11 +56,17 @@ pub async fn all(
         &replica_instruments.leak,
     )
     .await?;
-    let gateway = Gateway::new(gateway).await?;
+    let gateway = match gateway {
+        Some(settings) => Some(Gateway::new(settings).await?),
+        None => None,
+    };
     let (system, replica, door) = tokio::join!(
         node.run(shutdown.clone()),
         replica.run(shutdown.clone()),
         async {
+            let Some(gateway) = gateway else {
+                return Ok(()); // run apart (`--without-gateway`)
+            };
             let served = gateway.run(shutdown.clone()).await;
             if served.is_err() {
                 shutdown.cancel(); // no door, no point running the rest

@@ -24,6 +24,7 @@
 
 pub mod phase2;
 pub mod phase3;
+pub mod phase4;
 
 use crate::load::closed::{self, Load};
 use crate::pgbench;
@@ -55,6 +56,8 @@ pub struct BenchArgs {
     pub(crate) phase2: crate::bench::phase2::Phase2Args,
     #[command(flatten)]
     pub(crate) phase3: crate::bench::phase3::Phase3Args,
+    #[command(flatten)]
+    pub(crate) phase4: crate::bench::phase4::Phase4Args,
     /// Also write the headline figures as JSON to this file (one phase: its figures;
     /// several: an object by phase). Every run also writes everything it measured to
     /// `target/bench/phaseN.json`.
@@ -73,6 +76,10 @@ enum Phase {
     /// alternating rounds of the same run — sustained orders/s, API and end-to-end
     /// p99 at one arrival rate, CPU per order.
     Phase3,
+    /// The platform behind its gateway: a ramp to the highest rate that holds the
+    /// SLO, the brief's 1000 requests/s for 60 s, twice the highest holding rate; the
+    /// gateway's CPU and memory.
+    Phase4,
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
@@ -86,6 +93,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             Phase::Phase1 => ("phase1", phase1(args)?),
             Phase::Phase2 => ("phase2", crate::bench::phase2::run(args)?),
             Phase::Phase3 => ("phase3", crate::bench::phase3::run(args)?),
+            Phase::Phase4 => ("phase4", crate::bench::phase4::run(args)?),
         };
         figures.insert(name.to_owned(), value);
     }

@@ -292,11 +292,17 @@ pub(crate) async fn delete_topics(setup: &Setup) {
 /// Drops the system's databases (and pgbench's) if they exist; the services create
 /// theirs when missing, so the next system starts on empty ones.
 pub(crate) fn drop_databases(admin_url: &str) {
-    for name in DATABASES
+    let names: Vec<&str> = DATABASES
         .iter()
         .map(|(_, name)| *name)
         .chain([SQL_DATABASE])
-    {
+        .collect();
+    drop_databases_named(admin_url, &names);
+}
+
+/// Drops each of `names` if it exists (warning when it cannot).
+pub(crate) fn drop_databases_named(admin_url: &str, names: &[&str]) {
+    for name in names {
         if let Err(err) = psql::execute(
             admin_url,
             &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
