@@ -100,10 +100,10 @@ pub struct GatewaySettings {
     /// Admission control: stop admitting new orders while the oldest event waiting
     /// in the order outbox is older than this (the pipeline is that far behind);
     /// admit them again when it is back under half of it.
-    #[arg(long, env = "GATEWAY_MAX_OUTBOX_AGE", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "GATEWAY_MAX_OUTBOX_AGE", default_value = "1s", value_parser = humantime::parse_duration)]
     pub max_outbox_age: Duration,
     /// How often the pipeline's signal is read (the order API's `/ready`).
-    #[arg(long, env = "GATEWAY_ADMISSION_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "GATEWAY_ADMISSION_INTERVAL", default_value = "250ms", value_parser = humantime::parse_duration)]
     pub admission_interval: Duration,
     /// Switch load shedding and admission control off (to see what they prevent).
     #[arg(long, env = "GATEWAY_NO_SHEDDING")]
