@@ -66,31 +66,53 @@ pub struct Relay {
     producer: FutureProducer,
     poll_interval: Duration,
     batch_size: i64,
-    window: Option<FlowWindow>,
+    /// The batch's SELECT ([`select_batch`]), with the flow window's room when there
+    /// is one.
+    select: String,
     faults: Arc<RelayFaults>,
 }
 
 /// How many flows may be under way at once (see the module docs).
 #[derive(Debug, Clone)]
 pub struct FlowWindow {
-    limit: i64,
-    /// One row: `open`, the flows started and not finished (including those whose
-    /// first event still waits here), and `waiting`, those first events.
-    sql: String,
+    limit: u32,
+    /// A query counting the flows not finished yet (including those whose first
+    /// event still waits here), e.g. the orders not in a final state.
+    open_flows: String,
 }
 
 impl FlowWindow {
-    /// `open_flows`: a query counting the flows not finished yet, e.g. the orders
-    /// not in a final state.
     pub fn new(limit: u32, open_flows: &str) -> Self {
         FlowWindow {
-            limit: i64::from(limit),
-            sql: format!(
-                "SELECT ({open_flows}) AS open, (SELECT count(*) FROM outbox \
-                 WHERE published_at IS NULL AND starts_flow) AS waiting"
-            ),
+            limit,
+            open_flows: open_flows.to_owned(),
         }
     }
+
+    /// How many new flows may start now, as SQL: the limit, less the flows open and
+    /// already published (open, minus those whose first event still waits here),
+    /// between 0 and a batch (`$1`). Part of the batch's own SELECT, so the count
+    /// and the rows come from one snapshot and one round trip.
+    fn room(&self) -> String {
+        format!(
+            "GREATEST(0, LEAST($1, {} - (({}) - (SELECT count(*) FROM outbox \
+             WHERE published_at IS NULL AND starts_flow))))",
+            self.limit, self.open_flows
+        )
+    }
+}
+
+/// Continuing rows first, then as many new flows as `room` (SQL) allows, oldest first
+/// in each lane.
+fn select_batch(room: &str) -> String {
+    format!(
+        "(SELECT id, topic, message_key, envelope, starts_flow FROM outbox \
+           WHERE published_at IS NULL AND NOT starts_flow ORDER BY id LIMIT $1) \
+         UNION ALL \
+         (SELECT id, topic, message_key, envelope, starts_flow FROM outbox \
+           WHERE published_at IS NULL AND starts_flow ORDER BY id LIMIT {room}) \
+         ORDER BY starts_flow, id LIMIT $1"
+    )
 }
 
 impl std::fmt::Debug for Relay {
@@ -111,7 +133,7 @@ impl Relay {
             producer,
             poll_interval: Duration::from_secs(1),
             batch_size: 200,
-            window: None,
+            select: select_batch("$1"),
             faults: Arc::default(),
         }
     }
@@ -130,7 +152,7 @@ impl Relay {
 
     /// Publishes a new flow only while fewer than the window's limit are under way.
     pub fn with_flow_window(mut self, window: FlowWindow) -> Self {
-        self.window = Some(window);
+        self.select = select_batch(&window.room());
         self
     }
 
@@ -199,20 +221,11 @@ impl Relay {
     }
 
     async fn publish_rows(&self) -> anyhow::Result<usize> {
-        // Continuing rows first, then as many new flows as the window has room for.
-        let rows = sqlx::query(
-            "(SELECT id, topic, message_key, envelope, starts_flow FROM outbox \
-               WHERE published_at IS NULL AND NOT starts_flow ORDER BY id LIMIT $1) \
-             UNION ALL \
-             (SELECT id, topic, message_key, envelope, starts_flow FROM outbox \
-               WHERE published_at IS NULL AND starts_flow ORDER BY id LIMIT $2) \
-             ORDER BY starts_flow, id LIMIT $1",
-        )
-        .bind(self.batch_size)
-        .bind(self.room_for_new_flows().await?)
-        .fetch_all(&self.pool)
-        .await
-        .context("reading the outbox")?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(self.select.as_str()))
+            .bind(self.batch_size)
+            .fetch_all(&self.pool)
+            .await
+            .context("reading the outbox")?;
         if rows.is_empty() {
             return Ok(0);
         }
@@ -281,20 +294,6 @@ impl Relay {
         self.mark_published(&delivered).await?;
         tracing::debug!(published = delivered.len(), "relay: batch published");
         Ok(delivered.len())
-    }
-
-    /// How many new flows may start now: the batch size without a window, else what
-    /// the window has left (never below 0).
-    async fn room_for_new_flows(&self) -> anyhow::Result<i64> {
-        let Some(window) = &self.window else {
-            return Ok(self.batch_size);
-        };
-        let row = sqlx::query(sqlx::AssertSqlSafe(window.sql.as_str()))
-            .fetch_one(&self.pool)
-            .await
-            .context("counting the flows under way")?;
-        let under_way = row.try_get::<i64, _>("open")? - row.try_get::<i64, _>("waiting")?;
-        Ok((window.limit - under_way).clamp(0, self.batch_size))
     }
 
     async fn mark_published(&self, ids: &[i64]) -> anyhow::Result<()> {
