@@ -38,7 +38,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -111,8 +111,8 @@ pub struct GatewaySettings {
     /// How often each order API replica's `/ready` is checked.
     #[arg(long, env = "GATEWAY_HEALTH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub health_interval: Duration,
-    /// Switch the health checks and circuit breakers off: every replica gets its
-    /// turn, up or down (to see what they prevent).
+    /// Let every replica have its turn, up or down: the rotation ignores the health
+    /// checks and the circuit breakers (to see what they prevent).
     #[arg(long, env = "GATEWAY_NO_BREAKER")]
     pub no_breaker: bool,
     /// How long a forwarded request may take.
@@ -447,9 +447,9 @@ impl Gateway {
         if !self.inner.settings.no_shedding {
             tokio::spawn(self.clone().watch_the_pipeline(shutdown.clone()));
         }
-        if !self.inner.settings.no_breaker {
-            tokio::spawn(self.clone().check_replicas(shutdown.clone()));
-        }
+        // Always checked (the gauges, and the gateway's own `/ready`, say what the
+        // replicas do); `--no-breaker` only stops the rotation from listening.
+        tokio::spawn(self.clone().check_replicas(shutdown.clone()));
         let ops_server = axum::serve(ops, ops_router(self.clone()))
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let server = axum::serve(
@@ -672,7 +672,7 @@ impl Gateway {
         method: Method,
         path: &str,
         headers: &HeaderMap,
-        body: Option<Vec<u8>>,
+        body: Option<Bytes>,
     ) -> Result<(StatusCode, HeaderMap, Bytes), Response> {
         let inner = &self.inner;
         let unavailable = |detail: String| {
@@ -711,7 +711,7 @@ impl Gateway {
             if let Some(body) = &body {
                 request = request
                     .header(header::CONTENT_TYPE, "application/json")
-                    .body(body.clone());
+                    .body(body.clone()); // cheap: a reference count
             }
             let response = match request.send().await {
                 Ok(response) => response,
@@ -893,7 +893,7 @@ async fn menu(
     let (policy, key) = if headers.contains_key(header::AUTHORIZATION) {
         (Policy::Customer, gateway.customer(ROUTE, customer)?)
     } else {
-        (Policy::Ip, ip_key(peer.ip()))
+        (Policy::Ip, peer.ip().to_string())
     };
     let (_slot, limits) = gateway.gate(ROUTE, Kind::Read, policy, &key).await?;
     let (status, out, body) = gateway
@@ -926,7 +926,7 @@ async fn place_order(
 }
 
 /// The body with `customer_id` set to the token's customer.
-fn with_customer(body: &[u8], customer: &str) -> Result<Vec<u8>, Problem> {
+fn with_customer(body: &[u8], customer: &str) -> Result<Bytes, Problem> {
     let mut value: serde_json::Value = serde_json::from_slice(body).map_err(|err| {
         Problem::new(
             StatusCode::BAD_REQUEST,
@@ -946,7 +946,9 @@ fn with_customer(body: &[u8], customer: &str) -> Result<Vec<u8>, Problem> {
         "customer_id".to_owned(),
         serde_json::Value::String(customer.to_owned()),
     );
-    serde_json::to_vec(&value).map_err(|_| Problem::internal())
+    serde_json::to_vec(&value)
+        .map(Bytes::from)
+        .map_err(|_| Problem::internal())
 }
 
 /// `GET /orders/{id}`: a customer sees only their own orders; another customer's
@@ -984,26 +986,21 @@ fn owned_by(body: &[u8], customer: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Characters kept as they are in a path segment: RFC 3986's unreserved ones.
+const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// An order id as one path segment (ids are UUIDs; anything else is escaped so it
 /// cannot reach another route of the order API).
 fn urlencoding_path(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(segment, UNRESERVED).to_string()
 }
 
-fn ip_key(ip: IpAddr) -> String {
-    ip.to_string()
-}
-
-/// `/health` (the process is alive), `/ready` (an order API replica answers its
-/// `/ready`), `/metrics` (OpenMetrics text).
+/// `/health` (the process is alive), `/ready` (the last health check found an order
+/// API replica ready), `/metrics` (OpenMetrics text).
 pub fn ops_router(gateway: Gateway) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
@@ -1013,31 +1010,15 @@ pub fn ops_router(gateway: Gateway) -> Router {
 }
 
 async fn ready(State(gateway): State<Gateway>) -> Response {
-    let inner = &gateway.inner;
-    let mut failures = Vec::new();
-    for upstream in &inner.settings.upstreams {
-        let url = format!("{}/ready", upstream.trim_end_matches('/'));
-        match inner
-            .http
-            .get(&url)
-            .timeout(Duration::from_secs(1))
-            .send()
-            .await
-        {
-            Ok(answer) if answer.status().is_success() => {
-                return axum::Json(serde_json::json!({"status": "ready", "upstream": upstream}))
-                    .into_response();
-            }
-            Ok(answer) => failures.push(format!("{url}: {}", answer.status())),
-            Err(err) => failures.push(format!("{url}: {err}")),
-        }
+    if gateway.inner.replicas.any_ready() {
+        return axum::Json(serde_json::json!({"status": "ready"})).into_response();
     }
     Problem::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "not-ready",
         "No order API replica is ready",
     )
-    .detail(failures.join("; "))
+    .detail("the last health check found no replica answering its /ready")
     .into_response()
 }
 

@@ -61,7 +61,10 @@ impl Replica {
 pub struct Replicas {
     replicas: Vec<Replica>,
     next: AtomicUsize,
-    /// `--no-breaker`: every replica, every time (to see what the defences prevent).
+    /// Whether [`Replicas::check`] has run at least once.
+    checked: AtomicBool,
+    /// `--no-breaker`: every replica, every time, whatever the checks and breakers say
+    /// (to see what the defences prevent).
     unguarded: bool,
     up: Family<UpstreamLabels, Gauge>,
     breaker: Family<UpstreamLabels, Gauge>,
@@ -109,6 +112,7 @@ impl Replicas {
         Replicas {
             replicas,
             next: AtomicUsize::new(0),
+            checked: AtomicBool::new(false),
             unguarded,
             up: Family::default(),
             breaker: Family::default(),
@@ -162,6 +166,12 @@ impl Replicas {
         None
     }
 
+    /// Ready to serve: the health checks have run and found a replica ready (what the
+    /// gateway's own `/ready` says, without asking the replicas again).
+    pub fn any_ready(&self) -> bool {
+        self.checked.load(Ordering::Relaxed) && self.replicas.iter().any(Replica::is_healthy)
+    }
+
     /// Asks every replica's `/ready` once and updates the rotation.
     pub async fn check(&self, http: &reqwest::Client) {
         for replica in &self.replicas {
@@ -178,6 +188,7 @@ impl Replicas {
                 tracing::info!(upstream = %replica.url, "order API replica ready: back in the rotation");
             }
         }
+        self.checked.store(true, Ordering::Relaxed);
         self.export();
     }
 
