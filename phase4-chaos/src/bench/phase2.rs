@@ -1231,13 +1231,13 @@ const CPU_PROGRAMS: &[&str] = &[
 /// name (e.g. every PostgreSQL backend), read from /proc with the `procfs` crate.
 /// `None` where there is no /proc.
 #[derive(Debug, Clone)]
-struct ProcUse {
-    cpu_seconds: Vec<f64>,
-    rss_bytes: Vec<u64>,
+pub(crate) struct ProcUse {
+    pub(crate) cpu_seconds: Vec<f64>,
+    pub(crate) rss_bytes: Vec<u64>,
 }
 
 #[cfg(target_os = "linux")]
-fn proc_use(names: &[&str]) -> Option<ProcUse> {
+pub(crate) fn proc_use(names: &[&str]) -> Option<ProcUse> {
     let mut used = ProcUse {
         cpu_seconds: vec![0.0; names.len()],
         rss_bytes: vec![0; names.len()],
@@ -1257,7 +1257,7 @@ fn proc_use(names: &[&str]) -> Option<ProcUse> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn proc_use(_names: &[&str]) -> Option<ProcUse> {
+pub(crate) fn proc_use(_names: &[&str]) -> Option<ProcUse> {
     None
 }
 

@@ -18,7 +18,8 @@
 //! 3. **Twice the highest holding rate**: goodput at least 90 % of what that rate
 //!    achieved, with reads (menu, status) still inside 200 ms.
 
-use super::{BenchArgs, Server, build_release, phase2::drop_databases_named};
+use super::phase2::{drop_databases_named, proc_use};
+use super::{BenchArgs, Server, build_release};
 use crate::load::mix::Endpoint;
 use crate::load::run::{self, LoadArgs, LoadReport};
 use anyhow::Context;
@@ -237,9 +238,9 @@ async fn measure(
         "phase4: the brief's run, {}/s for {:?}…",
         p4.phase4_rate, p4.phase4_duration
     );
-    let before = usage();
+    let before = proc_use(&PROCESSES);
     let brief_report = run::run(&load_args(p4.phase4_rate, p4.phase4_duration)).await?;
-    let after = usage();
+    let after = proc_use(&PROCESSES);
     let brief = Step::of(&brief_report);
     let pool = common::db::connect(&order_db, 1).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
@@ -283,9 +284,14 @@ async fn measure(
     gateway.check_running()?;
     platform.check_running()?;
     let requests = brief_report.totals.sent.max(1) as f64;
-    let cpu_ms =
-        |i: usize| Some((after.as_ref()?.0[i] - before.as_ref()?.0[i]) * 1000.0 / requests);
-    let rss = |i: usize| after.as_ref().map(|a| a.1[i] as f64 / (1024.0 * 1024.0));
+    let cpu_ms = |i: usize| {
+        Some((after.as_ref()?.cpu_seconds[i] - before.as_ref()?.cpu_seconds[i]) * 1000.0 / requests)
+    };
+    let rss = |i: usize| {
+        after
+            .as_ref()
+            .map(|a| a.rss_bytes[i] as f64 / (1024.0 * 1024.0))
+    };
     let summary = Summary {
         highest_holding_per_s: highest.as_ref().map(|h| h.offered_per_s),
         twice_goodput_over_highest: match (&twice, &highest) {
@@ -309,28 +315,8 @@ async fn measure(
     Ok(summary)
 }
 
-/// CPU seconds and resident bytes of the `gateway` and `platform` processes.
-#[cfg(target_os = "linux")]
-fn usage() -> Option<([f64; 2], [u64; 2])> {
-    let names = ["gateway", "platform"];
-    let mut cpu = [0.0; 2];
-    let mut rss = [0; 2];
-    let ticks = procfs::ticks_per_second() as f64;
-    let page = procfs::page_size();
-    for process in procfs::process::all_processes().ok()?.flatten() {
-        let Ok(stat) = process.stat() else { continue };
-        if let Some(i) = names.iter().position(|n| *n == stat.comm) {
-            cpu[i] += (stat.utime + stat.stime) as f64 / ticks;
-            rss[i] += stat.rss * page;
-        }
-    }
-    Some((cpu, rss))
-}
-
-#[cfg(not(target_os = "linux"))]
-fn usage() -> Option<([f64; 2], [u64; 2])> {
-    None
-}
+/// The processes measured apart, by the names their binaries were copied to.
+const PROCESSES: [&str; 2] = ["gateway", "platform"];
 
 fn print(s: &Summary) {
     let ms = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v:.0} ms"));

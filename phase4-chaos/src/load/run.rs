@@ -179,11 +179,6 @@ impl Schedule {
         }
         due
     }
-
-    /// Requests the schedule offers in all.
-    pub fn offered(&self) -> usize {
-        self.arrivals().len()
-    }
 }
 
 /// How an answer counts.
@@ -807,7 +802,7 @@ mod tests {
         assert!((schedule.rate_at(Duration::from_secs(5)) - 50.0).abs() < 1e-9);
         assert!((schedule.rate_at(Duration::from_secs(12)) - 100.0).abs() < 1e-9);
         // The ramp offers half of 100/s × 10 s, then 100/s × 5 s.
-        let offered = schedule.offered();
+        let offered = schedule.arrivals().len();
         assert!((990..=1010).contains(&offered), "{offered}");
     }
 
