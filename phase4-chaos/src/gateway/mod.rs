@@ -40,7 +40,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 
@@ -225,7 +224,9 @@ struct RequestLabels {
     outcome: Outcome,
 }
 
-/// The gateway's metrics, on its ops port.
+/// The gateway's metrics, on its ops port. The gauges are also the state they show
+/// (requests in flight, admission's verdict, Redis failing): one number, not two kept
+/// in step.
 #[derive(Debug, Clone, Default)]
 pub struct GatewayMetrics {
     requests: Family<RequestLabels, Counter>,
@@ -253,9 +254,6 @@ impl GatewayMetrics {
             "1 while the rate limiter cannot reach Redis (requests then pass if it fails open, or get 503 if closed)",
             self.limiter_failing.clone(),
         );
-    }
-
-    fn register_shedding(&self, registry: &mut Registry) {
         registry.register(
             "gateway_shed",
             "Requests answered 503 without being forwarded, by reason",
@@ -292,13 +290,8 @@ struct Inner {
     keys: Arc<Keys>,
     gcra: Gcra,
     redis: Option<redis::aio::ConnectionManager>,
-    /// Logged once per change, not once per request.
-    redis_failing: AtomicBool,
     http: reqwest::Client,
     replicas: upstream::Replicas,
-    in_flight: AtomicUsize,
-    /// Admission control's verdict, from the pipeline's signal.
-    admitting_orders: AtomicBool,
     metrics: GatewayMetrics,
     registry: Registry,
 }
@@ -314,8 +307,7 @@ impl std::fmt::Debug for InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let left = self.0.in_flight.fetch_sub(1, Ordering::AcqRel) - 1;
-        self.0.metrics.in_flight.set(left as i64);
+        self.0.metrics.in_flight.dec();
     }
 }
 
@@ -363,7 +355,6 @@ impl Gateway {
         let metrics = GatewayMetrics::default();
         let mut registry = Registry::default();
         metrics.register(&mut registry);
-        metrics.register_shedding(&mut registry);
         let replicas = upstream::Replicas::new(&settings.upstreams, settings.no_breaker);
         replicas.register(&mut registry);
         metrics.admitting_orders.set(1);
@@ -373,11 +364,8 @@ impl Gateway {
                 settings,
                 gcra: Gcra::default(),
                 redis,
-                redis_failing: AtomicBool::new(false),
                 http,
                 replicas,
-                in_flight: AtomicUsize::new(0),
-                admitting_orders: AtomicBool::new(true),
                 metrics,
                 registry,
             }),
@@ -491,7 +479,7 @@ impl Gateway {
             Box::new(response)
         };
         let shedding = !inner.settings.no_shedding;
-        if shedding && kind == Kind::Write && !inner.admitting_orders.load(Ordering::Relaxed) {
+        if shedding && kind == Kind::Write && inner.metrics.admitting_orders.get() == 0 {
             return Err(shed(
                 ShedReason::pipeline,
                 2,
@@ -502,7 +490,7 @@ impl Gateway {
             Kind::Read => inner.settings.max_in_flight,
             Kind::Write => inner.settings.max_in_flight * WRITE_SHARE.0 / WRITE_SHARE.1,
         };
-        let before = inner.in_flight.fetch_add(1, Ordering::AcqRel);
+        let before = usize::try_from(inner.metrics.in_flight.inc()).unwrap_or(0);
         let slot = InFlight(self.inner.clone());
         if shedding && before >= limit {
             drop(slot);
@@ -512,7 +500,6 @@ impl Gateway {
                 "too many requests in flight at the gateway",
             ));
         }
-        inner.metrics.in_flight.set((before + 1) as i64);
         Ok(slot)
     }
 
@@ -532,16 +519,13 @@ impl Gateway {
             let Some(age) = self.outbox_age().await else {
                 continue; // no replica answered: the breaker's business, not this one's
             };
-            let admitting = inner.admitting_orders.load(Ordering::Relaxed);
+            let admitting = inner.metrics.admitting_orders.get() == 1;
             let now_admitting = if admitting {
                 age <= limit
             } else {
                 age < limit / 2.0
             };
             if now_admitting != admitting {
-                inner
-                    .admitting_orders
-                    .store(now_admitting, Ordering::Relaxed);
                 inner.metrics.admitting_orders.set(i64::from(now_admitting));
                 if now_admitting {
                     tracing::info!(
@@ -620,8 +604,8 @@ impl Gateway {
         .and_then(|answer| answer.map_err(|err| err.to_string()));
         match checked {
             Ok(decision) => {
-                if inner.redis_failing.swap(false, Ordering::Relaxed) {
-                    inner.metrics.limiter_failing.set(0);
+                // Logged once per change, not once per request.
+                if inner.metrics.limiter_failing.set(0) == 1 {
                     tracing::info!("rate limiter: Redis answers again");
                 }
                 let headers = rate_limit_headers(policy, quota, &decision);
@@ -634,8 +618,7 @@ impl Gateway {
             }
             Err(error) => {
                 inner.metrics.limiter_errors.inc();
-                if !inner.redis_failing.swap(true, Ordering::Relaxed) {
-                    inner.metrics.limiter_failing.set(1);
+                if inner.metrics.limiter_failing.set(1) == 0 {
                     tracing::warn!(
                         %error,
                         fails = inner.settings.on_redis_error.as_str(),
@@ -1108,11 +1091,7 @@ mod tests {
         );
         drop(read);
         drop(writes);
-        assert_eq!(
-            gateway.inner.in_flight.load(Ordering::Relaxed),
-            0,
-            "slots come back"
-        );
+        assert_eq!(gateway.inner.metrics.in_flight.get(), 0, "slots come back");
         assert!(gateway.admit("/orders", Kind::Write).is_ok());
 
         let unprotected = gateway_unprotected().await;
