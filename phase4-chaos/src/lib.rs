@@ -20,3 +20,16 @@ pub mod gateway;
 pub mod load;
 pub mod pgbench;
 pub mod system;
+
+/// Flags of type `T` parsed as its command line would parse `args` (environment
+/// variables included): how `all`, the benchmarks and the tests build a gateway's or
+/// a load run's settings without repeating their defaults.
+pub fn parse_flags<T: clap::Args>(args: &[&str]) -> Result<T, clap::Error> {
+    #[derive(clap::Parser)]
+    struct Flags<T: clap::Args> {
+        #[command(flatten)]
+        inner: T,
+    }
+    let argv = std::iter::once("phase4-chaos").chain(args.iter().copied());
+    Ok(<Flags<T> as clap::Parser>::try_parse_from(argv)?.inner)
+}

@@ -8,28 +8,21 @@
 
 use crate::gateway::{Gateway, GatewaySettings};
 use anyhow::Context;
-use clap::Parser;
 use phase3_observability::Instruments;
 use phase3_observability::node::{Node, Observed, Role};
 use std::net::SocketAddr;
 
-/// Phase 3's flags as its `all` reads them: from the environment and defaults.
-#[derive(Debug, Parser)]
-struct Phase3 {
-    #[command(flatten)]
-    observed: Observed,
-}
-
-/// Runs phase 3's `all` with its order API on `order_addr` and the gateway in front
-/// of it, until Ctrl-C or SIGTERM.
+/// Runs phase 3's `all` with its order API on `order_addrs[0]`, a second replica on
+/// `order_addrs[1]`, every SKU's stock raised to `stock`, and the gateway in front of
+/// both (unless `None`: run apart), until Ctrl-C or SIGTERM.
 pub async fn all(
     order_addrs: [SocketAddr; 2],
     stock: i64,
     gateway: Option<GatewaySettings>,
 ) -> anyhow::Result<()> {
-    let mut observed = Phase3::try_parse_from(["all"])
-        .context("reading phase 3's settings from the environment")?
-        .observed;
+    // Phase 3's flags as its `all` reads them: from the environment and defaults.
+    let mut observed = crate::parse_flags::<Observed>(&[])
+        .context("reading phase 3's settings from the environment")?;
     let mut second = observed.clone();
     observed.settings.addr = order_addrs[0];
     second.settings.addr = order_addrs[1];

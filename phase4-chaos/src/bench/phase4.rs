@@ -23,7 +23,7 @@ use super::{BenchArgs, Server, build_release};
 use crate::load::mix::Endpoint;
 use crate::load::run::{self, LoadArgs, LoadReport};
 use anyhow::Context;
-use clap::{Args, Parser};
+use clap::Args;
 use common_local::{endpoints, process};
 use serde::Serialize;
 use std::path::Path;
@@ -113,15 +113,8 @@ struct Summary {
     platform_rss_mib: Option<f64>,
 }
 
-#[derive(Debug, Parser)]
-struct LoadFlags {
-    #[command(flatten)]
-    load: LoadArgs,
-}
-
 fn load_args(rate: f64, duration: Duration) -> LoadArgs {
-    LoadFlags::parse_from([
-        "load",
+    crate::parse_flags(&[
         "--rate",
         &rate.to_string(),
         "--duration",
@@ -133,7 +126,7 @@ fn load_args(rate: f64, duration: Duration) -> LoadArgs {
         "--timeout",
         "5s",
     ])
-    .load
+    .expect("the benchmark's own load flags parse")
 }
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {

@@ -1061,17 +1061,12 @@ mod tests {
         assert_eq!(headers["ratelimit"], "\"customer\";r=39;t=1");
     }
 
-    #[derive(Debug, clap::Parser)]
-    struct Flags {
-        #[command(flatten)]
-        gateway: GatewaySettings,
-    }
-
     async fn gateway(args: &[&str]) -> Gateway {
-        use clap::Parser;
-        let mut argv = vec!["gateway", "--no-rate-limit"];
+        let mut argv = vec!["--no-rate-limit"];
         argv.extend_from_slice(args);
-        Gateway::new(Flags::parse_from(argv).gateway).await.unwrap()
+        Gateway::new(crate::parse_flags(&argv).unwrap())
+            .await
+            .unwrap()
     }
 
     #[tokio::test]

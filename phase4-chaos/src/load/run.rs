@@ -771,18 +771,9 @@ pub fn print(report: &LoadReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Debug, Parser)]
-    struct Flags {
-        #[command(flatten)]
-        load: LoadArgs,
-    }
 
     fn args(argv: &[&str]) -> LoadArgs {
-        let mut full = vec!["load"];
-        full.extend_from_slice(argv);
-        Flags::parse_from(full).load
+        crate::parse_flags(argv).unwrap()
     }
 
     #[test]

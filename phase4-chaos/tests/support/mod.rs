@@ -2,19 +2,12 @@
 //! tokens, unique names, and `phase4-chaos load`'s flags as on its command line.
 #![allow(dead_code)] // each test file uses a part of it
 
-use clap::Parser;
 use common::shutdown::CancellationToken;
 use phase4_chaos::gateway::auth::{DEVELOPMENT_KEY, Keys};
 use phase4_chaos::gateway::{Gateway, GatewaySettings};
 use phase4_chaos::load::run::LoadArgs;
 use std::time::Duration;
 use tokio::net::TcpListener;
-
-#[derive(Debug, Parser)]
-struct Flags {
-    #[command(flatten)]
-    gateway: GatewaySettings,
-}
 
 /// A gateway on a free port in front of `upstream`, configured by `args` (as on its
 /// command line) and the test environment (`REDIS_URL`).
@@ -27,9 +20,9 @@ pub struct Door {
 
 impl Door {
     pub async fn open(upstream: &str, args: &[&str]) -> Door {
-        let mut argv = vec!["gateway", "--upstream", upstream];
+        let mut argv = vec!["--upstream", upstream];
         argv.extend_from_slice(args);
-        let settings = Flags::parse_from(argv).gateway;
+        let settings: GatewaySettings = phase4_chaos::parse_flags(&argv).unwrap();
         let gateway = Gateway::new(settings)
             .await
             .expect("the gateway needs Redis: start it with `cargo xtask up`");
@@ -77,15 +70,9 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
 }
 
-#[derive(Debug, Parser)]
-struct LoadFlags {
-    #[command(flatten)]
-    load: LoadArgs,
-}
-
 /// `phase4-chaos load --url URL ARGS…` as parsed from its command line.
 pub fn load_args(url: &str, args: &[&str]) -> LoadArgs {
-    let mut argv = vec!["load", "--url", url];
+    let mut argv = vec!["--url", url];
     argv.extend_from_slice(args);
-    LoadFlags::parse_from(argv).load
+    phase4_chaos::parse_flags(&argv).unwrap()
 }
