@@ -5,21 +5,12 @@ mod support;
 
 use common::shutdown::CancellationToken;
 use phase2_events::fault_proxy::FaultProxy;
-use phase2_events::flow::Service;
-use phase2_events::testing::{Options, TestSystem};
+use phase2_events::testing::TestSystem;
 use phase4_chaos::gateway::auth::{DEVELOPMENT_KEY, Keys};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::Duration;
-use support::{Door, metrics, token, unique};
-
-async fn order_api() -> TestSystem {
-    TestSystem::start(Options {
-        services: &[Service::Order],
-        ..Options::default()
-    })
-    .await
-}
+use support::{Door, metrics, order_api, token, unique};
 
 async fn problem(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();

@@ -3,19 +3,13 @@
 
 mod support;
 
-use phase2_events::flow::Service;
-use phase2_events::testing::{Options, TestSystem};
 use phase4_chaos::load::mix::Endpoint;
 use phase4_chaos::load::run;
-use support::{Door, load_args};
+use support::{Door, load_args, order_api};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mix_reaches_every_endpoint_and_thresholds_decide_the_verdict() {
-    let system = TestSystem::start(Options {
-        services: &[Service::Order],
-        ..Options::default()
-    })
-    .await;
+    let system = order_api().await;
     let door = Door::open(&system.order_url, &[]).await;
     let args = load_args(
         &door.url,

@@ -4,10 +4,8 @@
 
 mod support;
 
-use phase2_events::flow::Service;
-use phase2_events::testing::{Options, TestSystem};
 use std::collections::BTreeMap;
-use support::Door;
+use support::{Door, order_api};
 
 fn locust() -> String {
     match std::env::var("LOCUST") {
@@ -30,11 +28,7 @@ fn locust() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_locust_file_places_polls_and_repeats_orders_through_the_gateway() {
     let locust = locust();
-    let system = TestSystem::start(Options {
-        services: &[Service::Order],
-        ..Options::default()
-    })
-    .await;
+    let system = order_api().await;
     let door = Door::open(&system.order_url, &[]).await;
     let url = door.url.clone();
 

@@ -9,13 +9,11 @@ mod support;
 
 use common::shutdown::CancellationToken;
 use phase2_events::fault_proxy::FaultProxy;
-use phase2_events::flow::Service;
-use phase2_events::testing::{Options, TestSystem};
 use phase4_chaos::load::mix::Endpoint;
 use phase4_chaos::load::run::{self, LoadReport};
 use std::net::SocketAddr;
 use std::time::Duration;
-use support::{Door, load_args};
+use support::{Door, load_args, order_api};
 
 async fn overload(upstream: &str, gateway_args: &[&str]) -> LoadReport {
     let mut args = vec!["--no-rate-limit", "--no-breaker"];
@@ -54,11 +52,7 @@ fn status(report: &LoadReport) -> (u64, u64, f64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shedding_keeps_reads_answered_where_queueing_lets_everything_time_out() {
-    let system = TestSystem::start(Options {
-        services: &[Service::Order],
-        ..Options::default()
-    })
-    .await;
+    let system = order_api().await;
     // A slow replica: its own pool of 2 connections to PostgreSQL through a 5 ms proxy.
     let postgres: SocketAddr = "127.0.0.1:5432".parse().unwrap();
     let proxy = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], 0)), postgres)

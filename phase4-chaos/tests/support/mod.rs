@@ -3,6 +3,8 @@
 #![allow(dead_code)] // each test file uses a part of it
 
 use common::shutdown::CancellationToken;
+use phase2_events::flow::Service;
+use phase2_events::testing::{Options, TestSystem};
 use phase4_chaos::gateway::auth::{DEVELOPMENT_KEY, Keys};
 use phase4_chaos::gateway::{Gateway, GatewaySettings};
 use phase4_chaos::load::run::LoadArgs;
@@ -75,4 +77,14 @@ pub fn load_args(url: &str, args: &[&str]) -> LoadArgs {
     let mut argv = vec!["--url", url];
     argv.extend_from_slice(args);
     phase4_chaos::parse_flags(&argv).unwrap()
+}
+
+/// Phase 2's order service alone (its API and the saga) on fresh databases and
+/// topics: the real order API the gateway fronts in these tests.
+pub async fn order_api() -> TestSystem {
+    TestSystem::start(Options {
+        services: &[Service::Order],
+        ..Options::default()
+    })
+    .await
 }
