@@ -250,6 +250,8 @@ pub struct GatewayView {
     pub in_flight: Option<f64>,
     /// `false` while admission control sheds new orders.
     pub admitting_orders: Option<bool>,
+    /// Orders admission control lets be under way at once (Little's law).
+    pub order_limit: Option<f64>,
     /// Each replica: in the rotation, and its breaker.
     pub upstreams: Vec<(String, bool, Breaker)>,
 }
@@ -659,6 +661,7 @@ impl Model {
             shed: outcome("shed"),
             in_flight: gauge("gateway_in_flight"),
             admitting_orders: gauge("gateway_admitting_orders").map(|v| v >= 1.0),
+            order_limit: gauge("gateway_order_limit"),
             upstreams,
         };
         let before = self.gateway.as_ref().and_then(|g| g.admitting_orders);
@@ -671,7 +674,7 @@ impl Model {
                 self.note(
                     at,
                     Level::Bad,
-                    "gateway: the pipeline is behind; shedding new orders",
+                    "gateway: the pipeline is full; shedding new orders",
                 );
             }
         }
@@ -1017,6 +1020,7 @@ pub(crate) mod tests {
              gateway_requests_total{{route=\"/orders\",outcome=\"rate_limited\"}} 0\n\
              gateway_in_flight 3\n\
              gateway_admitting_orders {admitting}\n\
+             gateway_order_limit 64\n\
              gateway_upstream_up{{upstream=\"http://a\"}} 1\n\
              gateway_upstream_up{{upstream=\"http://b\"}} {b_up}\n\
              gateway_upstream_breaker_state{{upstream=\"http://a\"}} 0\n\
@@ -1048,6 +1052,7 @@ pub(crate) mod tests {
         assert_eq!(g.rate_limited, Some(0.0));
         assert_eq!(g.in_flight, Some(3.0));
         assert_eq!(g.admitting_orders, Some(false));
+        assert_eq!(g.order_limit, Some(64.0));
         assert_eq!(
             g.upstreams,
             [
@@ -1057,7 +1062,7 @@ pub(crate) mod tests {
         );
         let log: Vec<&str> = model.log.iter().map(|e| e.text.as_str()).collect();
         assert!(
-            log.contains(&"gateway: the pipeline is behind; shedding new orders"),
+            log.contains(&"gateway: the pipeline is full; shedding new orders"),
             "{log:?}"
         );
         assert!(

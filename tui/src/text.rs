@@ -179,6 +179,7 @@ pub fn outbox(model: &Model) -> String {
     }
     if let Some(g) = &model.gateway {
         let rate = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v:.1}/s"));
+        let limit = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v:.0}"));
         out += "\nGATEWAY\n";
         let _ = writeln!(
             out,
@@ -193,9 +194,15 @@ pub fn outbox(model: &Model) -> String {
             out,
             "  {}",
             match g.admitting_orders {
-                Some(true) => "admitting new orders",
-                Some(false) => "shedding new orders (the pipeline is behind)",
-                None => "admission control off",
+                Some(true) => format!(
+                    "admitting new orders (up to {} under way)",
+                    limit(g.order_limit)
+                ),
+                Some(false) => format!(
+                    "shedding new orders (the pipeline is full: {} under way)",
+                    limit(g.order_limit)
+                ),
+                None => "admission control off".to_owned(),
             }
         );
         for (upstream, up, breaker) in &g.upstreams {

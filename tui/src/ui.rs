@@ -366,11 +366,15 @@ pub fn render_gateway(frame: &mut Frame, area: Rect, model: &Model) {
         ]),
         match g.admitting_orders {
             Some(false) => Line::from(Span::styled(
-                "shedding new orders (pipeline behind)",
+                format!(
+                    "shedding new orders (pipeline full: {} under way)",
+                    g.order_limit.map_or("–".into(), |v| format!("{v}"))
+                ),
                 Style::new().red().bold(),
             )),
             Some(true) => Line::from(format!(
-                "admitting orders; in flight {}",
+                "admitting orders (≤ {} under way); in flight {}",
+                g.order_limit.map_or("–".into(), |v| format!("{v}")),
                 g.in_flight.map_or("–".into(), |v| format!("{v}"))
             )),
             None => Line::raw("admission control off").dark_gray(),
@@ -763,6 +767,7 @@ mod tests {
             shed: Some(107.5),
             in_flight: Some(38.0),
             admitting_orders: Some(false),
+            order_limit: Some(64.0),
             upstreams: vec![
                 ("http://127.0.0.1:3100".into(), true, Breaker::Closed),
                 ("http://127.0.0.1:3101".into(), false, Breaker::Open),

@@ -141,27 +141,62 @@ fn order_placed(order: &Order) -> OrderPlaced {
     }
 }
 
-/// Ready when the database answers. Says how many events wait in the outbox and for
-/// how long the oldest has: under overload the flow window keeps new orders there,
-/// so its age is how far behind the pipeline is (phase 4's gateway stops admitting
-/// new orders when it grows).
+/// Orders that became final since `$1` (a timestamp): index `orders_status_updated_at`
+/// reads only the recent ones.
+pub const FINISHED_SINCE: &str = "SELECT count(*) FROM orders \
+     WHERE status IN ('delivered', 'cancelled') AND updated_at > $1";
+/// How far back `/ready`'s `finished_per_second` looks, in seconds.
+pub const FINISH_WINDOW_SECONDS: i64 = 5;
+
+/// What the order API's `/ready` says besides "ready": how the pipeline is doing.
+/// Phase 4's gateway reads it to decide whether to let new orders in.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Readiness {
+    pub status: String,
+    /// Events committed and not yet published.
+    pub outbox_backlog: i64,
+    /// How long the oldest of them has waited (0 when none): under overload the flow
+    /// window keeps new orders there.
+    pub outbox_oldest_age_seconds: f64,
+    /// Orders accepted and not final yet ([`OPEN_ORDERS`]): the flows under way,
+    /// wherever they wait.
+    pub open_orders: i64,
+    /// Orders that became final per second, over the last [`FINISH_WINDOW_SECONDS`]: the
+    /// pipeline's throughput, measured where it ends.
+    pub finished_per_second: f64,
+}
+
+async fn readiness(pool: &AnyPool) -> anyhow::Result<Readiness> {
+    let backlog = outbox::backlog_of(pool).await?;
+    let age = backlog
+        .oldest
+        .as_deref()
+        .and_then(|oldest| common::db::parse_timestamp(oldest).ok())
+        .map_or(0.0, |oldest| {
+            (common::db::now() - oldest).as_seconds_f64().max(0.0)
+        });
+    let open_orders: i64 = sqlx::query_scalar(OPEN_ORDERS).fetch_one(pool).await?;
+    let since = common::db::now() - chrono::TimeDelta::seconds(FINISH_WINDOW_SECONDS);
+    let finished: i64 = sqlx::query_scalar(FINISHED_SINCE)
+        .bind(common::db::timestamp(since))
+        .fetch_one(pool)
+        .await?;
+    Ok(Readiness {
+        status: "ready".to_owned(),
+        outbox_backlog: backlog.events,
+        outbox_oldest_age_seconds: age,
+        open_orders,
+        finished_per_second: finished as f64 / FINISH_WINDOW_SECONDS as f64,
+    })
+}
+
+/// Ready when the database answers, with the pipeline's [`Readiness`]: Little's law
+/// on these two numbers (`open_orders / finished_per_second`) is how long a new order
+/// can expect to take, end to end — phase 4's gateway admits new orders while that
+/// stays under its target.
 async fn ready(State(api): State<OrderApi>) -> Response {
-    match outbox::backlog_of(api.store.pool()).await {
-        Ok(backlog) => {
-            let age = backlog
-                .oldest
-                .as_deref()
-                .and_then(|oldest| common::db::parse_timestamp(oldest).ok())
-                .map_or(0.0, |oldest| {
-                    (common::db::now() - oldest).as_seconds_f64().max(0.0)
-                });
-            axum::Json(serde_json::json!({
-                "status": "ready",
-                "outbox_backlog": backlog.events,
-                "outbox_oldest_age_seconds": age,
-            }))
-            .into_response()
-        }
+    match readiness(api.store.pool()).await {
+        Ok(readiness) => axum::Json(readiness).into_response(),
         Err(err) => Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not-ready",

@@ -9,12 +9,14 @@
 //! survives) and the delivery steps take no time, so that end to end is the
 //! platform's own time.
 //!
+//! Every run is judged on the brief's four targets: the gateway's p99 ≤ 200 ms,
+//! errors (other than the deliberate 429 and 503) ≤ 0.1 %, every order accepted
+//! during the run final once the pipeline drains, and end to end (accepted → final,
+//! from the order database, for the orders accepted during the run) p99 ≤ 2 s.
+//!
 //! 1. **Ramp**: the default mix at each `--phase4-ramp` rate for `--phase4-step`; the
-//!    highest rate at which the gateway's p99 ≤ 200 ms and errors (other than the
-//!    deliberate 429 and 503) ≤ 0.1 % hold.
-//! 2. **The brief's run**: `--phase4-rate` (1000/s) for `--phase4-duration` (60 s);
-//!    then every accepted order must reach a final state, and end to end (accepted →
-//!    final, from the order database) p99 ≤ 2 s.
+//!    highest rate at which all four hold.
+//! 2. **The brief's run**: `--phase4-rate` (1000/s) for `--phase4-duration` (60 s).
 //! 3. **Twice the highest holding rate**: goodput at least 90 % of what that rate
 //!    achieved, with reads (menu, status) still inside 200 ms.
 
@@ -67,11 +69,92 @@ struct Step {
     reads_p99_ms: f64,
     errors: f64,
     dropped: u64,
+    /// Orders accepted during the run, and how many of them were not final when the
+    /// drain gave up.
+    accepted_orders: i64,
+    unfinished_orders: i64,
+    e2e_p50_ms: Option<f64>,
+    e2e_p99_ms: Option<f64>,
     holds: bool,
 }
 
+/// The orders accepted between two instants, once the pipeline finished them.
+struct Orders {
+    accepted: i64,
+    unfinished: i64,
+    e2e_p50_ms: Option<f64>,
+    e2e_p99_ms: Option<f64>,
+}
+
+impl Orders {
+    /// Waits (at most `drain`) for the orders accepted in `[from, to)` to be final,
+    /// then reads their end-to-end times from the order database.
+    async fn of(
+        pool: &sqlx::AnyPool,
+        from: &str,
+        to: &str,
+        drain: Duration,
+    ) -> anyhow::Result<Orders> {
+        let deadline = tokio::time::Instant::now() + drain;
+        let unfinished = loop {
+            let open: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM orders WHERE status NOT IN ('delivered', 'cancelled') \
+                 AND created_at >= $1 AND created_at < $2",
+            )
+            .bind(from)
+            .bind(to)
+            .fetch_one(pool)
+            .await?;
+            if open == 0 || tokio::time::Instant::now() > deadline {
+                break open;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        let accepted: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM orders WHERE created_at >= $1 AND created_at < $2",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_one(pool)
+        .await?;
+        let (e2e_p50_ms, e2e_p99_ms): (Option<f64>, Option<f64>) = sqlx::query_as(
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), \
+                    percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) FROM ( \
+               SELECT extract(epoch FROM (updated_at::timestamptz - created_at::timestamptz)) \
+                      * 1000.0 AS ms FROM orders \
+               WHERE status IN ('delivered', 'cancelled') \
+                 AND created_at >= $1 AND created_at < $2) AS finished",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_one(pool)
+        .await?;
+        Ok(Orders {
+            accepted,
+            unfinished,
+            e2e_p50_ms,
+            e2e_p99_ms,
+        })
+    }
+}
+
+/// One run of the load generator at `rate` for `duration`, judged with the orders it
+/// placed.
+async fn step(
+    pool: &sqlx::AnyPool,
+    rate: f64,
+    duration: Duration,
+    drain: Duration,
+) -> anyhow::Result<(Step, LoadReport)> {
+    let from = common::db::timestamp(common::db::now());
+    let report = run::run(&load_args(rate, duration)).await?;
+    let to = common::db::timestamp(common::db::now());
+    let orders = Orders::of(pool, &from, &to, drain).await?;
+    Ok((Step::of(&report, &orders), report))
+}
+
 impl Step {
-    fn of(report: &LoadReport) -> Step {
+    fn of(report: &LoadReport, orders: &Orders) -> Step {
         let errors = if report.totals.sent == 0 {
             0.0
         } else {
@@ -91,7 +174,14 @@ impl Step {
             reads_p99_ms,
             errors,
             dropped: report.dropped,
-            holds: report.latency.p99_ms <= GATEWAY_P99_MS && errors <= MAX_ERRORS,
+            accepted_orders: orders.accepted,
+            unfinished_orders: orders.unfinished,
+            e2e_p50_ms: orders.e2e_p50_ms,
+            e2e_p99_ms: orders.e2e_p99_ms,
+            holds: report.latency.p99_ms <= GATEWAY_P99_MS
+                && errors <= MAX_ERRORS
+                && orders.unfinished == 0
+                && orders.e2e_p99_ms.is_some_and(|p99| p99 <= E2E_P99_MS),
         }
     }
 }
@@ -100,12 +190,13 @@ impl Step {
 struct Summary {
     ramp: Vec<Step>,
     highest_holding_per_s: Option<f64>,
+    /// The highest holding rate is the ramp's last: the platform may hold more (extend
+    /// `--phase4-ramp` to find out).
+    highest_is_ramp_top: bool,
     brief: Step,
-    accepted_orders: i64,
-    unfinished_after_drain: i64,
-    e2e_p50_ms: Option<f64>,
-    e2e_p99_ms: Option<f64>,
     twice_highest: Option<Step>,
+    /// Reads (menu, status) inside the gateway's SLO at twice the highest holding rate.
+    twice_reads_hold: Option<bool>,
     twice_goodput_over_highest: Option<f64>,
     gateway_cpu_ms_per_request: Option<f64>,
     gateway_rss_mib: Option<f64>,
@@ -207,16 +298,19 @@ async fn measure(
     println!("\nphase4: warming up (10 s at 100/s)…");
     run::run(&load_args(100.0, Duration::from_secs(10))).await?;
 
+    let pool = common::db::connect(&order_db, 1).await?;
     let mut ramp = Vec::new();
     for rate in &p4.phase4_ramp {
         println!("phase4: ramp, {rate}/s for {:?}…", p4.phase4_step);
-        let step = Step::of(&run::run(&load_args(*rate, p4.phase4_step)).await?);
+        let (step, _) = step(&pool, *rate, p4.phase4_step, Duration::from_secs(30)).await?;
         println!(
-            "  goodput {:.0}/s, refused {:.0}/s, p99 {:.1} ms, errors {:.3} % → {}",
+            "  goodput {:.0}/s, refused {:.0}/s, p99 {:.1} ms, errors {:.3} %, end to end p99 {} → {}",
             step.goodput_per_s,
             step.refused_per_s,
             step.p99_ms,
             step.errors * 100.0,
+            step.e2e_p99_ms
+                .map_or("–".to_owned(), |v| format!("{v:.0} ms")),
             if step.holds { "holds" } else { "does not hold" }
         );
         ramp.push(step);
@@ -232,48 +326,26 @@ async fn measure(
         p4.phase4_rate, p4.phase4_duration
     );
     let before = proc_use(&PROCESSES);
+    let from = common::db::timestamp(common::db::now());
     let brief_report = run::run(&load_args(p4.phase4_rate, p4.phase4_duration)).await?;
+    let to = common::db::timestamp(common::db::now());
     let after = proc_use(&PROCESSES);
-    let brief = Step::of(&brief_report);
-    let pool = common::db::connect(&order_db, 1).await?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    let unfinished = loop {
-        let open: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM orders WHERE status NOT IN ('delivered', 'cancelled')",
-        )
-        .fetch_one(&pool)
-        .await?;
-        if open == 0 || tokio::time::Instant::now() > deadline {
-            break open;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    };
-    let accepted: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
-        .fetch_one(&pool)
-        .await?;
-    let e2e: (Option<f64>, Option<f64>) = {
-        let row: (Option<f64>, Option<f64>) = sqlx::query_as(
-            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), \
-                    percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) FROM ( \
-               SELECT extract(epoch FROM (updated_at::timestamptz - created_at::timestamptz)) \
-                      * 1000.0 AS ms FROM orders \
-               WHERE status IN ('delivered', 'cancelled')) AS finished",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap_or((None, None));
-        row
-    };
-    pool.close().await;
+    let orders = Orders::of(&pool, &from, &to, Duration::from_secs(90)).await?;
+    let brief = Step::of(&brief_report, &orders);
 
     let twice = match &highest {
         Some(h) => {
             let rate = 2.0 * h.offered_per_s;
             println!("phase4: twice the highest holding rate, {rate}/s…");
-            Some(Step::of(&run::run(&load_args(rate, p4.phase4_step)).await?))
+            Some(
+                step(&pool, rate, p4.phase4_step, Duration::from_secs(30))
+                    .await?
+                    .0,
+            )
         }
         None => None,
     };
+    pool.close().await;
     gateway.check_running()?;
     platform.check_running()?;
     let requests = brief_report.totals.sent.max(1) as f64;
@@ -287,16 +359,17 @@ async fn measure(
     };
     let summary = Summary {
         highest_holding_per_s: highest.as_ref().map(|h| h.offered_per_s),
+        highest_is_ramp_top: highest
+            .as_ref()
+            .zip(p4.phase4_ramp.last())
+            .is_some_and(|(h, top)| h.offered_per_s >= *top * 0.99),
         twice_goodput_over_highest: match (&twice, &highest) {
             (Some(t), Some(h)) if h.goodput_per_s > 0.0 => Some(t.goodput_per_s / h.goodput_per_s),
             _ => None,
         },
+        twice_reads_hold: twice.as_ref().map(|t| t.reads_p99_ms <= GATEWAY_P99_MS),
         ramp,
         brief,
-        accepted_orders: accepted,
-        unfinished_after_drain: unfinished,
-        e2e_p50_ms: e2e.0,
-        e2e_p99_ms: e2e.1,
         twice_highest: twice,
         gateway_cpu_ms_per_request: cpu_ms(0),
         gateway_rss_mib: rss(0),
@@ -315,12 +388,12 @@ fn print(s: &Summary) {
     let ms = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v:.0} ms"));
     println!("\nphase4: the platform behind its gateway (2 cores, everything co-located)\n");
     println!(
-        "| run | offered/s | 2xx/s | 429+503/s | p99 ms | reads p99 ms | errors | dropped | SLO |"
+        "| run | offered/s | 2xx/s | 429+503/s | p99 ms | reads p99 ms | errors | dropped | orders | unfinished | e2e p50 | e2e p99 | SLO |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     let row = |name: &str, step: &Step| {
         println!(
-            "| {name} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} | {:.3} % | {} | {} |",
+            "| {name} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} | {:.3} % | {} | {} | {} | {} | {} | {} |",
             step.offered_per_s,
             step.goodput_per_s,
             step.refused_per_s,
@@ -328,6 +401,10 @@ fn print(s: &Summary) {
             step.reads_p99_ms,
             step.errors * 100.0,
             step.dropped,
+            step.accepted_orders,
+            step.unfinished_orders,
+            ms(step.e2e_p50_ms),
+            ms(step.e2e_p99_ms),
             if step.holds { "holds" } else { "missed" }
         );
     };
@@ -339,19 +416,23 @@ fn print(s: &Summary) {
         row("2× the highest holding", twice);
     }
     println!(
-        "\nhighest holding rate: {}; at twice it, goodput {} of it",
+        "\nhighest rate at which all four targets hold: {}{}; at twice it, goodput {} of it (target ≥ 90 %), reads {} (p99 ≤ {GATEWAY_P99_MS} ms)",
         s.highest_holding_per_s
             .map_or("none".to_owned(), |r| format!("{r:.0}/s")),
+        if s.highest_is_ramp_top {
+            " (the ramp's top: it may hold more, extend --phase4-ramp)"
+        } else {
+            ""
+        },
         s.twice_goodput_over_highest
-            .map_or("–".to_owned(), |r| format!("{:.0} %", r * 100.0))
+            .map_or("–".to_owned(), |r| format!("{:.0} %", r * 100.0)),
+        match s.twice_reads_hold {
+            Some(true) => "inside their SLO",
+            Some(false) => "outside their SLO",
+            None => "–",
+        }
     );
-    println!(
-        "orders accepted {}, unfinished after the drain {}; end to end p50 {}, p99 {} (target ≤ {E2E_P99_MS} ms)",
-        s.accepted_orders,
-        s.unfinished_after_drain,
-        ms(s.e2e_p50_ms),
-        ms(s.e2e_p99_ms)
-    );
+    println!("end to end target: p99 ≤ {E2E_P99_MS} ms for the orders accepted during each run");
     let per = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v:.3} ms"));
     let mib = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v:.0} MiB"));
     println!(

@@ -8,7 +8,7 @@
 //! | how often: GCRA in Redis, shared by every replica; 429 with `Retry-After`, `RateLimit`, `RateLimit-Policy` | [`gcra`], [`Gateway::limit`] |
 //! | which way it fails when Redis is down (open, by default, and why) | [`OnRedisError`] |
 //! | load shedding: a bounded number in flight, a cheap 503 beyond it, writes shed before reads | `Gateway::admit` |
-//! | admission control on the pipeline's own signal (the order outbox's age) | `Gateway::watch_the_pipeline` |
+//! | admission control on the pipeline's own signals (orders under way, orders finished per second): Little's law | `Gateway::watch_the_pipeline`, `Gateway::admit` |
 //! | forwarding to the order API, the customer taken from the token | `Gateway::forward` |
 //! | two or more order API replicas: health checks, a circuit breaker each | [`upstream`] |
 //! | `/health`, `/ready`, `/metrics` on the ops port | [`ops_router`] |
@@ -33,6 +33,7 @@ use axum::routing::{get, post};
 use common::http::{HttpLimits, Problem, with_standard_layers};
 use common::shutdown::CancellationToken;
 use gcra::{Decision, Gcra, Quota};
+use phase2_events::services::order::Readiness;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -96,12 +97,17 @@ pub struct GatewaySettings {
     /// quarter is kept for reads (menu, order status).
     #[arg(long, env = "GATEWAY_MAX_IN_FLIGHT", default_value_t = 512)]
     pub max_in_flight: usize,
-    /// Admission control: stop admitting new orders while the oldest event waiting
-    /// in the order outbox is older than this (the pipeline is that far behind);
-    /// admit them again when it is back under half of it.
-    #[arg(long, env = "GATEWAY_MAX_OUTBOX_AGE", default_value = "1s", value_parser = humantime::parse_duration)]
-    pub max_outbox_age: Duration,
-    /// How often the pipeline's signal is read (the order API's `/ready`).
+    /// Admission control: how long, on average, a new order may take from accepted
+    /// to final. By Little's law (orders under way = rate × time), the gateway admits
+    /// new orders while fewer than `order_target × orders finished per second` are
+    /// under way; the order API's `/ready` reports both numbers.
+    #[arg(long, env = "GATEWAY_ORDER_TARGET", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub order_target: Duration,
+    /// Admission control: new orders are always admitted while fewer than this are
+    /// under way (an idle pipeline finishes nothing, so it has no rate to go by).
+    #[arg(long, env = "GATEWAY_MIN_OPEN_ORDERS", default_value_t = 64)]
+    pub min_open_orders: i64,
+    /// How often the pipeline's signals are read (the order API's `/ready`).
     #[arg(long, env = "GATEWAY_ADMISSION_INTERVAL", default_value = "250ms", value_parser = humantime::parse_duration)]
     pub admission_interval: Duration,
     /// Switch load shedding and admission control off (to see what they prevent).
@@ -235,6 +241,8 @@ pub struct GatewayMetrics {
     shed: Family<ShedLabels, Counter>,
     in_flight: Gauge,
     admitting_orders: Gauge,
+    order_limit: Gauge,
+    order_budget: Gauge,
 }
 
 impl GatewayMetrics {
@@ -266,8 +274,18 @@ impl GatewayMetrics {
         );
         registry.register(
             "gateway_admitting_orders",
-            "1 while new orders are admitted, 0 while admission control sheds them (the pipeline is behind)",
+            "1 if the last reading of the pipeline left room for new orders, 0 if admission control sheds them until the next one",
             self.admitting_orders.clone(),
+        );
+        registry.register(
+            "gateway_order_limit",
+            "Orders admission control lets be under way at once: the target time × orders finished per second (Little's law)",
+            self.order_limit.clone(),
+        );
+        registry.register(
+            "gateway_order_budget",
+            "New orders this gateway may still admit before the pipeline is read again",
+            self.order_budget.clone(),
         );
     }
 
@@ -358,6 +376,8 @@ impl Gateway {
         let replicas = upstream::Replicas::new(&settings.upstreams, settings.no_breaker);
         replicas.register(&mut registry);
         metrics.admitting_orders.set(1);
+        metrics.order_limit.set(settings.min_open_orders);
+        metrics.order_budget.set(settings.min_open_orders);
         Ok(Gateway {
             inner: Arc::new(Inner {
                 keys: Arc::new(Keys::hs256(settings.jwt_key.as_bytes())?),
@@ -479,11 +499,14 @@ impl Gateway {
             Box::new(response)
         };
         let shedding = !inner.settings.no_shedding;
-        if shedding && kind == Kind::Write && inner.metrics.admitting_orders.get() == 0 {
+        // Each new order takes one from the budget the last reading left; none left,
+        // and it waits for the pipeline to finish some (the next reading).
+        if shedding && kind == Kind::Write && inner.metrics.order_budget.dec() <= 0 {
+            inner.metrics.order_budget.inc();
             return Err(shed(
                 ShedReason::pipeline,
-                2,
-                "new orders wait: the order pipeline is behind (reads are still served)",
+                1,
+                "new orders wait: the order pipeline is at its pace (reads are still served)",
             ));
         }
         let limit = match kind {
@@ -503,40 +526,46 @@ impl Gateway {
         Ok(slot)
     }
 
-    /// Admission control: reads the age of the oldest event waiting in the order
-    /// outbox (from an order API replica's `/ready`) every `admission_interval`, and
-    /// stops admitting new orders while it exceeds `max_outbox_age` — with the order
-    /// relay's flow window, that is where orders wait when the pipeline is full.
-    /// Hysteresis (admit again under half the limit) keeps it from flapping.
+    /// Admission control, by Little's law: orders under way = the rate they finish at
+    /// × the time each takes. Every `admission_interval` the gateway reads both
+    /// numbers from an order API replica's `/ready`; for new orders to take
+    /// `order_target` on average, at most `limit = order_target × finished per
+    /// second` may be under way, so it admits `limit − under way` more until the next
+    /// reading (a budget [`Gateway::admit`] spends). Under overload that admits new
+    /// orders at the pace the pipeline finishes them — the rest get a cheap 503 at the
+    /// door instead of a place in a queue that only makes every order late.
     async fn watch_the_pipeline(self, shutdown: CancellationToken) {
         let inner = &self.inner;
-        let limit = inner.settings.max_outbox_age.as_secs_f64();
+        let target = inner.settings.order_target.as_secs_f64();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(inner.settings.admission_interval) => {}
             }
-            let Some(age) = self.outbox_age().await else {
+            let Some(pipeline) = self.readiness().await else {
                 continue; // no replica answered: the breaker's business, not this one's
             };
-            let admitting = inner.metrics.admitting_orders.get() == 1;
-            let now_admitting = if admitting {
-                age <= limit
-            } else {
-                age < limit / 2.0
-            };
+            let limit = ((target * pipeline.finished_per_second).round() as i64)
+                .max(inner.settings.min_open_orders);
+            let budget = (limit - pipeline.open_orders).max(0);
+            inner.metrics.order_limit.set(limit);
+            inner.metrics.order_budget.set(budget);
+            let now_admitting = budget > 0;
+            // Logged once per change, not once per reading.
+            let admitting = inner.metrics.admitting_orders.set(i64::from(now_admitting)) == 1;
             if now_admitting != admitting {
-                inner.metrics.admitting_orders.set(i64::from(now_admitting));
                 if now_admitting {
                     tracing::info!(
-                        outbox_age_s = age,
-                        "admission control: admitting new orders again"
+                        open_orders = pipeline.open_orders,
+                        limit,
+                        "admission control: room for new orders again"
                     );
                 } else {
                     tracing::warn!(
-                        outbox_age_s = age,
-                        limit_s = limit,
-                        "admission control: the pipeline is behind; shedding new orders (503), still serving reads"
+                        open_orders = pipeline.open_orders,
+                        finished_per_second = pipeline.finished_per_second,
+                        limit,
+                        "admission control: the pipeline is full; new orders get 503 until it finishes some, reads are still served"
                     );
                 }
             }
@@ -554,8 +583,8 @@ impl Gateway {
         }
     }
 
-    /// The oldest outbox event's age, in seconds, from the first replica that answers.
-    async fn outbox_age(&self) -> Option<f64> {
+    /// The pipeline's signals, from the first replica that answers.
+    async fn readiness(&self) -> Option<Readiness> {
         for replica in self.inner.replicas.all() {
             let url = format!("{}/ready", replica.url);
             let Ok(answer) = self
@@ -568,10 +597,8 @@ impl Gateway {
             else {
                 continue;
             };
-            if let Ok(body) = answer.json::<serde_json::Value>().await
-                && let Some(age) = body["outbox_oldest_age_seconds"].as_f64()
-            {
-                return Some(age);
+            if let Ok(readiness) = answer.json::<Readiness>().await {
+                return Some(readiness);
             }
         }
         None
