@@ -9,9 +9,8 @@
 //! ```
 
 use clap::{Parser, Subcommand};
-use phase3_observability::Instruments;
 use phase3_observability::client::{self, IncidentCommand};
-use phase3_observability::node::{Node, Observed, Role};
+use phase3_observability::node::{Observed, Role};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -73,14 +72,5 @@ async fn main() -> anyhow::Result<()> {
         Command::Delivery(o) => (Role::Delivery, o),
         Command::Relay(o) => (Role::Relay, o),
     };
-    let (instruments, provider) =
-        Instruments::install(role.name(), observed.incidents.leak_bytes_per_event)?;
-    let shutdown = common::shutdown::on_signal();
-    let node = Node::build(role, *observed, instruments.metrics, &instruments.leak).await?;
-    let result = node.run(shutdown).await;
-    // Export what is still batched before the process exits.
-    if let Err(err) = provider.shutdown() {
-        eprintln!("flushing traces: {err}");
-    }
-    result
+    phase3_observability::node::serve(role, *observed).await
 }

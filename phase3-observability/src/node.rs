@@ -343,6 +343,23 @@ fn replace_authority(url: &str, addr: SocketAddr) -> String {
     url.replacen(host, &addr.to_string(), 1)
 }
 
+/// One role as a process of its own: instruments installed (metrics, logs, traces),
+/// the node built and run until Ctrl-C or SIGTERM, traces flushed before it returns.
+/// `phase3-observability ROLE` is this; so is phase 4's `phase4-chaos node ROLE`,
+/// each process its supervisor starts.
+pub async fn serve(role: Role, observed: Observed) -> anyhow::Result<()> {
+    let (instruments, provider) =
+        crate::Instruments::install(role.name(), observed.incidents.leak_bytes_per_event)?;
+    let shutdown = common::shutdown::on_signal();
+    let node = Node::build(role, observed, instruments.metrics, &instruments.leak).await?;
+    let result = node.run(shutdown).await;
+    // Export what is still batched before the process exits.
+    if let Err(err) = provider.shutdown() {
+        eprintln!("flushing traces: {err}");
+    }
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,7 @@ pub mod bench;
 pub mod gateway;
 pub mod load;
 pub mod pgbench;
+pub mod supervisor;
 pub mod system;
 
 /// Flags of type `T` parsed as its command line would parse `args` (environment

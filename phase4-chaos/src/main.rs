@@ -1,7 +1,10 @@
 //! `phase4-chaos`: phase 4's command line.
 //!
 //! ```text
-//! phase4-chaos all                          # phase 3's system behind the gateway (3000)
+//! phase4-chaos all                          # every service a supervised process, two gateways on 3000
+//! phase4-chaos all -- --no-shedding         # flags after `--` go to both gateways
+//! phase4-chaos all --one-process            # everything in one process, as in phases 2 and 3
+//! phase4-chaos node payment                 # one of phase 3's services (what the supervisor starts)
 //! phase4-chaos gateway --upstream URL,URL   # the gateway alone
 //! phase4-chaos token --customer alice       # a bearer token for the gateway
 //! phase4-chaos load --rate 500 --duration 60s --slo 'p99<200ms' --slo 'errors<0.1%'
@@ -9,6 +12,7 @@
 //! ```
 
 use clap::{Parser, Subcommand};
+use phase3_observability::node::{Observed, Role};
 use phase4_chaos::gateway::{Gateway, GatewaySettings, auth};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -25,8 +29,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Phase 3's system (every service, the relays, the provider, ops on 9400) and a
-    /// second order API replica (ops on 9401), behind the gateway on 127.0.0.1:3000.
+    /// Phase 3's services, each a process under a supervisor that restarts what dies
+    /// (ops on 9401–9406), a second order API replica (ops 9407), two gateways sharing
+    /// 127.0.0.1:3000 (ops 9410, 9411), the provider simulator (3001) and the
+    /// supervisor's ops (9420: /processes, /metrics). Flags after `--` go to the
+    /// gateways (`all -- --no-shedding`).
     All {
         /// Where the two order API replicas listen (the gateway forwards there).
         #[arg(
@@ -45,8 +52,24 @@ enum Command {
         /// as a process of its own, to measure its CPU and memory apart).
         #[arg(long)]
         without_gateway: bool,
+        /// Everything in this one process, nothing supervised (phase 3's `all` with a
+        /// second order API replica, ops on 9400 and 9401, one gateway with ops 9410).
+        #[arg(long, env = "ONE_PROCESS")]
+        one_process: bool,
         #[command(flatten)]
-        gateway: GatewaySettings,
+        supervisor: phase4_chaos::supervisor::SupervisorSettings,
+        /// The gateways' flags (see `phase4-chaos gateway --help`).
+        #[arg(last = true)]
+        gateway_args: Vec<String>,
+    },
+    /// One of phase 3's services as a process of its own (what `all` supervises).
+    Node {
+        role: Role,
+        /// Raise every SKU's stock to at least this first (the inventory's).
+        #[arg(long)]
+        stock: Option<i64>,
+        #[command(flatten)]
+        observed: Box<Observed>,
     },
     /// The gateway alone, in front of order API replicas already running.
     Gateway(GatewaySettings),
@@ -104,17 +127,37 @@ fn main() -> anyhow::Result<()> {
             order_addrs,
             stock,
             without_gateway,
-            gateway,
+            one_process,
+            supervisor,
+            gateway_args,
         } => {
             let [first, second] = order_addrs[..] else {
                 anyhow::bail!("--order-addrs takes two addresses");
             };
-            runtime()?.block_on(phase4_chaos::system::all(
+            let args: Vec<&str> = gateway_args.iter().map(String::as_str).collect();
+            // Checked here, so that a wrong flag fails now and not in each gateway.
+            let gateway: GatewaySettings = phase4_chaos::parse_flags(&args)
+                .map_err(|err| anyhow::anyhow!("the gateway flags after `--`: {err}"))?;
+            if one_process {
+                return runtime()?.block_on(phase4_chaos::system::all(
+                    [first, second],
+                    stock,
+                    (!without_gateway).then_some(gateway),
+                ));
+            }
+            common::telemetry::init_json_logs();
+            let programs = phase4_chaos::system::platform(
                 [first, second],
                 stock,
-                (!without_gateway).then_some(gateway),
-            ))
+                (!without_gateway).then_some(&gateway_args[..]),
+            );
+            runtime()?.block_on(phase4_chaos::system::supervised(programs, supervisor))
         }
+        Command::Node {
+            role,
+            stock,
+            observed,
+        } => runtime()?.block_on(phase4_chaos::system::node(role, *observed, stock)),
     }
 }
 

@@ -275,7 +275,7 @@ async fn measure(
     let mut platform = Server::start_with_env(
         "platform",
         platform_bin,
-        &["all", "--without-gateway"],
+        &["all", "--one-process", "--without-gateway"],
         &env,
         "127.0.0.1:9400".parse()?,
         &dir.join("platform.log"),

@@ -120,6 +120,11 @@ pub struct GatewaySettings {
     /// checks and the circuit breakers (to see what they prevent).
     #[arg(long, env = "GATEWAY_NO_BREAKER")]
     pub no_breaker: bool,
+    /// Share `addr` with other gateway replicas (`SO_REUSEPORT`): the kernel spreads
+    /// new connections among the processes listening, and stops sending them to one
+    /// that died — a load balancer in one socket option.
+    #[arg(long, env = "GATEWAY_REUSE_PORT")]
+    pub reuse_port: bool,
     /// How long a forwarded request may take.
     #[arg(long, env = "GATEWAY_UPSTREAM_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub upstream_timeout: Duration,
@@ -419,7 +424,7 @@ impl Gateway {
     /// Serves clients and the ops port until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let settings = &self.inner.settings;
-        let listener = TcpListener::bind(settings.addr).await.with_context(|| {
+        let listener = listen(settings.addr, settings.reuse_port).with_context(|| {
             format!(
                 "cannot listen on {} for the gateway (is another process using it? \
                  phase 1–3's `all` listens there too: stop it, or pass --addr)",
@@ -1045,6 +1050,22 @@ async fn metrics(State(gateway): State<Gateway>) -> Response {
         text,
     )
         .into_response()
+}
+
+/// A listener on `addr`, shared with other processes that set `SO_REUSEPORT` too
+/// when `reuse_port`.
+fn listen(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 #[cfg(test)]
