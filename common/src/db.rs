@@ -113,9 +113,16 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
         let created = sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&admin)
             .await;
-        // Two services starting at once may both try; the loser sees "already exists".
+        // Two services starting at once may both try. The loser sees "already exists"
+        // (42P04) — or, when both got past the catalogue's check together, the
+        // catalogue's own unique index refusing the second row (23505).
+        let raced = |err: &sqlx::Error| {
+            err.as_database_error()
+                .and_then(|db| db.code())
+                .is_some_and(|code| code == "42P04" || code == "23505")
+        };
         if let Err(err) = created
-            && !err.to_string().contains("already exists")
+            && !raced(&err)
         {
             return Err(err).with_context(|| format!("creating database {name}"));
         }

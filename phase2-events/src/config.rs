@@ -22,6 +22,14 @@ pub struct Settings {
     /// Partitions of each topic when the services create them.
     #[arg(long, env = "TOPIC_PARTITIONS", default_value_t = 3)]
     pub partitions: i32,
+    /// Static group membership: this process's stable name in its consumer groups
+    /// (`group.instance.id`). Restarted under the same name, it gets its partitions
+    /// back at once — no waiting out the dead process's session, no rebalance of the
+    /// others. Phase 4's supervisor gives each process its own (`order-1`,
+    /// `payment`…); two processes must never share one (the broker fences the older).
+    /// Unset: dynamic membership.
+    #[arg(long, env = "CONSUMER_INSTANCE")]
+    pub consumer_instance: Option<String>,
 
     /// The order service's database.
     #[arg(long, env = "ORDER_DATABASE_URL", default_value_t = format!("{PG}/ferriseats_orders"))]

@@ -477,6 +477,8 @@ pub struct EventConsumer<E> {
     /// Consumer group, and the `consumer` column of `processed_events`.
     pub name: String,
     pub brokers: String,
+    /// Static membership's `group.instance.id` (`--consumer-instance`), if any.
+    pub instance: Option<String>,
     pub topics: Vec<String>,
     pub producer: FutureProducer,
     /// Usually [`Transactional`].
@@ -500,7 +502,12 @@ impl<E: Effect> EventConsumer<E> {
         topics: &[String],
         fetch_wait: Duration,
     ) -> anyhow::Result<StreamConsumer<RebalanceLog>> {
-        let consumer: StreamConsumer<RebalanceLog> = ClientConfig::new()
+        let mut config = ClientConfig::new();
+        if let Some(instance) = &self.instance {
+            // Static membership (KIP-345): a restarted process rejoins as itself.
+            config.set("group.instance.id", instance);
+        }
+        let consumer: StreamConsumer<RebalanceLog> = config
             .set("bootstrap.servers", &self.brokers)
             .set("group.id", group)
             .set("fetch.wait.max.ms", fetch_wait.as_millis().to_string())

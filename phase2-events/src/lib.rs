@@ -21,8 +21,10 @@
 //! | [`services`] | order (API + saga), payment, inventory, notification, delivery     |
 //! | [`system`]   | relays, the provider simulator, everything in one process          |
 //! | [`config`]   | flags and environment variables                                    |
-//! | `testing`    | the test harness of phases 2–4 and the no-loss checker (feature `testing`) |
+//! | [`books`]    | the no-loss checker's rules: orders, charges, stock, notifications, outboxes |
+//! | `testing`    | the test harness of phases 2–4 and the checker over it (feature `testing`) |
 
+pub mod books;
 pub mod config;
 pub mod consumer;
 pub mod dlq;

@@ -168,6 +168,7 @@ impl Fixture {
         let consumer = EventConsumer {
             name: group.to_owned(),
             brokers: self.brokers.clone(),
+            instance: None,
             topics: vec![self.topic.clone()],
             producer: self.producer.clone(),
             effect: Transactional {
@@ -665,6 +666,7 @@ async fn a_consumer_pauses_while_its_database_is_unreachable_and_floods_nothing(
     let consumer = EventConsumer {
         name: format!("test-group-{}", uuid::Uuid::now_v7().simple()),
         brokers: setup.brokers.clone(),
+        instance: None,
         topics: vec![setup.topic.clone()],
         producer: setup.producer.clone(),
         effect: Transactional {

@@ -16,6 +16,7 @@
 //! the command line and calls [`bench::run`].
 
 pub mod bench;
+pub mod chaos;
 pub mod gateway;
 pub mod load;
 pub mod pgbench;

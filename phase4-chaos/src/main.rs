@@ -8,6 +8,7 @@
 //! phase4-chaos gateway --upstream URL,URL   # the gateway alone
 //! phase4-chaos token --customer alice       # a bearer token for the gateway
 //! phase4-chaos load --rate 500 --duration 60s --slo 'p99<200ms' --slo 'errors<0.1%'
+//! phase4-chaos scenario kill-service --rate 200 --duration 60s --seed 1
 //! phase4-chaos bench phase2 --json F        # what `cargo xtask bench` runs
 //! ```
 
@@ -87,6 +88,9 @@ enum Command {
     /// Load the gateway with the request mix (open or closed model); exit status 99
     /// when a --slo threshold fails.
     Load(Box<phase4_chaos::load::run::LoadArgs>),
+    /// A chaos scenario under load, ending in a verdict: exit status 0 pass, 1 fail,
+    /// 2 not judged (the platform was unhealthy before the fault).
+    Scenario(Box<phase4_chaos::chaos::ScenarioArgs>),
     /// Throughput and latency percentiles, next to pgbench running the same SQL.
     Bench(phase4_chaos::bench::BenchArgs),
 }
@@ -94,6 +98,12 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Bench(args) => phase4_chaos::bench::run(&args),
+        Command::Scenario(args) => {
+            let outcome = runtime()?.block_on(phase4_chaos::chaos::run(&args))?;
+            print!("{}", outcome.report());
+            println!("\nresults: {}", outcome.folder.display());
+            std::process::exit(outcome.exit_code());
+        }
         Command::Load(args) => {
             use phase4_chaos::load::run;
             let report = runtime()?.block_on(run::run(&args))?;
@@ -146,12 +156,17 @@ fn main() -> anyhow::Result<()> {
                 ));
             }
             common::telemetry::init_json_logs();
+            let layout = phase4_chaos::system::Layout::STANDARD;
             let programs = phase4_chaos::system::platform(
+                layout,
                 [first, second],
                 stock,
                 (!without_gateway).then_some(&gateway_args[..]),
+                &[],
             );
-            runtime()?.block_on(phase4_chaos::system::supervised(programs, supervisor))
+            runtime()?.block_on(phase4_chaos::system::supervised(
+                programs, layout, supervisor,
+            ))
         }
         Command::Node {
             role,

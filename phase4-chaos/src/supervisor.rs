@@ -239,6 +239,11 @@ impl Supervisor {
             .with_state(self.clone())
     }
 
+    /// Where the process `name` writes its output.
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.settings.logs.join(format!("{name}.log"))
+    }
+
     /// Every process and what is known of it, by name.
     pub fn processes(&self) -> Vec<ProcessStatus> {
         self.status
@@ -268,7 +273,7 @@ impl Supervisor {
             process: program.name.clone(),
         };
         let policy = RestartPolicy::of(&self.settings);
-        let log_path = self.settings.logs.join(format!("{}.log", program.name));
+        let log_path = self.log_path(&program.name);
         let mut quick = 0;
         let mut first = true;
         loop {

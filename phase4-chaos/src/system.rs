@@ -82,11 +82,16 @@ pub async fn all(
 /// like a production one: the provider like a real card API (50–200 ms, 5 % transient
 /// failures; phases 1–3's 2–5 s and 30 % exaggerate to be seen), the kitchen and the
 /// courier at once (phases 2–3's 10 s of delivery steps would make every order take
-/// 10 s, and admission control's 1 s target meaningless). `phase4-chaos all` gives
-/// these to its processes and to the provider unless the environment sets them.
-pub const PHASE4_DEFAULTS: [(&str, &str); 5] = [
+/// 10 s, and admission control's 1 s target meaningless), and the payment client's
+/// timeouts sized to that provider (an attempt 1 s, a payment 3 s: the payment
+/// worker's lease is twice the deadline, and a worker killed during a call holds its
+/// charge that long). `phase4-chaos all` gives these to its processes and to the
+/// provider unless the environment sets them.
+pub const PHASE4_DEFAULTS: [(&str, &str); 7] = [
     ("PAYMENT_LATENCY", "50ms..200ms"),
     ("PAYMENT_FAILURE_RATE", "0.05"),
+    ("PAYMENT_ATTEMPT_TIMEOUT", "1s"),
+    ("PAYMENT_DEADLINE", "3s"),
     ("DELIVERY_PREPARE_AFTER", "0s"),
     ("DELIVERY_DISPATCH_AFTER", "0s"),
     ("DELIVERY_DELIVER_AFTER", "0s"),
@@ -111,6 +116,8 @@ pub fn apply_phase4_defaults(settings: &mut Settings) -> anyhow::Result<()> {
                 settings.provider.latency = value.parse().map_err(anyhow::Error::msg)?;
             }
             "PAYMENT_FAILURE_RATE" => settings.provider.failure_rate = value.parse()?,
+            "PAYMENT_ATTEMPT_TIMEOUT" => settings.payment.attempt_timeout = duration(&value)?,
+            "PAYMENT_DEADLINE" => settings.payment.deadline = duration(&value)?,
             "DELIVERY_PREPARE_AFTER" => settings.prepare_after = duration(&value)?,
             "DELIVERY_DISPATCH_AFTER" => settings.dispatch_after = duration(&value)?,
             "DELIVERY_DELIVER_AFTER" => settings.deliver_after = duration(&value)?,
@@ -120,67 +127,119 @@ pub fn apply_phase4_defaults(settings: &mut Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Where the second order API replica's ops server listens (the first has phase 3's
-/// 9401; 9402–9406 are the other services').
-pub const SECOND_ORDER_OPS: &str = "127.0.0.1:9407";
-/// The gateways' ops servers: both gateways share 127.0.0.1:3000 (`SO_REUSEPORT`, the
-/// kernel spreads connections), each has its own ops port.
-pub const GATEWAY_OPS: [&str; 2] = ["127.0.0.1:9410", "127.0.0.1:9411"];
+/// Where the platform's processes listen: phase 3's ports, and phase 4's beside them.
+/// `all` uses them as they are; a scenario a test runs shifts every port by `offset`,
+/// so that it runs beside anything else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub offset: u16,
+}
+
+impl Layout {
+    pub const STANDARD: Layout = Layout { offset: 0 };
+
+    fn at(self, port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port + self.offset))
+    }
+
+    /// Where clients connect: both gateways (`SO_REUSEPORT`).
+    pub fn gateway(self) -> SocketAddr {
+        self.at(3000)
+    }
+
+    /// The gateways' ops servers.
+    pub fn gateway_ops(self) -> [SocketAddr; 2] {
+        [self.at(9410), self.at(9411)]
+    }
+
+    /// The provider simulator (a third party: it runs in the supervisor's process).
+    pub fn provider(self) -> SocketAddr {
+        self.at(3001)
+    }
+
+    pub fn notification(self) -> SocketAddr {
+        self.at(3002)
+    }
+
+    /// The two order API replicas.
+    pub fn orders(self) -> [SocketAddr; 2] {
+        [self.at(3100), self.at(3101)]
+    }
+
+    /// A role's ops server (phase 3's 9401–9406).
+    pub fn ops(self, role: Role) -> SocketAddr {
+        self.at(role.default_ops_addr().port())
+    }
+
+    /// The second order API replica's ops server (the first has phase 3's 9401).
+    pub fn second_order_ops(self) -> SocketAddr {
+        self.at(9407)
+    }
+
+    /// The supervisor's `/processes` and `/metrics`.
+    pub fn supervisor_ops(self) -> SocketAddr {
+        self.at(9420)
+    }
+}
 
 /// The processes of phase 4's platform: phase 3's services one process each
-/// (`phase4-chaos node ROLE`, ops on 9401–9406), a second order API replica (ops
-/// 9407), and two gateways in front of both replicas (unless `gateway_args` is
-/// `None`), each given `gateway_args`. The provider simulator is not among them: it
-/// stands for a third party and runs in the supervisor's own process.
+/// (`phase4-chaos node ROLE`), a second order API replica, and two gateways in front
+/// of both replicas (unless `gateway_args` is `None`), each given `gateway_args`. The
+/// provider simulator is not among them: it stands for a third party and runs in the
+/// supervisor's own process. Each gets `env` besides [`phase4_env`].
 pub fn platform(
+    layout: Layout,
     order_addrs: [SocketAddr; 2],
     stock: i64,
     gateway_args: Option<&[String]>,
+    env: &[(String, String)],
 ) -> Vec<Program> {
     let [first, second] = order_addrs.map(|a| a.to_string());
-    let env = phase4_env();
-    let ops = |role: Role| Some(role.default_ops_addr());
+    let ops = |role: Role| layout.ops(role).to_string();
+    let provider = layout.provider().to_string();
+    let notification = layout.notification().to_string();
     let stock = stock.to_string();
+    let node = |name: &str, role: Role, extra: &[&str]| {
+        let ops = ops(role);
+        let mut args = vec!["node", role.name(), "--ops-addr", &ops];
+        args.extend_from_slice(extra);
+        Program::new(name, &args, Some(layout.ops(role)))
+    };
+    let second_ops = layout.second_order_ops().to_string();
     let mut programs = vec![
-        Program::new(
-            "order-1",
-            &["node", "order", "--addr", &first],
-            ops(Role::Order),
-        ),
+        node("order-1", Role::Order, &["--addr", &first]),
         Program::new(
             "order-2",
             &[
                 "node",
                 "order",
+                "--ops-addr",
+                &second_ops,
                 "--addr",
                 &second,
-                "--ops-addr",
-                SECOND_ORDER_OPS,
             ],
-            SECOND_ORDER_OPS.parse().ok(),
+            Some(layout.second_order_ops()),
         ),
-        Program::new("payment", &["node", "payment"], ops(Role::Payment)),
-        Program::new(
-            "inventory",
-            &["node", "inventory", "--stock", &stock],
-            ops(Role::Inventory),
-        ),
-        Program::new(
+        node("payment", Role::Payment, &["--provider-addr", &provider]),
+        node("inventory", Role::Inventory, &["--stock", &stock]),
+        node(
             "notification",
-            &["node", "notification"],
-            ops(Role::Notification),
+            Role::Notification,
+            &["--notification-addr", &notification],
         ),
-        Program::new("delivery", &["node", "delivery"], ops(Role::Delivery)),
-        Program::new("relay", &["node", "relay"], ops(Role::Relay)),
+        node("delivery", Role::Delivery, &[]),
+        node("relay", Role::Relay, &[]),
     ];
     if let Some(extra) = gateway_args {
         let upstreams = format!("http://{first},http://{second}");
-        for (i, ops) in GATEWAY_OPS.iter().enumerate() {
+        for (i, ops) in layout.gateway_ops().iter().enumerate() {
             let mut args = vec![
                 "gateway".to_owned(),
                 "--reuse-port".to_owned(),
+                "--addr".to_owned(),
+                layout.gateway().to_string(),
                 "--ops-addr".to_owned(),
-                (*ops).to_owned(),
+                ops.to_string(),
                 "--upstream".to_owned(),
                 upstreams.clone(),
             ];
@@ -189,35 +248,73 @@ pub fn platform(
                 name: format!("gateway-{}", i + 1),
                 args,
                 env: Vec::new(),
-                ops: ops.parse().ok(),
+                ops: Some(*ops),
             });
         }
     }
+    let mut all_env = phase4_env();
+    all_env.extend(env.iter().cloned());
     for program in &mut programs {
-        program.env.clone_from(&env);
+        program.env.clone_from(&all_env);
+        // Static group membership: a restarted consumer rejoins as itself.
+        program
+            .env
+            .push(("CONSUMER_INSTANCE".to_owned(), program.name.clone()));
     }
     programs
+}
+
+/// The provider simulator, running (in this process) until `stop`.
+pub struct RunningProvider {
+    pub simulator: common::payment::Simulator,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl std::fmt::Debug for RunningProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningProvider").finish_non_exhaustive()
+    }
+}
+
+impl RunningProvider {
+    /// Phase 2's settings (from the environment) with phase 4's defaults, on `addr`.
+    pub async fn start(addr: SocketAddr) -> anyhow::Result<RunningProvider> {
+        let mut settings = Settings::defaults();
+        apply_phase4_defaults(&mut settings)?;
+        settings.provider.addr = addr;
+        let provider = phase2_events::system::Provider::build(&settings).await?;
+        let simulator = provider.simulator().clone();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(provider.run(stop.clone()));
+        Ok(RunningProvider {
+            simulator,
+            stop,
+            task,
+        })
+    }
+
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.task.await?
+    }
 }
 
 /// `phase4-chaos all`: the provider simulator here, every other part a supervised
 /// process, until Ctrl-C or SIGTERM.
 pub async fn supervised(
     programs: Vec<Program>,
+    layout: Layout,
     settings: SupervisorSettings,
 ) -> anyhow::Result<()> {
     let shutdown = common::shutdown::on_signal();
-    let mut phase2 = phase2_events::config::Settings::defaults();
-    apply_phase4_defaults(&mut phase2)?;
-    let provider = phase2_events::system::Provider::build(&phase2).await?;
-    let provider_stop = CancellationToken::new();
-    let provider = tokio::spawn(provider.run(provider_stop.clone()));
+    let provider = RunningProvider::start(layout.provider()).await?;
     let binary = std::env::current_exe().context("finding this program, to start its processes")?;
     let result = Supervisor::new(settings, binary)
         .run(programs, shutdown)
         .await;
     // After the services: they may still be charging while they drain.
-    provider_stop.cancel();
-    provider.await??;
+    provider.stop().await?;
     result
 }
 
@@ -255,11 +352,14 @@ mod tests {
 
     #[test]
     fn the_platform_is_nine_processes_with_two_of_the_order_api_and_of_the_gateway() {
-        let addrs = [
-            "127.0.0.1:3100".parse().unwrap(),
-            "127.0.0.1:3101".parse().unwrap(),
-        ];
-        let programs = platform(addrs, 10, Some(&["--no-shedding".to_owned()]));
+        let layout = Layout::STANDARD;
+        let programs = platform(
+            layout,
+            layout.orders(),
+            10,
+            Some(&["--no-shedding".to_owned()]),
+            &[],
+        );
         let names: Vec<&str> = programs.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(
             names,
@@ -280,6 +380,16 @@ mod tests {
         assert!(gateway.args.contains(&"--reuse-port".to_owned()));
         let ops: std::collections::BTreeSet<_> = programs.iter().map(|p| p.ops).collect();
         assert_eq!(ops.len(), programs.len(), "an ops port each");
-        assert_eq!(platform(addrs, 10, None).len(), 7, "--without-gateway");
+        assert_eq!(
+            platform(layout, layout.orders(), 10, None, &[]).len(),
+            7,
+            "--without-gateway"
+        );
+        let shifted = platform(Layout { offset: 10_000 }, layout.orders(), 10, None, &[]);
+        assert_eq!(
+            shifted[2].ops,
+            "127.0.0.1:19402".parse().ok(),
+            "payment's ops, shifted"
+        );
     }
 }

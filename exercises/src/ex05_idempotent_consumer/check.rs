@@ -410,6 +410,7 @@ async fn through_the_real_consumer<C: IdempotentEffect<Ledger> + 'static>(
     let consumer = EventConsumer {
         name: group.clone(),
         brokers: kafka.brokers.clone(),
+        instance: None,
         topics: vec![topic.clone()],
         producer: kafka.producer.clone(),
         effect: C::new(pool.clone(), Ledger::default()),

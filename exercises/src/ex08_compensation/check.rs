@@ -217,6 +217,7 @@ async fn scenarios<I: CompensatingInventory>(pool: &AnyPool) -> Result<(), Failu
     let consumer = EventConsumer {
         name: group.clone(),
         brokers: kafka.brokers.clone(),
+        instance: None,
         topics: vec![topics.orders.clone()],
         producer: kafka.producer.clone(),
         effect: Transactional {

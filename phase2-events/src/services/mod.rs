@@ -65,6 +65,7 @@ pub fn consumer<E: Effect>(
     EventConsumer {
         name: topics.group(service),
         brokers: settings.brokers.clone(),
+        instance: settings.consumer_instance.clone(),
         topics: topics.reads(service),
         producer,
         effect,

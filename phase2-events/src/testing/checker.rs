@@ -1,39 +1,13 @@
-//! The reconciliation checker: what clients were told against what the databases,
-//! the provider's ledger, Redis and the topics hold. The system is eventually
-//! consistent (compensations and notifications trail the order's final state), so
-//! the checker waits, up to a limit, for every rule to hold, then reports the rules
-//! still broken.
-//!
-//! 1. Every accepted order reached a final state (`delivered` or `cancelled`).
-//! 2. At most one captured charge per order; a delivered order has exactly one, for
-//!    its total, not refunded, and it is the order's `payment_id`; a cancelled order
-//!    has none that was not refunded.
-//! 3. Stock agrees with the orders: reservations held = delivered orders, and for
-//!    every sku, initial − available = the quantities those reservations hold.
-//! 4. Every notification was sent at most once (no event id twice in Redis' list).
-//! 5. Every outbox is drained.
-//!
-//! The rules are checked against the system's own stores — never against what the
-//! test thinks happened — so a lost event, a double charge or a stuck outbox fails
-//! [`check`] whatever caused it. `tests/checker.rs` breaks each rule on purpose and
-//! shows the checker catching it.
+//! The reconciliation checker of phase 2's tests: [`crate::books`] on a system in the
+//! test's process, waiting up to a limit for every rule to hold. `tests/checker.rs`
+//! breaks each rule on purpose and shows the checker catching it.
 
 use super::system::TestSystem;
+pub use crate::books::Report;
+use crate::books::{self, Books};
 use common::domain::OrderId;
-use redis::AsyncCommands;
-use sqlx::{AnyPool, Row};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-
-#[derive(Debug, Default)]
-pub struct Report {
-    pub delivered: usize,
-    pub cancelled_payment: usize,
-    pub cancelled_stock: usize,
-    pub refunded: usize,
-    pub charges: usize,
-    pub notifications: usize,
-}
 
 /// Waits until every rule holds for `accepted` orders; panics with what is still
 /// wrong after `limit`. `initial_stock` is the stock before the orders.
@@ -73,141 +47,23 @@ pub async fn check(
 
 /// One look at the books: every rule still broken (empty when all hold), and what
 /// was counted. [`check`] repeats this until the problems are gone.
+/// One look at the books: every rule still broken (empty when all hold), and what
+/// was counted. [`check`] repeats this until the problems are gone.
 pub async fn inspect(
     system: &TestSystem,
     accepted: &[OrderId],
     initial_stock: &BTreeMap<String, i64>,
 ) -> (Vec<String>, Report) {
-    let mut problems = Vec::new();
-    let mut report = Report::default();
-
-    // 1. final states
-    let rows =
-        sqlx::query("SELECT id, status, cancellation_reason, payment_id, total_cents FROM orders")
-            .fetch_all(&system.orders_db)
-            .await
-            .unwrap();
-    let mut orders: BTreeMap<String, (String, Option<String>, Option<String>, i64)> =
-        BTreeMap::new();
-    for row in &rows {
-        orders.insert(
-            row.get("id"),
-            (
-                row.get("status"),
-                row.get("cancellation_reason"),
-                row.get("payment_id"),
-                row.get("total_cents"),
-            ),
-        );
-    }
-    for id in accepted {
-        match orders.get(&id.to_string()) {
-            None => problems.push(format!("accepted order {id} is not in the order database")),
-            Some((status, ..)) if status != "delivered" && status != "cancelled" => {
-                problems.push(format!("order {id} is still {status}"))
-            }
-            Some((status, reason, ..)) => match (status.as_str(), reason.as_deref()) {
-                ("delivered", _) => report.delivered += 1,
-                (_, Some("out_of_stock")) => report.cancelled_stock += 1,
-                _ => report.cancelled_payment += 1,
-            },
-        }
-    }
-
-    // 2. charges
-    let ledger = system.simulator.ledger();
-    let captured = ledger.captured_by_order();
-    for (order, charges) in &captured {
-        report.charges += charges.len();
-        report.refunded += charges.iter().filter(|c| c.refunded_at.is_some()).count();
-        if charges.len() > 1 {
-            problems.push(format!("order {order} was charged {} times", charges.len()));
-        }
-        match orders.get(*order) {
-            None => problems.push(format!("charge for unknown order {order}")),
-            Some((status, _, payment_id, total)) => {
-                let kept: Vec<_> = charges.iter().filter(|c| c.refunded_at.is_none()).collect();
-                if status == "delivered" {
-                    if kept.len() != 1 || kept[0].amount_cents != *total {
-                        problems.push(format!(
-                            "delivered order {order} keeps {} charges",
-                            kept.len()
-                        ));
-                    } else if payment_id.as_deref() != Some(kept[0].charge_id.as_str()) {
-                        problems.push(format!("order {order}: payment_id is not its charge"));
-                    }
-                }
-                if status == "cancelled" && !kept.is_empty() {
-                    problems.push(format!(
-                        "cancelled order {order} keeps a charge (no refund)"
-                    ));
-                }
-            }
-        }
-    }
-    for (id, (status, ..)) in &orders {
-        if status == "delivered" && !captured.contains_key(id.as_str()) {
-            problems.push(format!("delivered order {id} has no charge"));
-        }
-    }
-
-    // 3. stock
-    let held = held_reservations(&system.inventory_db).await;
-    let delivered: BTreeSet<&String> = orders
-        .iter()
-        .filter(|(_, (s, ..))| s == "delivered")
-        .map(|(id, _)| id)
-        .collect();
-    let holding: BTreeSet<&String> = held.keys().collect();
-    if holding != delivered {
-        let extra: Vec<_> = holding.difference(&delivered).take(3).collect();
-        let missing: Vec<_> = delivered.difference(&holding).take(3).collect();
-        problems.push(format!(
-            "reservations held ({}) ≠ delivered orders ({}): e.g. held but not delivered {extra:?}, delivered without stock {missing:?}",
-            holding.len(),
-            delivered.len()
-        ));
-    }
-    let stock = system.stock().await;
-    let mut reserved_qty: BTreeMap<String, i64> = BTreeMap::new();
-    for lines in held.values() {
-        for (sku, qty) in lines {
-            *reserved_qty.entry(sku.clone()).or_default() += qty;
-        }
-    }
-    for (sku, initial) in initial_stock {
-        let taken = initial - stock.get(sku).copied().unwrap_or(0);
-        let reserved = reserved_qty.get(sku).copied().unwrap_or(0);
-        if taken != reserved {
-            problems.push(format!(
-                "{sku}: {taken} taken from stock but {reserved} held by reservations"
-            ));
-        }
-    }
-
-    // 4. notifications
-    let sent = notifications(system).await;
-    report.notifications = sent.len();
-    let mut seen = BTreeSet::new();
-    for event_id in sent {
-        if !seen.insert(event_id.clone()) {
-            problems.push(format!("notification for event {event_id} sent twice"));
-        }
-    }
-
-    // 5. outboxes
-    for (name, url) in system.settings.databases() {
-        let pool = common::db::connect(url, 1).await.unwrap();
-        let backlog = crate::outbox::backlog(&pool).await.unwrap();
-        pool.close().await;
-        if backlog > 0 {
-            problems.push(format!(
-                "{} outbox still holds {backlog} events",
-                name.name()
-            ));
-        }
-    }
-    (problems, report)
+    let books = Books {
+        settings: &system.settings,
+        orders_db: &system.orders_db,
+        inventory_db: &system.inventory_db,
+        ledger: system.simulator.ledger(),
+        notifications_key: notifications_key(system),
+    };
+    books::inspect(&books, accepted, initial_stock)
+        .await
+        .expect("the books can be read")
 }
 
 /// The event ids of the notifications sent so far, in the order they were sent.
@@ -215,18 +71,9 @@ pub async fn notifications(system: &TestSystem) -> Vec<String> {
     let Some(key) = notifications_key(system) else {
         return Vec::new();
     };
-    let mut redis = redis::Client::open(system.settings.redis_url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
+    books::notifications(&system.settings.redis_url, &key)
         .await
-        .expect("Redis reachable (`cargo xtask up`)");
-    let sent: Vec<String> = redis.lrange(&key, 0, -1).await.unwrap();
-    sent.iter()
-        .map(|text| {
-            let value: serde_json::Value = serde_json::from_str(text).unwrap();
-            value["event_id"].as_str().unwrap_or_default().to_owned()
-        })
-        .collect()
+        .expect("Redis reachable (`cargo xtask up`)")
 }
 
 fn notifications_key(system: &TestSystem) -> Option<String> {
@@ -235,19 +82,6 @@ fn notifications_key(system: &TestSystem) -> Option<String> {
 }
 
 /// The reservations still held, by order: each a list of (sku, quantity).
-pub async fn held_reservations(db: &AnyPool) -> BTreeMap<String, Vec<(String, i64)>> {
-    sqlx::query("SELECT order_id, lines FROM reservations WHERE status = 'reserved'")
-        .fetch_all(db)
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| {
-            let lines: Vec<crate::flow::Line> =
-                serde_json::from_str(&row.get::<String, _>("lines")).unwrap();
-            (
-                row.get("order_id"),
-                lines.into_iter().map(|l| (l.sku, l.qty)).collect(),
-            )
-        })
-        .collect()
+pub async fn held_reservations(db: &sqlx::AnyPool) -> BTreeMap<String, Vec<(String, i64)>> {
+    books::held_reservations(db).await.unwrap()
 }

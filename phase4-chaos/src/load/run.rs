@@ -182,7 +182,8 @@ impl Schedule {
 }
 
 /// How an answer counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Class {
     Ok,
     Refused,
@@ -351,6 +352,21 @@ pub struct Second {
     pub t: u64,
     pub counts: Counts,
     pub p99_ms: f64,
+    /// The reads' (menu, status) p99 alone.
+    pub reads_p99_ms: f64,
+}
+
+/// One order request (a place or a duplicate submit) and what its client was told:
+/// a chaos scenario's checker holds the books to these.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Placement {
+    /// Its `Idempotency-Key`.
+    pub key: String,
+    pub class: Class,
+    /// The order the answer named (from `Location`, on a 2xx).
+    pub order_id: Option<String>,
+    /// When it was due, in milliseconds from the run's start.
+    pub at_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -376,6 +392,9 @@ pub struct LoadReport {
     pub first_errors: Vec<String>,
     pub slos: Vec<SloResult>,
     pub passed: bool,
+    /// Every order request and its answer (not in the JSON report: one line each).
+    #[serde(skip)]
+    pub placements: Vec<Placement>,
 }
 
 #[derive(Debug)]
@@ -383,8 +402,10 @@ struct Recorder {
     all: Histogram<u64>,
     totals: Counts,
     endpoints: BTreeMap<Endpoint, (Counts, Histogram<u64>)>,
-    seconds: Vec<(Counts, Histogram<u64>)>,
+    /// Each second: every request, and the reads alone.
+    seconds: Vec<(Counts, Histogram<u64>, Histogram<u64>)>,
     first_errors: Vec<String>,
+    placements: Vec<Placement>,
 }
 
 impl Recorder {
@@ -394,9 +415,10 @@ impl Recorder {
             totals: Counts::default(),
             endpoints: BTreeMap::new(),
             seconds: (0..seconds)
-                .map(|_| (Counts::default(), super::histogram()))
+                .map(|_| (Counts::default(), super::histogram(), super::histogram()))
                 .collect(),
             first_errors: Vec::new(),
+            placements: Vec::new(),
         }
     }
 
@@ -419,9 +441,12 @@ impl Recorder {
             .or_insert_with(|| (Counts::default(), super::histogram()));
         counts.add(class);
         histogram.saturating_record(us);
-        if let Some((counts, histogram)) = self.seconds.get_mut(second) {
+        if let Some((counts, histogram, reads)) = self.seconds.get_mut(second) {
             counts.add(class);
             histogram.saturating_record(us);
+            if !endpoint.is_write() {
+                reads.saturating_record(us);
+            }
         }
         if let Some(error) = error
             && self.first_errors.len() < 5
@@ -438,7 +463,7 @@ async fn send(
     tokens: &[String],
     planned: &Planned,
     plan: &Plan,
-) -> (Class, Option<String>) {
+) -> (Class, Option<String>, Option<String>) {
     let url = format!("{base}{}", planned.path);
     let mut request = match &planned.order {
         Some((body, key)) => client
@@ -463,9 +488,9 @@ async fn send(
             let class = Class::of_status(status);
             if class == Class::Ok
                 && planned.endpoint == Endpoint::Place
-                && let Some(location) = location
+                && let Some(location) = &location
             {
-                plan.placed(planned.customer, location);
+                plan.placed(planned.customer, location.clone());
             }
             let error = matches!(class, Class::ClientError | Class::ServerError).then(|| {
                 format!(
@@ -475,7 +500,7 @@ async fn send(
                     body.chars().take(200).collect::<String>()
                 )
             });
-            (class, error)
+            (class, error, location.filter(|_| class == Class::Ok))
         }
         Err(err) => (
             Class::Failed,
@@ -484,6 +509,7 @@ async fn send(
                 planned.endpoint.name(),
                 planned.path
             )),
+            None,
         ),
     }
 }
@@ -496,6 +522,8 @@ struct Shared {
     tokens: Arc<Vec<String>>,
     plan: Arc<Plan>,
     recorder: Arc<Mutex<Recorder>>,
+    /// When the run started (the first request's due time).
+    start: Instant,
 }
 
 impl Shared {
@@ -503,15 +531,19 @@ impl Shared {
     /// time in the open model, the send time in the closed one).
     async fn one(&self, since: Instant, second: usize) {
         let planned = self.plan.next();
-        let (class, error) =
+        let (class, error, location) =
             send(&self.client, &self.base, &self.tokens, &planned, &self.plan).await;
-        self.recorder.lock().expect("recorder").record(
-            planned.endpoint,
-            second,
-            since.elapsed(),
-            class,
-            error,
-        );
+        let mut recorder = self.recorder.lock().expect("recorder");
+        recorder.record(planned.endpoint, second, since.elapsed(), class, error);
+        if let Some((_, key)) = &planned.order {
+            let at_ms = since.saturating_duration_since(self.start).as_millis() as u64;
+            recorder.placements.push(Placement {
+                key: key.clone(),
+                class,
+                order_id: location.and_then(|l| l.rsplit('/').next().map(str::to_owned)),
+                at_ms,
+            });
+        }
     }
 }
 
@@ -565,6 +597,7 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<LoadReport> {
         tokens,
         plan,
         recorder: recorder.clone(),
+        start,
     };
 
     match args.model {
@@ -643,16 +676,18 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<LoadReport> {
             .seconds
             .iter()
             .enumerate()
-            .filter(|(_, (counts, _))| counts.sent > 0)
-            .map(|(t, (counts, histogram))| Second {
+            .filter(|(_, (counts, ..))| counts.sent > 0)
+            .map(|(t, (counts, histogram, reads))| Second {
                 t: t as u64,
                 counts: *counts,
                 p99_ms: Latency::of(histogram).p99_ms,
+                reads_p99_ms: Latency::of(reads).p99_ms,
             })
             .collect(),
         first_errors: recorder.first_errors,
         slos: Vec::new(),
         passed: true,
+        placements: recorder.placements,
     };
     report.slos = args
         .slos
@@ -856,6 +891,7 @@ mod tests {
             first_errors: Vec::new(),
             slos: Vec::new(),
             passed: true,
+            placements: Vec::new(),
         }
     }
 }

@@ -1,0 +1,555 @@
+//! Chaos scenarios: a hypothesis, a fault, a check — each one command,
+//! `phase4-chaos scenario NAME [--rate R] [--duration D] [--seed N]`.
+//!
+//! A scenario starts its own platform (every service a supervised process, on fresh
+//! databases and topics, ports shifted by `--port-offset`), puts the load generator on
+//! it, injects its faults at moments the seed chooses, and then holds the books to
+//! what clients were told ([`verdict`]). Every run leaves a results folder
+//! (`.ferriseats/runs/<time>-<scenario>/`): the configuration and seed, the verdict,
+//! a short report and the load report.
+//!
+//! | scenario | fault | the defence that makes it pass | switched off with |
+//! |---|---|---|---|
+//! | `kill-service` | SIGKILL a consumer (payment), an order API replica, the relay, in turn | the supervisor restarts them; the outbox, offsets and leases let the new process finish what the old one held | `--no-restart` |
+//!
+//! | concern | where |
+//! |---|---|
+//! | the scenarios, their hypotheses and faults | [`Scenario`] |
+//! | the fault schedule, from the seed | [`Scenario::schedule`] |
+//! | a platform of its own: databases, topics, ports, supervisor, provider | [`Platform`] |
+//! | the verdict: nothing lost, at most once, books, recovery, no cascade | [`verdict`] |
+//! | the results folder | [`Outcome::write`] |
+
+pub mod verdict;
+
+use crate::load::run::{self, LoadArgs, LoadReport};
+use crate::supervisor::{Supervisor, SupervisorSettings};
+use crate::system::{Layout, RunningProvider, platform};
+use anyhow::Context;
+use common::shutdown::CancellationToken;
+use phase2_events::books::{self, Books};
+use phase2_events::config::Settings;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use verdict::{Judged, Verdict};
+
+/// A chaos experiment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// SIGKILL a consumer (payment), an order API replica (order-1) and the relay, in
+    /// turn, under load.
+    KillService,
+}
+
+/// One fault of a run: what, and when (from the start of the load).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Fault {
+    /// The supervised process it hits.
+    pub target: String,
+    pub at_ms: u64,
+    /// Whether reads (menu, order status) go through the target: if not, they must keep
+    /// their SLO while it is down (no cascade).
+    pub reads_untouched: bool,
+}
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::KillService => "kill-service",
+        }
+    }
+
+    /// What the run sets out to show.
+    pub fn hypothesis(self) -> &'static str {
+        match self {
+            Scenario::KillService => {
+                "Killing any one service process (no goodbye, no flush) loses no accepted \
+                 order, charges no card twice, and the platform is back to its steady state \
+                 within the recovery target without a human: the supervisor restarts the \
+                 process, and the outbox, the consumer offsets and the payment leases let the \
+                 new process finish what the dead one held."
+            }
+        }
+    }
+
+    /// The defence that makes it pass, and the switch that turns it off.
+    pub fn defence(self) -> (&'static str, &'static str) {
+        match self {
+            Scenario::KillService => ("the supervisor restarts what dies", "--no-restart"),
+        }
+    }
+
+    /// The faults of a run of `duration`, at moments drawn from `seed`: spread over
+    /// the middle half of the run (the first quarter is the steady state they are
+    /// measured against, the last quarter leaves room to recover), one per slot.
+    pub fn schedule(self, duration: Duration, seed: u64) -> Vec<Fault> {
+        let targets: &[(&str, bool)] = match self {
+            Scenario::KillService => &[("payment", true), ("order-1", false), ("relay", true)],
+        };
+        let mut rng = StdRng::seed_from_u64(seed);
+        let start = duration.as_millis() as u64 / 4;
+        let slot = duration.as_millis() as u64 / 2 / targets.len() as u64;
+        targets
+            .iter()
+            .enumerate()
+            .map(|(i, (target, reads_untouched))| Fault {
+                target: (*target).to_owned(),
+                at_ms: start + i as u64 * slot + rng.random_range(0..=slot / 3),
+                reads_untouched: *reads_untouched,
+            })
+            .collect()
+    }
+}
+
+/// `phase4-chaos scenario NAME`.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct ScenarioArgs {
+    pub scenario: Scenario,
+    /// Requests per second of the default mix (open model).
+    #[arg(long, default_value_t = 200.0)]
+    pub rate: f64,
+    /// How long the load runs; the faults fall in its middle half.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde_secs")]
+    pub duration: Duration,
+    /// Fixes the fault schedule and the request mix.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Turn the scenario's defence off (see the table in `--help` of each): the
+    /// supervisor does not restart what dies.
+    #[arg(long)]
+    pub no_restart: bool,
+    /// How long, after the load, the books may take to agree.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde_secs")]
+    pub drain: Duration,
+    /// The brief's recovery target: back to the steady state this soon after a fault.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde_secs")]
+    pub recovery_target: Duration,
+    /// The gateway's p99 SLO (the steady state, and reads during a fault elsewhere).
+    #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde_secs")]
+    pub slo_p99: Duration,
+    /// Every port of the platform shifted by this (to run beside `phase4-chaos all`).
+    #[arg(long, default_value_t = 0)]
+    pub port_offset: u16,
+    /// Where the results folder goes.
+    #[arg(long, default_value = ".ferriseats/runs")]
+    pub runs: PathBuf,
+    /// Keep the run's databases (dropped by default).
+    #[arg(long)]
+    pub keep: bool,
+    /// Load at the run's rate before the measured run, not judged: consumer groups
+    /// assigned, pools and caches warm.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde_secs")]
+    pub warmup: Duration,
+    /// Flags for both gateways, after `--` (e.g. `-- --order-target 5s`).
+    #[arg(last = true)]
+    pub gateway_args: Vec<String>,
+    /// The program the supervisor starts (this one, by default).
+    #[arg(long, hide = true)]
+    #[serde(skip)]
+    pub binary: Option<PathBuf>,
+}
+
+mod humantime_serde_secs {
+    pub fn serialize<S: serde::Serializer>(
+        value: &std::time::Duration,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_f64(value.as_secs_f64())
+    }
+}
+
+/// A platform of the scenario's own: fresh databases and topics, every service a
+/// supervised process, the provider in this process (its ledger is in the books).
+struct Platform {
+    layout: Layout,
+    settings: Settings,
+    supervisor: Supervisor,
+    provider: RunningProvider,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    databases: Vec<String>,
+}
+
+/// The load's stock: plenty, so that cancellations are the scenario's, not the menu's.
+const STOCK: i64 = 1_000_000;
+
+impl Platform {
+    async fn start(args: &ScenarioArgs, run_id: &str) -> anyhow::Result<Platform> {
+        let layout = Layout {
+            offset: args.port_offset,
+        };
+        let admin = common_local::endpoints::LOCAL_POSTGRES_URL;
+        let databases: Vec<String> = ["orders", "payments", "inventory", "delivery"]
+            .iter()
+            .map(|name| format!("ferriseats_chaos_{run_id}_{name}"))
+            .collect();
+        let url = |i: usize| common_local::endpoints::with_database(admin, &databases[i]);
+        let namespace = format!("chaos-{run_id}");
+        let env: Vec<(String, String)> = [
+            ("ORDER_DATABASE_URL", url(0)),
+            ("PAYMENT_DATABASE_URL", url(1)),
+            ("INVENTORY_DATABASE_URL", url(2)),
+            ("DELIVERY_DATABASE_URL", url(3)),
+            ("TOPIC_NAMESPACE", namespace.clone()),
+            ("OTEL_SDK_DISABLED", "true".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let mut settings = Settings::defaults();
+        settings.order_database_url = url(0);
+        settings.payment_database_url = url(1);
+        settings.inventory_database_url = url(2);
+        settings.delivery_database_url = url(3);
+        settings.namespace = namespace;
+
+        let programs = platform(
+            layout,
+            layout.orders(),
+            STOCK,
+            Some(&args.gateway_args),
+            &env,
+        );
+        let provider = RunningProvider::start(layout.provider()).await?;
+        let binary = match &args.binary {
+            Some(binary) => binary.clone(),
+            None => std::env::current_exe().context("finding this program")?,
+        };
+        let supervisor_settings: SupervisorSettings = crate::parse_flags(&[])?;
+        let supervisor_settings = SupervisorSettings {
+            no_restart: args.no_restart,
+            supervisor_ops_addr: layout.supervisor_ops(),
+            logs: args.runs.join(format!("{run_id}-logs")),
+            ..supervisor_settings
+        };
+        let supervisor = Supervisor::new(supervisor_settings, binary);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(supervisor.clone().run(programs.clone(), shutdown.clone()));
+        let platform = Platform {
+            layout,
+            settings,
+            supervisor,
+            provider,
+            shutdown,
+            task,
+            databases,
+        };
+        platform.ready(&programs, Duration::from_secs(120)).await?;
+        Ok(platform)
+    }
+
+    /// Waits until every process answers on its ops port, and the gateways are ready.
+    async fn ready(
+        &self,
+        programs: &[crate::supervisor::Program],
+        limit: Duration,
+    ) -> anyhow::Result<()> {
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + limit;
+        for program in programs {
+            let Some(ops) = program.ops else { continue };
+            let path = if program.name.starts_with("gateway") {
+                "ready"
+            } else {
+                "health"
+            };
+            let url = format!("http://{ops}/{path}");
+            loop {
+                if let Ok(answer) = http.get(&url).send().await
+                    && answer.status().is_success()
+                {
+                    break;
+                }
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "{} did not answer {url} within {limit:?} (its log: {})",
+                    program.name,
+                    self.supervisor_log(&program.name).display()
+                );
+                if self.task.is_finished() {
+                    anyhow::bail!("the supervisor stopped while the platform started");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn supervisor_log(&self, name: &str) -> PathBuf {
+        self.supervisor.log_path(name)
+    }
+
+    async fn books(&self) -> anyhow::Result<(sqlx::AnyPool, sqlx::AnyPool)> {
+        let orders = common::db::connect(&self.settings.order_database_url, 2).await?;
+        let inventory = common::db::connect(&self.settings.inventory_database_url, 2).await?;
+        Ok((orders, inventory))
+    }
+
+    async fn stop(self, keep: bool) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let stopped = self.task.await;
+        self.provider.stop().await?;
+        if !keep {
+            let names: Vec<&str> = self.databases.iter().map(String::as_str).collect();
+            crate::bench::phase2::drop_databases_named(
+                common_local::endpoints::LOCAL_POSTGRES_URL,
+                &names,
+            );
+        }
+        stopped??;
+        Ok(())
+    }
+}
+
+/// A finished run: what was done, what was seen, the verdict.
+#[derive(Debug, Serialize)]
+pub struct Outcome {
+    pub scenario: Scenario,
+    pub hypothesis: &'static str,
+    pub defence: &'static str,
+    pub config: ScenarioArgs,
+    pub faults: Vec<Fault>,
+    pub verdict: Verdict,
+    #[serde(skip)]
+    pub load: LoadReport,
+    #[serde(skip)]
+    pub folder: PathBuf,
+}
+
+impl Outcome {
+    /// 0 pass, 1 fail, 2 could not be judged.
+    pub fn exit_code(&self) -> i32 {
+        match self.verdict.judged {
+            Judged::Pass => 0,
+            Judged::Fail => 1,
+            Judged::Unjudged => 2,
+        }
+    }
+
+    /// The results folder: `config.json`, `verdict.json`, `report.md`, `load.json`,
+    /// `placements.jsonl` (every order request and its answer).
+    pub fn write(&self) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.folder)
+            .with_context(|| format!("creating {}", self.folder.display()))?;
+        let write = |name: &str, text: String| {
+            let path = self.folder.join(name);
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+        };
+        write(
+            "config.json",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "scenario": self.scenario,
+                "config": self.config,
+                "faults": self.faults,
+            }))? + "\n",
+        )?;
+        write("verdict.json", serde_json::to_string_pretty(&self)? + "\n")?;
+        write(
+            "load.json",
+            serde_json::to_string_pretty(&self.load)? + "\n",
+        )?;
+        let mut lines = String::new();
+        for placement in &self.load.placements {
+            lines += &serde_json::to_string(placement)?;
+            lines.push('\n');
+        }
+        write("placements.jsonl", lines)?;
+        write("report.md", self.report())?;
+        Ok(())
+    }
+
+    /// A short report, in Markdown.
+    pub fn report(&self) -> String {
+        let v = &self.verdict;
+        let mut out = format!(
+            "# {} — {}\n\n**Hypothesis.** {}\n\n**Defence.** {}{}\n\n\
+             {:.0} requests/s for {:.0} s, seed {}.\n\n| fault | at | time to recover |\n|---|---:|---:|\n",
+            self.scenario.name(),
+            v.judged.word(),
+            self.hypothesis,
+            self.defence,
+            if self.config.no_restart {
+                " — **switched off for this run**"
+            } else {
+                ""
+            },
+            self.config.rate,
+            self.config.duration.as_secs_f64(),
+            self.config.seed,
+        );
+        for (fault, recovery) in self.faults.iter().zip(&v.recoveries) {
+            out += &format!(
+                "| SIGKILL {} | {:.1} s | {} |\n",
+                fault.target,
+                fault.at_ms as f64 / 1000.0,
+                recovery
+                    .time_to_recover_s
+                    .map_or("not recovered".to_owned(), |s| format!("{s:.0} s"))
+            );
+        }
+        out += &format!(
+            "\n| | |\n|---|---|\n| orders accepted | {} |\n| final | {} |\n| lost | {} |\n\
+             | answered 5xx or no answer (maybe) | {} |\n| orders stored twice | {} |\n\
+             | p99 before the faults | {:.0} ms |\n| p99 during | {:.0} ms |\n| p99 after | {:.0} ms |\n\
+             | restarts of processes not hit | {} |\n\n## Rules\n\n",
+            v.accepted,
+            v.final_orders,
+            v.lost,
+            v.maybe,
+            v.duplicates,
+            v.p99_before_ms,
+            v.p99_during_ms,
+            v.p99_after_ms,
+            v.bystander_restarts,
+        );
+        for rule in &v.rules {
+            out += &format!(
+                "- {} **{}** — {}\n",
+                if rule.pass { "✔" } else { "✘" },
+                rule.name,
+                rule.detail
+            );
+        }
+        out
+    }
+}
+
+/// Runs one scenario: platform, load, faults, drain, verdict, results folder.
+pub async fn run(args: &ScenarioArgs) -> anyhow::Result<Outcome> {
+    let scenario = args.scenario;
+    let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S").to_string();
+    let run_id = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
+    let folder = args.runs.join(format!("{stamp}-{}", scenario.name()));
+    let faults = scenario.schedule(args.duration, args.seed);
+    eprintln!(
+        "chaos: {} — starting a platform of its own (results in {})",
+        scenario.name(),
+        folder.display()
+    );
+    let platform = Platform::start(args, &run_id).await?;
+    let result = drive(args, &platform, &faults).await;
+    let stopped = platform.stop(args.keep).await;
+    let (load, verdict) = result?;
+    if let Err(err) = stopped {
+        eprintln!("chaos: stopping the platform: {err:#}");
+    }
+    let outcome = Outcome {
+        scenario,
+        hypothesis: scenario.hypothesis(),
+        defence: scenario.defence().0,
+        config: args.clone(),
+        faults,
+        verdict,
+        load,
+        folder,
+    };
+    outcome.write()?;
+    Ok(outcome)
+}
+
+/// The load, the faults at their moments, the drain, the verdict.
+async fn drive(
+    args: &ScenarioArgs,
+    platform: &Platform,
+    faults: &[Fault],
+) -> anyhow::Result<(LoadReport, Verdict)> {
+    let (orders_db, inventory_db) = platform.books().await?;
+    let initial_stock = books::stock(&inventory_db).await?;
+    let load_args = |duration: Duration| -> anyhow::Result<LoadArgs> {
+        Ok(crate::parse_flags(&[
+            "--url",
+            &format!("http://{}", platform.layout.gateway()),
+            "--rate",
+            &args.rate.to_string(),
+            "--duration",
+            &format!("{}ms", duration.as_millis()),
+            "--seed",
+            &args.seed.to_string(),
+            "--customers",
+            "2000",
+            "--timeout",
+            "5s",
+        ])?)
+    };
+    if !args.warmup.is_zero() {
+        eprintln!(
+            "chaos: warming up ({:?} at {}/s, not judged)…",
+            args.warmup, args.rate
+        );
+        run::run(&load_args(args.warmup)?).await?;
+    }
+    let load_args = load_args(args.duration)?;
+    eprintln!("chaos: the run ({:?} at {}/s)…", args.duration, args.rate);
+    let load = tokio::spawn(async move { run::run(&load_args).await });
+    // The load's clock starts 50 ms after it is called (`run::run`).
+    let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    for fault in faults {
+        tokio::time::sleep_until(start + Duration::from_millis(fault.at_ms)).await;
+        match crate::supervisor::kill_process(platform.layout.supervisor_ops(), &fault.target).await
+        {
+            Ok(pid) => eprintln!(
+                "chaos: {:>5.1} s  SIGKILL {} (pid {pid})",
+                fault.at_ms as f64 / 1000.0,
+                fault.target
+            ),
+            Err(err) => eprintln!("chaos: could not kill {}: {err:#}", fault.target),
+        }
+    }
+    let load = load.await.context("the load generator panicked")??;
+    eprintln!(
+        "chaos: load done ({} requests); holding the books to what clients were told (up to {:?})…",
+        load.totals.sent, args.drain
+    );
+    let accepted = verdict::accepted(&load);
+    let deadline = Instant::now() + args.drain;
+    let notifications_key = Some(
+        phase2_events::services::notification::Keys::new(&phase2_events::flow::Topics::new(
+            &platform.settings.namespace,
+        ))
+        .sent(),
+    );
+    let (problems, report) = loop {
+        let books = Books {
+            settings: &platform.settings,
+            orders_db: &orders_db,
+            inventory_db: &inventory_db,
+            ledger: platform.provider.simulator.ledger(),
+            notifications_key: notifications_key.clone(),
+        };
+        let (problems, report) = books::inspect(&books, &accepted, &initial_stock).await?;
+        if problems.is_empty() || Instant::now() > deadline {
+            break (problems, report);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let stored = verdict::stored(&orders_db).await?;
+    let restarts: BTreeMap<String, u64> = platform
+        .supervisor
+        .processes()
+        .into_iter()
+        .map(|p| (p.name, p.restarts))
+        .collect();
+    let verdict = Verdict::judge(&verdict::Evidence {
+        load: &load,
+        faults,
+        problems: &problems,
+        books: &report,
+        stored: &stored,
+        restarts: &restarts,
+        slo_p99_ms: args.slo_p99.as_secs_f64() * 1000.0,
+        recovery_target_s: args.recovery_target.as_secs_f64(),
+    });
+    orders_db.close().await;
+    inventory_db.close().await;
+    Ok((load, verdict))
+}
