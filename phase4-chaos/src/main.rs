@@ -99,10 +99,25 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Bench(args) => phase4_chaos::bench::run(&args),
         Command::Scenario(args) => {
-            let outcome = runtime()?.block_on(phase4_chaos::chaos::run(&args))?;
-            print!("{}", outcome.report());
-            println!("\nresults: {}", outcome.folder.display());
-            std::process::exit(outcome.exit_code());
+            use clap::ValueEnum;
+            use phase4_chaos::chaos::{self, Scenario};
+            let scenarios: Vec<Scenario> = match args.scenario {
+                Some(scenario) => vec![scenario],
+                None => Scenario::value_variants().to_vec(),
+            };
+            let runtime = runtime()?;
+            let mut outcomes = Vec::new();
+            for scenario in scenarios {
+                let outcome = runtime.block_on(chaos::run(&args, scenario))?;
+                print!("{}", outcome.report());
+                println!("\nresults: {}\n", outcome.folder.display());
+                outcomes.push(outcome);
+            }
+            if outcomes.len() > 1 {
+                print!("{}", chaos::table(&outcomes));
+            }
+            // The worst: 2 (not judged) over 1 (fail) over 0 (pass).
+            std::process::exit(outcomes.iter().map(|o| o.exit_code()).max().unwrap_or(2));
         }
         Command::Load(args) => {
             use phase4_chaos::load::run;

@@ -51,6 +51,15 @@ enum Command {
     Broker(kafka::BrokerArgs),
     /// `up`, then the whole test suite (nextest if installed, plus doctests).
     Test(test::TestArgs),
+    /// A chaos scenario under load, ending in a verdict: builds and runs
+    /// `phase4-chaos scenario ARGS` (`cargo xtask chaos kill-service`, `--all`); the
+    /// exit status is the verdict's (0 pass, 1 fail, 2 not judged).
+    #[command(disable_help_flag = true)]
+    Chaos {
+        /// Passed on to `phase4-chaos scenario`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Throughput and latency percentiles, next to pgbench running the same SQL:
     /// builds and runs `phase4-chaos bench ARGS` (`cargo xtask bench --help` lists them).
     #[command(disable_help_flag = true)]
@@ -77,18 +86,23 @@ struct UpArgs {
 /// which `up` must not wait for): build it and the binaries it measures in release
 /// mode — a debug build measures the compiler, not the design — and run it.
 fn bench(args: &[String]) -> anyhow::Result<()> {
-    process::build_bench_packages()?;
-    let bin = process::target_dir().join("release/phase4-chaos");
-    let status = std::process::Command::new(&bin)
-        .arg("bench")
-        .args(args)
-        .current_dir(process::workspace_root())
-        .status()
-        .with_context(|| format!("running {}", bin.display()))?;
+    let status = phase4("bench", args)?;
     if !status.success() {
         anyhow::bail!("`phase4-chaos bench` failed ({status})");
     }
     Ok(())
+}
+
+/// `phase4-chaos SUBCOMMAND ARGS` from a release build, in the workspace.
+fn phase4(subcommand: &str, args: &[String]) -> anyhow::Result<std::process::ExitStatus> {
+    process::build_bench_packages()?;
+    let bin = process::target_dir().join("release/phase4-chaos");
+    std::process::Command::new(&bin)
+        .arg(subcommand)
+        .args(args)
+        .current_dir(process::workspace_root())
+        .status()
+        .with_context(|| format!("running {}", bin.display()))
 }
 
 fn main() -> std::process::ExitCode {
@@ -100,6 +114,13 @@ fn main() -> std::process::ExitCode {
         Command::Broker(args) => kafka::run(&args),
         Command::Test(args) => test::run(&args),
         Command::Bench { args } => bench(&args),
+        // The verdict's exit status, as it is: 1 fail, 2 not judged.
+        Command::Chaos { args } => match phase4("scenario", &args) {
+            Ok(status) => {
+                return std::process::ExitCode::from(status.code().unwrap_or(2).clamp(0, 255) as u8);
+            }
+            Err(err) => Err(err),
+        },
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -109,7 +109,11 @@ impl Scenario {
 /// `phase4-chaos scenario NAME`.
 #[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct ScenarioArgs {
-    pub scenario: Scenario,
+    #[arg(required_unless_present = "all")]
+    pub scenario: Option<Scenario>,
+    /// Every scenario in turn, each on a platform of its own, and a table of them.
+    #[arg(long, conflicts_with = "scenario")]
+    pub all: bool,
     /// Requests per second of the default mix (open model).
     #[arg(long, default_value_t = 200.0)]
     pub rate: f64,
@@ -425,8 +429,7 @@ impl Outcome {
 }
 
 /// Runs one scenario: platform, load, faults, drain, verdict, results folder.
-pub async fn run(args: &ScenarioArgs) -> anyhow::Result<Outcome> {
-    let scenario = args.scenario;
+pub async fn run(args: &ScenarioArgs, scenario: Scenario) -> anyhow::Result<Outcome> {
     let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S").to_string();
     let run_id = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
     let folder = args.runs.join(format!("{stamp}-{}", scenario.name()));
@@ -552,4 +555,33 @@ async fn drive(
     orders_db.close().await;
     inventory_db.close().await;
     Ok((load, verdict))
+}
+
+/// What `--all` prints: one row per scenario.
+pub fn table(outcomes: &[Outcome]) -> String {
+    let mut out = String::from(
+        "| scenario | accepted | lost | duplicates | maybe | slowest recovery | p99 during | p99 after | verdict |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---|\n",
+    );
+    for o in outcomes {
+        let v = &o.verdict;
+        let slowest = v
+            .recoveries
+            .iter()
+            .map(|r| r.time_to_recover_s)
+            .try_fold(0.0_f64, |worst, r| r.map(|s| worst.max(s)));
+        out += &format!(
+            "| {} | {} | {} | {} | {} | {} | {:.0} ms | {:.0} ms | {} |\n",
+            o.scenario.name(),
+            v.accepted,
+            v.lost,
+            v.duplicates,
+            v.maybe,
+            slowest.map_or("never".to_owned(), |s| format!("{s:.0} s")),
+            v.p99_during_ms,
+            v.p99_after_ms,
+            v.judged.word()
+        );
+    }
+    out
 }
