@@ -19,11 +19,13 @@ pub const SPLIT_TARGETS: &str = "order=http://127.0.0.1:9401,payment=http://127.
 inventory=http://127.0.0.1:9403,notification=http://127.0.0.1:9404,delivery=http://127.0.0.1:9405,\
 relay=http://127.0.0.1:9406,order-api=http://127.0.0.1:3000,notification-api=http://127.0.0.1:3002";
 
-/// The targets of `phase4-chaos all`: phase 3's ops servers (the system on 9400, the
-/// second order API replica on 9401), the gateway's ops port, and the live-status
-/// API. `--phase4` selects it.
-pub const PHASE4_TARGETS: &str = "all=http://127.0.0.1:9400,order-2=http://127.0.0.1:9401,\
-gateway=http://127.0.0.1:9410,notification-api=http://127.0.0.1:3002";
+/// The targets of `phase4-chaos all`: each supervised process's ops server (phase 3's
+/// 9401–9406, the second order API replica on 9407, the gateways on 9410 and 9411),
+/// the supervisor's (9420) and the live-status API. `--phase4` selects it.
+pub const PHASE4_TARGETS: &str = "order-1=http://127.0.0.1:9401,order-2=http://127.0.0.1:9407,\
+payment=http://127.0.0.1:9402,inventory=http://127.0.0.1:9403,notification=http://127.0.0.1:9404,\
+delivery=http://127.0.0.1:9405,relay=http://127.0.0.1:9406,gateway-1=http://127.0.0.1:9410,\
+gateway-2=http://127.0.0.1:9411,supervisor=http://127.0.0.1:9420,notification-api=http://127.0.0.1:3002";
 
 /// One endpoint to watch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,8 +91,8 @@ pub struct Cli {
     /// Watch the processes of split mode (ops ports 9401–9406) instead of `all`.
     #[arg(long, conflicts_with_all = ["targets", "targets_list"])]
     pub split: bool,
-    /// Watch `phase4-chaos all`: the system, the second order API replica and the
-    /// gateway (whose panel then appears).
+    /// Watch `phase4-chaos all`: every supervised process, both gateways (whose panel
+    /// then appears) and the supervisor.
     #[arg(long, conflicts_with_all = ["targets", "targets_list", "split"])]
     pub phase4: bool,
     /// How often every target is polled.

@@ -5,11 +5,11 @@
 //!
 //! | rule | holds when |
 //! |---|---|
-//! | steady state before | before the first fault, no errors, p99 within the SLO and ≥ 95 % of requests 2xx — otherwise the run says so and is not judged (exit 2) |
+//! | steady state before | before the first fault, errors (not the deliberate 429/503) ≤ 0.1 % and p99 within the SLO in at least 90 % of the seconds — otherwise the run says so and is not judged (exit 2) |
 //! | nothing lost | every order a client was told was accepted (2xx) is final |
 //! | at most once | no idempotency key stored twice — in particular the "maybe"s, requests answered 5xx or not at all, exist at most once |
 //! | the books agree | phase 2's rules: one charge per order, no refund without a charge, stock = reservations, each notification once, outboxes drained |
-//! | recovered | after each fault, five seconds in a row with goodput ≥ 95 % of the steady state and p99 within the SLO, within the recovery target |
+//! | recovered | after each fault, five seconds in a row with goodput (their mean: admission control makes single seconds noisy) ≥ 95 % of the steady state's and p99 within the SLO in each, within the recovery target |
 //! | no cascade | no process the faults did not hit restarted; reads kept their SLO while a service they do not use was down |
 
 use super::Fault;
@@ -23,6 +23,10 @@ use std::collections::BTreeMap;
 const RECOVERED_AFTER: usize = 5;
 /// A good second's goodput, against the steady state's.
 const GOODPUT_SHARE: f64 = 0.95;
+/// The steady state's errors (not the deliberate 429/503), at most.
+const STEADY_ERRORS: f64 = 0.001;
+/// Seconds of the steady state whose p99 must be within the SLO, at least.
+const STEADY_SECONDS_WITHIN: f64 = 0.9;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -158,16 +162,20 @@ impl Verdict {
             ok as f64 / steady.len() as f64
         };
         let p99_before = max_p99(steady.iter().copied());
+        let within = steady.iter().filter(|s| s.p99_ms <= e.slo_p99_ms).count();
+        // Refusals (429/503) are the defences at work, not ill health: admission
+        // control sheds new orders by design when the rate is more than the pipeline
+        // finishes. They set the steady state's goodput, which recovery is measured by.
         let steady_ok = !steady.is_empty()
-            && errors == 0
-            && p99_before <= e.slo_p99_ms
-            && ok as f64 >= GOODPUT_SHARE * sent as f64;
+            && errors as f64 <= STEADY_ERRORS * sent as f64
+            && within as f64 >= STEADY_SECONDS_WITHIN * steady.len() as f64;
         let mut rules = vec![Rule {
             name: "steady state before",
             pass: steady_ok,
             detail: format!(
-                "{} s before the first fault: {ok} of {sent} requests 2xx, {errors} errors, p99 at most {p99_before:.0} ms (SLO {:.0} ms)",
+                "{} s before the first fault: {ok} of {sent} requests 2xx ({:.0}/s, the rest refused on purpose), {errors} errors, p99 within {:.0} ms in {within} of the seconds (worst {p99_before:.0} ms)",
                 steady.len(),
+                steady_goodput,
                 e.slo_p99_ms
             ),
         }];
@@ -252,9 +260,13 @@ impl Verdict {
             },
         });
 
-        // Recovery, after each fault.
-        let good = |s: &Second| {
-            s.counts.ok as f64 >= GOODPUT_SHARE * steady_goodput && s.p99_ms <= e.slo_p99_ms
+        // Recovery, after each fault: five whole seconds in a row, each within the
+        // SLO, their mean goodput back to the steady state's.
+        let good = |w: &[&Second]| {
+            let mean = w.iter().map(|s| s.counts.ok as f64).sum::<f64>() / w.len() as f64;
+            w.iter().all(|s| s.p99_ms <= e.slo_p99_ms)
+                && mean >= GOODPUT_SHARE * steady_goodput
+                && w[w.len() - 1].t - w[0].t == w.len() as u64 - 1
         };
         let recoveries: Vec<Recovery> = e
             .faults
@@ -264,10 +276,7 @@ impl Verdict {
                 let after: Vec<&Second> = seconds.iter().filter(|s| s.t >= from).collect();
                 let time_to_recover_s = after
                     .windows(RECOVERED_AFTER)
-                    .find(|w| {
-                        w.iter().all(|s| good(s))
-                            && w[RECOVERED_AFTER - 1].t - w[0].t == RECOVERED_AFTER as u64 - 1
-                    })
+                    .find(|w| good(w))
                     .map(|w| (w[0].t as f64 - fault.at_ms as f64 / 1000.0).max(0.0));
                 Recovery {
                     target: fault.target.clone(),
