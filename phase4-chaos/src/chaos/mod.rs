@@ -11,6 +11,8 @@
 //! | scenario | fault | the defence that makes it pass | switched off with |
 //! |---|---|---|---|
 //! | `kill-service` | SIGKILL a consumer (payment), an order API replica, the relay, in turn | the supervisor restarts them; the outbox, offsets and leases let the new process finish what the old one held | `--no-restart` |
+//! | `kill-broker-node` | SIGKILL one node of a three-node Kafka cluster (the scenario's own), start it again | three copies of each partition, a write acknowledged by two | not yet |
+//! | `broker-restart` | SIGKILL the broker (one node, the scenario's own), start it again on its storage | the transactional outbox: accepting an order never needs the broker | not yet |
 //!
 //! | concern | where |
 //! |---|---|
@@ -27,6 +29,7 @@ use crate::supervisor::{Supervisor, SupervisorSettings};
 use crate::system::{Layout, RunningProvider, platform};
 use anyhow::Context;
 use common::shutdown::CancellationToken;
+use common_local::local_kafka::LocalCluster;
 use phase2_events::books::{self, Books};
 use phase2_events::config::Settings;
 use rand::rngs::StdRng;
@@ -34,6 +37,7 @@ use rand::{RngExt, SeedableRng};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use verdict::{Judged, Verdict};
 
@@ -44,23 +48,82 @@ pub enum Scenario {
     /// SIGKILL a consumer (payment), an order API replica (order-1) and the relay, in
     /// turn, under load.
     KillService,
+    /// SIGKILL one node of a three-node Kafka cluster (the scenario's own), then start
+    /// it again.
+    KillBrokerNode,
+    /// SIGKILL the broker (one node, the scenario's own) and start it again on its
+    /// storage, under load.
+    BrokerRestart,
 }
 
-/// One fault of a run: what, and when (from the start of the load).
+/// What a fault does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Action {
+    /// SIGKILL a supervised process (the supervisor brings it back).
+    Kill { process: String },
+    /// SIGKILL one broker node; start it again `lasts_ms` later.
+    KillBrokerNode { node: u32 },
+    /// SIGKILL every broker node, start them again at once on their storage.
+    RestartBroker,
+}
+
+/// One fault of a run: what, when (from the start of the load), and when it ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Fault {
-    /// The supervised process it hits.
-    pub target: String,
+    pub action: Action,
     pub at_ms: u64,
-    /// Whether reads (menu, order status) go through the target: if not, they must keep
-    /// their SLO while it is down (no cascade).
+    /// How long it lasts by the schedule (0 for an instant, like a SIGKILL the
+    /// supervisor answers).
+    pub lasts_ms: u64,
+    /// When it actually ended (the node back, say), once injected: recovery is
+    /// measured from here.
+    pub ended_ms: Option<u64>,
+    /// Whether reads (menu, order status) go through what it hits: if not, they must
+    /// keep their SLO meanwhile (no cascade).
     pub reads_untouched: bool,
+}
+
+impl Fault {
+    /// `SIGKILL payment`, `broker node 2 down`, …
+    pub fn name(&self) -> String {
+        match &self.action {
+            Action::Kill { process } => format!("SIGKILL {process}"),
+            Action::KillBrokerNode { node } => format!("broker node {node} down"),
+            Action::RestartBroker => "broker restarted".to_owned(),
+        }
+    }
+
+    /// The supervised process it hits, if any (others must not restart).
+    pub fn process(&self) -> Option<&str> {
+        match &self.action {
+            Action::Kill { process } => Some(process),
+            _ => None,
+        }
+    }
+
+    /// When recovery is measured from, in milliseconds from the start of the load.
+    pub fn end_ms(&self) -> u64 {
+        self.ended_ms.unwrap_or(self.at_ms + self.lasts_ms)
+    }
 }
 
 impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Scenario::KillService => "kill-service",
+            Scenario::KillBrokerNode => "kill-broker-node",
+            Scenario::BrokerRestart => "broker-restart",
+        }
+    }
+
+    /// Broker nodes of the scenario's own to run on (`None`: the broker of `cargo
+    /// xtask up`, shared with everything else, which a scenario must not break).
+    pub fn own_brokers(self) -> Option<usize> {
+        match self {
+            Scenario::KillService => None,
+            Scenario::KillBrokerNode => Some(3),
+            Scenario::BrokerRestart => Some(1),
         }
     }
 
@@ -74,6 +137,18 @@ impl Scenario {
                  process, and the outbox, the consumer offsets and the payment leases let the \
                  new process finish what the dead one held."
             }
+            Scenario::KillBrokerNode => {
+                "Losing one Kafka node of three under load loses no accepted order and no \
+                 event, and the platform keeps its steady state: every partition has three \
+                 copies, a write counts once two have it (acks=all, min.insync.replicas=2), \
+                 and clients move to the new leaders by themselves."
+            }
+            Scenario::BrokerRestart => {
+                "A broker that crashes and comes back loses no accepted order: the order \
+                 API never needs the broker to accept one (the order and its event commit \
+                 together in the outbox), the relay publishes what waited once the broker \
+                 is back, and consumers resume from their committed offsets."
+            }
         }
     }
 
@@ -81,6 +156,14 @@ impl Scenario {
     pub fn defence(self) -> (&'static str, &'static str) {
         match self {
             Scenario::KillService => ("the supervisor restarts what dies", "--no-restart"),
+            Scenario::KillBrokerNode => (
+                "three copies of every partition, writes acknowledged by two",
+                "(not switchable yet)",
+            ),
+            Scenario::BrokerRestart => (
+                "the transactional outbox: an order never waits for the broker",
+                "(not switchable yet)",
+            ),
         }
     }
 
@@ -88,19 +171,35 @@ impl Scenario {
     /// the middle half of the run (the first quarter is the steady state they are
     /// measured against, the last quarter leaves room to recover), one per slot.
     pub fn schedule(self, duration: Duration, seed: u64) -> Vec<Fault> {
-        let targets: &[(&str, bool)] = match self {
-            Scenario::KillService => &[("payment", true), ("order-1", false), ("relay", true)],
+        let kill = |process: &str| Action::Kill {
+            process: process.to_owned(),
+        };
+        // (what, how long, reads untouched)
+        let planned: Vec<(Action, u64, bool)> = match self {
+            Scenario::KillService => vec![
+                (kill("payment"), 0, true),
+                (kill("order-1"), 0, false),
+                (kill("relay"), 0, true),
+            ],
+            Scenario::KillBrokerNode => vec![(
+                Action::KillBrokerNode { node: 2 },
+                duration.as_millis() as u64 / 6,
+                true,
+            )],
+            Scenario::BrokerRestart => vec![(Action::RestartBroker, 0, true)],
         };
         let mut rng = StdRng::seed_from_u64(seed);
         let start = duration.as_millis() as u64 / 4;
-        let slot = duration.as_millis() as u64 / 2 / targets.len() as u64;
-        targets
-            .iter()
+        let slot = duration.as_millis() as u64 / 2 / planned.len() as u64;
+        planned
+            .into_iter()
             .enumerate()
-            .map(|(i, (target, reads_untouched))| Fault {
-                target: (*target).to_owned(),
+            .map(|(i, (action, lasts_ms, reads_untouched))| Fault {
+                action,
                 at_ms: start + i as u64 * slot + rng.random_range(0..=slot / 3),
-                reads_untouched: *reads_untouched,
+                lasts_ms,
+                ended_ms: None,
+                reads_untouched,
             })
             .collect()
     }
@@ -182,15 +281,31 @@ struct Platform {
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     databases: Vec<String>,
+    /// Broker nodes of the scenario's own, when its fault is the broker.
+    broker: Option<Arc<Mutex<LocalCluster>>>,
 }
 
 /// The load's stock: plenty, so that cancellations are the scenario's, not the menu's.
 const STOCK: i64 = 1_000_000;
 
 impl Platform {
-    async fn start(args: &ScenarioArgs, run_id: &str) -> anyhow::Result<Platform> {
+    async fn start(
+        args: &ScenarioArgs,
+        scenario: Scenario,
+        run_id: &str,
+    ) -> anyhow::Result<Platform> {
         let layout = Layout {
             offset: args.port_offset,
+        };
+        let broker = match scenario.own_brokers() {
+            Some(nodes) => {
+                eprintln!("chaos: starting {nodes} Kafka node(s) of the scenario's own…");
+                let cluster = tokio::task::spawn_blocking(move || LocalCluster::start(nodes))
+                    .await?
+                    .context("starting the scenario's own Kafka (installed by `cargo xtask up`)")?;
+                Some(Arc::new(Mutex::new(cluster)))
+            }
+            None => None,
         };
         let admin = common_local::endpoints::LOCAL_POSTGRES_URL;
         let databases: Vec<String> = ["orders", "payments", "inventory", "delivery"]
@@ -199,7 +314,12 @@ impl Platform {
             .collect();
         let url = |i: usize| common_local::endpoints::with_database(admin, &databases[i]);
         let namespace = format!("chaos-{run_id}");
+        let mut settings = Settings::defaults();
+        if let Some(broker) = &broker {
+            settings.brokers = broker.lock().expect("broker lock").brokers();
+        }
         let env: Vec<(String, String)> = [
+            ("KAFKA_BROKERS", settings.brokers.clone()),
             ("ORDER_DATABASE_URL", url(0)),
             ("PAYMENT_DATABASE_URL", url(1)),
             ("INVENTORY_DATABASE_URL", url(2)),
@@ -210,7 +330,6 @@ impl Platform {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-        let mut settings = Settings::defaults();
         settings.order_database_url = url(0);
         settings.payment_database_url = url(1);
         settings.inventory_database_url = url(2);
@@ -247,6 +366,7 @@ impl Platform {
             shutdown,
             task,
             databases,
+            broker,
         };
         platform.ready(&programs, Duration::from_secs(120)).await?;
         Ok(platform)
@@ -310,8 +430,48 @@ impl Platform {
                 &names,
             );
         }
+        if let Some(broker) = self.broker {
+            // Its nodes are SIGKILLed and their storage removed on drop.
+            tokio::task::spawn_blocking(move || drop(broker)).await?;
+        }
         stopped??;
         Ok(())
+    }
+
+    /// Injects `fault`; returns once it is over (a node back), or at once for an
+    /// instant one.
+    async fn inject(&self, fault: &Fault) -> anyhow::Result<String> {
+        let cluster = || {
+            self.broker
+                .clone()
+                .context("this scenario runs on the shared broker")
+        };
+        match &fault.action {
+            Action::Kill { process } => {
+                let pid =
+                    crate::supervisor::kill_process(self.layout.supervisor_ops(), process).await?;
+                Ok(format!("SIGKILL {process} (pid {pid})"))
+            }
+            Action::KillBrokerNode { node } => {
+                let (cluster, node) = (cluster()?, *node);
+                let killed = cluster.clone();
+                tokio::task::spawn_blocking(move || killed.lock().expect("broker").kill(node))
+                    .await?;
+                eprintln!("chaos: broker node {node} SIGKILLed");
+                tokio::time::sleep(Duration::from_millis(fault.lasts_ms)).await;
+                tokio::task::spawn_blocking(move || {
+                    cluster.lock().expect("broker").start_node(node)
+                })
+                .await??;
+                Ok(format!("broker node {node} killed, and back"))
+            }
+            Action::RestartBroker => {
+                let cluster = cluster()?;
+                tokio::task::spawn_blocking(move || cluster.lock().expect("broker").restart())
+                    .await??;
+                Ok("broker SIGKILLed and started again on its storage".to_owned())
+            }
+        }
     }
 }
 
@@ -377,7 +537,7 @@ impl Outcome {
         let v = &self.verdict;
         let mut out = format!(
             "# {} — {}\n\n**Hypothesis.** {}\n\n**Defence.** {}{}\n\n\
-             {:.0} requests/s for {:.0} s, seed {}.\n\n| fault | at | time to recover |\n|---|---:|---:|\n",
+             {:.0} requests/s for {:.0} s, seed {}.\n\n| fault | from–to | time to recover |\n|---|---:|---:|\n",
             self.scenario.name(),
             v.judged.word(),
             self.hypothesis,
@@ -393,9 +553,10 @@ impl Outcome {
         );
         for (fault, recovery) in self.faults.iter().zip(&v.recoveries) {
             out += &format!(
-                "| SIGKILL {} | {:.1} s | {} |\n",
-                fault.target,
+                "| {} | {:.1}–{:.1} s | {} |\n",
+                fault.name(),
                 fault.at_ms as f64 / 1000.0,
+                fault.end_ms() as f64 / 1000.0,
                 recovery
                     .time_to_recover_s
                     .map_or("not recovered".to_owned(), |s| format!("{s:.0} s"))
@@ -439,10 +600,10 @@ pub async fn run(args: &ScenarioArgs, scenario: Scenario) -> anyhow::Result<Outc
         scenario.name(),
         folder.display()
     );
-    let platform = Platform::start(args, &run_id).await?;
-    let result = drive(args, &platform, &faults).await;
+    let platform = Platform::start(args, scenario, &run_id).await?;
+    let result = drive(args, &platform, faults).await;
     let stopped = platform.stop(args.keep).await;
-    let (load, verdict) = result?;
+    let (load, verdict, faults) = result?;
     if let Err(err) = stopped {
         eprintln!("chaos: stopping the platform: {err:#}");
     }
@@ -464,8 +625,8 @@ pub async fn run(args: &ScenarioArgs, scenario: Scenario) -> anyhow::Result<Outc
 async fn drive(
     args: &ScenarioArgs,
     platform: &Platform,
-    faults: &[Fault],
-) -> anyhow::Result<(LoadReport, Verdict)> {
+    mut faults: Vec<Fault>,
+) -> anyhow::Result<(LoadReport, Verdict, Vec<Fault>)> {
     let (orders_db, inventory_db) = platform.books().await?;
     let initial_stock = books::stock(&inventory_db).await?;
     let load_args = |duration: Duration| -> anyhow::Result<LoadArgs> {
@@ -496,17 +657,13 @@ async fn drive(
     let load = tokio::spawn(async move { run::run(&load_args).await });
     // The load's clock starts 50 ms after it is called (`run::run`).
     let start = tokio::time::Instant::now() + Duration::from_millis(50);
-    for fault in faults {
+    for fault in &mut faults {
         tokio::time::sleep_until(start + Duration::from_millis(fault.at_ms)).await;
-        match crate::supervisor::kill_process(platform.layout.supervisor_ops(), &fault.target).await
-        {
-            Ok(pid) => eprintln!(
-                "chaos: {:>5.1} s  SIGKILL {} (pid {pid})",
-                fault.at_ms as f64 / 1000.0,
-                fault.target
-            ),
-            Err(err) => eprintln!("chaos: could not kill {}: {err:#}", fault.target),
+        match platform.inject(fault).await {
+            Ok(done) => eprintln!("chaos: {:>5.1} s  {done}", fault.at_ms as f64 / 1000.0),
+            Err(err) => eprintln!("chaos: could not inject {}: {err:#}", fault.name()),
         }
+        fault.ended_ms = Some(start.elapsed().as_millis() as u64);
     }
     let load = load.await.context("the load generator panicked")??;
     eprintln!(
@@ -544,7 +701,7 @@ async fn drive(
         .collect();
     let verdict = Verdict::judge(&verdict::Evidence {
         load: &load,
-        faults,
+        faults: &faults,
         problems: &problems,
         books: &report,
         stored: &stored,
@@ -554,7 +711,7 @@ async fn drive(
     });
     orders_db.close().await;
     inventory_db.close().await;
-    Ok((load, verdict))
+    Ok((load, verdict, faults))
 }
 
 /// What `--all` prints: one row per scenario.

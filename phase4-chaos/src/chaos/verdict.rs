@@ -272,14 +272,14 @@ impl Verdict {
             .faults
             .iter()
             .map(|fault| {
-                let from = fault.at_ms.div_ceil(1000);
+                let from = fault.end_ms().div_ceil(1000);
                 let after: Vec<&Second> = seconds.iter().filter(|s| s.t >= from).collect();
                 let time_to_recover_s = after
                     .windows(RECOVERED_AFTER)
                     .find(|w| good(w))
-                    .map(|w| (w[0].t as f64 - fault.at_ms as f64 / 1000.0).max(0.0));
+                    .map(|w| (w[0].t as f64 - fault.end_ms() as f64 / 1000.0).max(0.0));
                 Recovery {
-                    target: fault.target.clone(),
+                    target: fault.name(),
                     time_to_recover_s,
                 }
             })
@@ -307,7 +307,7 @@ impl Verdict {
         });
 
         // No cascade.
-        let hit: Vec<&str> = e.faults.iter().map(|f| f.target.as_str()).collect();
+        let hit: Vec<&str> = e.faults.iter().filter_map(Fault::process).collect();
         let bystanders: Vec<(&String, &u64)> = e
             .restarts
             .iter()
@@ -320,17 +320,16 @@ impl Verdict {
                 continue;
             }
             let from = fault.at_ms / 1000;
-            let to = from + recovery.time_to_recover_s.unwrap_or(e.recovery_target_s) as u64 + 1;
+            let to = fault.end_ms() / 1000
+                + recovery.time_to_recover_s.unwrap_or(e.recovery_target_s) as u64
+                + 1;
             let worst = seconds
                 .iter()
                 .filter(|s| s.t >= from && s.t <= to)
                 .map(|s| s.reads_p99_ms)
                 .fold(0.0, f64::max);
             if worst > e.slo_p99_ms {
-                slow_reads.push(format!(
-                    "reads p99 {worst:.0} ms while {} was down",
-                    fault.target
-                ));
+                slow_reads.push(format!("reads p99 {worst:.0} ms during {}", fault.name()));
             }
         }
         rules.push(Rule {
@@ -360,7 +359,7 @@ impl Verdict {
 
         let last = e.faults.last();
         let recovered_at = last.zip(recoveries.last()).map(|(f, r)| {
-            f.at_ms as f64 / 1000.0 + r.time_to_recover_s.unwrap_or(e.recovery_target_s)
+            f.end_ms() as f64 / 1000.0 + r.time_to_recover_s.unwrap_or(e.recovery_target_s)
         });
         let during = max_p99(seconds.iter().filter(|s| {
             s.t >= first_fault_s && recovered_at.is_some_and(|end| (s.t as f64) < end)
