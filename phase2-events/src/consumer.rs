@@ -638,6 +638,15 @@ impl<E: Effect> EventConsumer<E> {
                         progress.received(&message);
                         lanes.push(message);
                     }
+                    // A fatal error ends this Kafka consumer for good (librdkafka's
+                    // rule): one fenced as a static member whose name another client
+                    // took — after the group's coordinator moved with a lost broker
+                    // node, say. Only a new consumer can go on: return, and
+                    // `services::supervise` makes one; whatever was not committed
+                    // is redelivered, and de-duplicated.
+                    Err(err @ KafkaError::MessageConsumptionFatal(_)) => {
+                        anyhow::bail!("{}: {err}; the consumer must be made again", self.name);
+                    }
                     Err(err) => {
                         tracing::warn!(consumer = %self.name, error = %err, "receive error; continuing");
                     }

@@ -218,7 +218,7 @@ pub struct ScenarioArgs {
     pub rate: f64,
     /// How long the load runs; the faults fall in its middle half.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    #[serde(with = "humantime_serde_secs")]
+    #[serde(with = "crate::load::run::secs")]
     pub duration: Duration,
     /// Fixes the fault schedule and the request mix.
     #[arg(long, default_value_t = 1)]
@@ -229,15 +229,15 @@ pub struct ScenarioArgs {
     pub no_restart: bool,
     /// How long, after the load, the books may take to agree.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    #[serde(with = "humantime_serde_secs")]
+    #[serde(with = "crate::load::run::secs")]
     pub drain: Duration,
     /// The brief's recovery target: back to the steady state this soon after a fault.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    #[serde(with = "humantime_serde_secs")]
+    #[serde(with = "crate::load::run::secs")]
     pub recovery_target: Duration,
     /// The gateway's p99 SLO (the steady state, and reads during a fault elsewhere).
     #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
-    #[serde(with = "humantime_serde_secs")]
+    #[serde(with = "crate::load::run::secs")]
     pub slo_p99: Duration,
     /// Every port of the platform shifted by this (to run beside `phase4-chaos all`).
     #[arg(long, default_value_t = 0)]
@@ -251,7 +251,7 @@ pub struct ScenarioArgs {
     /// Load at the run's rate before the measured run, not judged: consumer groups
     /// assigned, pools and caches warm.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    #[serde(with = "humantime_serde_secs")]
+    #[serde(with = "crate::load::run::secs")]
     pub warmup: Duration,
     /// Flags for both gateways, after `--` (e.g. `-- --order-target 5s`).
     #[arg(last = true)]
@@ -260,15 +260,6 @@ pub struct ScenarioArgs {
     #[arg(long, hide = true)]
     #[serde(skip)]
     pub binary: Option<PathBuf>,
-}
-
-mod humantime_serde_secs {
-    pub fn serialize<S: serde::Serializer>(
-        value: &std::time::Duration,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        serializer.serialize_f64(value.as_secs_f64())
-    }
 }
 
 /// A platform of the scenario's own: fresh databases and topics, every service a

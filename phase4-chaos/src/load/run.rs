@@ -92,7 +92,8 @@ pub struct Stage {
     pub duration: Duration,
 }
 
-mod secs {
+/// A duration as seconds (a float) in the JSON reports.
+pub(crate) mod secs {
     pub fn serialize<S: serde::Serializer>(
         d: &std::time::Duration,
         s: S,
