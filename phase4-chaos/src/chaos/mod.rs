@@ -13,6 +13,8 @@
 //! | `kill-service` | SIGKILL a consumer (payment), an order API replica, the relay, in turn | the supervisor restarts them; the outbox, offsets and leases let the new process finish what the old one held | `--no-restart` |
 //! | `kill-broker-node` | SIGKILL one node of a three-node Kafka cluster (the scenario's own), start it again | three copies of each partition, a write acknowledged by two | not yet |
 //! | `broker-restart` | SIGKILL the broker (one node, the scenario's own), start it again on its storage | the transactional outbox: accepting an order never needs the broker | not yet |
+//! | `latency` | the provider ten times slower, then the inventory's database 100 ms further (fault proxy) | timeouts sized to the dependency; admission control sheds new orders, reads untouched | not yet |
+//! | `partition` | the inventory cut off from its database (fault proxy: connections reset, new ones refused), then healed | the consumer pauses its partitions and probes, instead of failing events into retries | not yet |
 //!
 //! | concern | where |
 //! |---|---|
@@ -32,6 +34,7 @@ use common::shutdown::CancellationToken;
 use common_local::local_kafka::LocalCluster;
 use phase2_events::books::{self, Books};
 use phase2_events::config::Settings;
+use phase2_events::fault_proxy::FaultProxy;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
@@ -54,6 +57,12 @@ pub enum Scenario {
     /// SIGKILL the broker (one node, the scenario's own) and start it again on its
     /// storage, under load.
     BrokerRestart,
+    /// The payment provider slows down ten times, then the inventory's database
+    /// answers 100 ms later (through the fault proxy).
+    Latency,
+    /// The inventory service is cut off from its database (every connection reset,
+    /// new ones refused), then the network heals.
+    Partition,
 }
 
 /// What a fault does.
@@ -66,6 +75,12 @@ pub enum Action {
     KillBrokerNode { node: u32 },
     /// SIGKILL every broker node, start them again at once on their storage.
     RestartBroker,
+    /// The provider answers within `latency` (e.g. `500ms..900ms`) for `lasts_ms`.
+    ProviderLatency { latency: String },
+    /// The inventory's database is `latency_ms` further away (each way), for `lasts_ms`.
+    InventoryDatabaseLatency { latency_ms: u64 },
+    /// The inventory cannot reach its database at all, for `lasts_ms`.
+    InventoryDatabaseCut,
 }
 
 /// One fault of a run: what, when (from the start of the load), and when it ended.
@@ -91,6 +106,11 @@ impl Fault {
             Action::Kill { process } => format!("SIGKILL {process}"),
             Action::KillBrokerNode { node } => format!("broker node {node} down"),
             Action::RestartBroker => "broker restarted".to_owned(),
+            Action::ProviderLatency { latency } => format!("provider at {latency}"),
+            Action::InventoryDatabaseLatency { latency_ms } => {
+                format!("inventory's database +{latency_ms} ms")
+            }
+            Action::InventoryDatabaseCut => "inventory cut off from its database".to_owned(),
         }
     }
 
@@ -114,6 +134,8 @@ impl Scenario {
             Scenario::KillService => "kill-service",
             Scenario::KillBrokerNode => "kill-broker-node",
             Scenario::BrokerRestart => "broker-restart",
+            Scenario::Latency => "latency",
+            Scenario::Partition => "partition",
         }
     }
 
@@ -121,9 +143,9 @@ impl Scenario {
     /// xtask up`, shared with everything else, which a scenario must not break).
     pub fn own_brokers(self) -> Option<usize> {
         match self {
-            Scenario::KillService => None,
             Scenario::KillBrokerNode => Some(3),
             Scenario::BrokerRestart => Some(1),
+            Scenario::KillService | Scenario::Latency | Scenario::Partition => None,
         }
     }
 
@@ -149,6 +171,18 @@ impl Scenario {
                  together in the outbox), the relay publishes what waited once the broker \
                  is back, and consumers resume from their committed offsets."
             }
+            Scenario::Latency => {
+                "A slow payment provider and a slow inventory database slow the orders \
+                 down, not the rest: menu and status reads keep their SLO, nothing is lost \
+                 or charged twice, and the platform is back to its steady state soon after \
+                 the latency goes."
+            }
+            Scenario::Partition => {
+                "A service cut off from its database holds its events (its consumer pauses \
+                 its partitions and probes) instead of failing them into the retry and \
+                 dead-letter topics; when the network heals it resumes by itself, and no \
+                 accepted order is lost."
+            }
         }
     }
 
@@ -162,6 +196,14 @@ impl Scenario {
             ),
             Scenario::BrokerRestart => (
                 "the transactional outbox: an order never waits for the broker",
+                "(not switchable yet)",
+            ),
+            Scenario::Latency => (
+                "timeouts sized to the dependency, and admission control shedding new orders before reads",
+                "(not switchable yet)",
+            ),
+            Scenario::Partition => (
+                "consumers pause their partitions while their database is unreachable",
                 "(not switchable yet)",
             ),
         }
@@ -187,6 +229,25 @@ impl Scenario {
                 true,
             )],
             Scenario::BrokerRestart => vec![(Action::RestartBroker, 0, true)],
+            Scenario::Latency => vec![
+                (
+                    Action::ProviderLatency {
+                        latency: "500ms..900ms".to_owned(),
+                    },
+                    duration.as_millis() as u64 / 8,
+                    true,
+                ),
+                (
+                    Action::InventoryDatabaseLatency { latency_ms: 50 },
+                    duration.as_millis() as u64 / 8,
+                    true,
+                ),
+            ],
+            Scenario::Partition => vec![(
+                Action::InventoryDatabaseCut,
+                duration.as_millis() as u64 / 8,
+                true,
+            )],
         };
         let mut rng = StdRng::seed_from_u64(seed);
         let start = duration.as_millis() as u64 / 4;
@@ -274,6 +335,8 @@ struct Platform {
     databases: Vec<String>,
     /// Broker nodes of the scenario's own, when its fault is the broker.
     broker: Option<Arc<Mutex<LocalCluster>>>,
+    /// The fault proxy between the inventory service and PostgreSQL.
+    inventory_db: FaultProxy,
 }
 
 /// The load's stock: plenty, so that cancellations are the scenario's, not the menu's.
@@ -327,13 +390,29 @@ impl Platform {
         settings.delivery_database_url = url(3);
         settings.namespace = namespace;
 
-        let programs = platform(
+        let mut programs = platform(
             layout,
             layout.orders(),
             STOCK,
             Some(&args.gateway_args),
             &env,
         );
+        // The inventory reaches its database through a fault proxy (latency, cuts);
+        // the books read it directly.
+        let server = reqwest::Url::parse(admin)?;
+        let postgres: std::net::SocketAddr = format!(
+            "{}:{}",
+            server.host_str().unwrap_or("127.0.0.1"),
+            server.port().unwrap_or(5432)
+        )
+        .parse()?;
+        let inventory_db = FaultProxy::start("127.0.0.1:0".parse()?, postgres).await?;
+        let through_proxy = url(2).replace(&postgres.to_string(), &inventory_db.addr().to_string());
+        for program in programs.iter_mut().filter(|p| p.name == "inventory") {
+            program
+                .env
+                .push(("INVENTORY_DATABASE_URL".to_owned(), through_proxy.clone()));
+        }
         let provider = RunningProvider::start(layout.provider()).await?;
         let binary = match &args.binary {
             Some(binary) => binary.clone(),
@@ -358,6 +437,7 @@ impl Platform {
             task,
             databases,
             broker,
+            inventory_db,
         };
         platform.ready(&programs, Duration::from_secs(120)).await?;
         Ok(platform)
@@ -414,6 +494,7 @@ impl Platform {
         self.shutdown.cancel();
         let stopped = self.task.await;
         self.provider.stop().await?;
+        self.inventory_db.stop().await;
         if !keep {
             let names: Vec<&str> = self.databases.iter().map(String::as_str).collect();
             crate::bench::phase2::drop_databases_named(
@@ -461,6 +542,38 @@ impl Platform {
                 tokio::task::spawn_blocking(move || cluster.lock().expect("broker").restart())
                     .await??;
                 Ok("broker SIGKILLed and started again on its storage".to_owned())
+            }
+            Action::ProviderLatency { latency } => {
+                let control = format!("http://{}/control", self.layout.provider());
+                let http = reqwest::Client::new();
+                let range = self.provider.simulator.behaviour().latency;
+                let before = format!("{}ms..{}ms", range.min.as_millis(), range.max.as_millis());
+                let set = |latency: String| {
+                    http.put(&control)
+                        .json(&serde_json::json!({ "latency": latency }))
+                        .send()
+                };
+                set(latency.clone()).await?.error_for_status()?;
+                eprintln!("chaos: provider latency {latency} (was {before})");
+                tokio::time::sleep(Duration::from_millis(fault.lasts_ms)).await;
+                set(before.clone()).await?.error_for_status()?;
+                Ok(format!("provider at {latency}, then back to {before}"))
+            }
+            Action::InventoryDatabaseLatency { latency_ms } => {
+                let faults = self.inventory_db.faults();
+                faults.set_latency(Duration::from_millis(*latency_ms));
+                tokio::time::sleep(Duration::from_millis(fault.lasts_ms)).await;
+                faults.clear();
+                Ok(format!(
+                    "inventory's database +{latency_ms} ms each way, then healed"
+                ))
+            }
+            Action::InventoryDatabaseCut => {
+                let faults = self.inventory_db.faults();
+                faults.set_down(true);
+                tokio::time::sleep(Duration::from_millis(fault.lasts_ms)).await;
+                faults.set_down(false);
+                Ok("inventory cut off from its database, then healed".to_owned())
             }
         }
     }
