@@ -74,6 +74,7 @@ async fn killing_each_service_in_turn_loses_nothing_and_it_recovers_without_a_hu
         "report.md",
         "load.json",
         "placements.jsonl",
+        "run.svg",
     ] {
         assert!(
             outcome.folder.join(name).is_file(),
@@ -81,6 +82,11 @@ async fn killing_each_service_in_turn_loses_nothing_and_it_recovers_without_a_hu
             outcome.folder.display()
         );
     }
+    let picture = std::fs::read_to_string(outcome.folder.join("run.svg")).unwrap();
+    assert!(
+        picture.starts_with("<svg") && picture.contains("2xx"),
+        "an SVG with its legend"
+    );
     let verdict: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(outcome.folder.join("verdict.json")).unwrap(),
     )

@@ -23,7 +23,9 @@
 //! | a platform of its own: databases, topics, ports, supervisor, provider | [`Platform`] |
 //! | the verdict: nothing lost, at most once, books, recovery, no cascade | [`verdict`] |
 //! | the results folder | [`Outcome::write`] |
+//! | the picture of a run: answers, p99 and errors per second, faults shaded | [`picture`] |
 
+pub mod picture;
 pub mod verdict;
 
 use crate::load::run::{self, LoadArgs, LoadReport};
@@ -605,7 +607,8 @@ impl Outcome {
     }
 
     /// The results folder: `config.json`, `verdict.json`, `report.md`, `load.json`,
-    /// `placements.jsonl` (every order request and its answer).
+    /// `placements.jsonl` (every order request and its answer), `run.svg` (the
+    /// picture: answers, p99 and errors per second, the faults shaded).
     pub fn write(&self) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.folder)
             .with_context(|| format!("creating {}", self.folder.display()))?;
@@ -633,6 +636,18 @@ impl Outcome {
         }
         write("placements.jsonl", lines)?;
         write("report.md", self.report())?;
+        picture::draw(
+            &self.folder.join("run.svg"),
+            &format!(
+                "{} — {:.0} requests/s, seed {} — {}",
+                self.scenario.name(),
+                self.config.rate,
+                self.config.seed,
+                self.verdict.judged.word()
+            ),
+            &self.load,
+            &self.faults,
+        )?;
         Ok(())
     }
 
