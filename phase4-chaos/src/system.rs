@@ -180,6 +180,11 @@ impl Layout {
     pub fn supervisor_ops(self) -> SocketAddr {
         self.at(9420)
     }
+
+    /// A running chaos scenario's `/metrics`: its faults now, its orders.
+    pub fn chaos_ops(self) -> SocketAddr {
+        self.at(9430)
+    }
 }
 
 /// The processes of phase 4's platform: phase 3's services one process each

@@ -21,11 +21,13 @@ relay=http://127.0.0.1:9406,order-api=http://127.0.0.1:3000,notification-api=htt
 
 /// The targets of `phase4-chaos all`: each supervised process's ops server (phase 3's
 /// 9401–9406, the second order API replica on 9407, the gateways on 9410 and 9411),
-/// the supervisor's (9420) and the live-status API. `--phase4` selects it.
+/// the supervisor's (9420), a chaos scenario's (9430, while one runs) and the
+/// live-status API. `--phase4` selects it.
 pub const PHASE4_TARGETS: &str = "order-1=http://127.0.0.1:9401,order-2=http://127.0.0.1:9407,\
 payment=http://127.0.0.1:9402,inventory=http://127.0.0.1:9403,notification=http://127.0.0.1:9404,\
 delivery=http://127.0.0.1:9405,relay=http://127.0.0.1:9406,gateway-1=http://127.0.0.1:9410,\
-gateway-2=http://127.0.0.1:9411,supervisor=http://127.0.0.1:9420,notification-api=http://127.0.0.1:3002";
+gateway-2=http://127.0.0.1:9411,supervisor=http://127.0.0.1:9420,chaos=http://127.0.0.1:9430,\
+notification-api=http://127.0.0.1:3002";
 
 /// One endpoint to watch.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -256,6 +256,20 @@ pub struct GatewayView {
     pub upstreams: Vec<(String, bool, Breaker)>,
 }
 
+/// Phase 4's supervisor and a chaos scenario, when they are watched: each process
+/// (running, restarts), the faults being injected, and the scenario's live counters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChaosView {
+    /// (process, running, restarts), by name.
+    pub processes: Vec<(String, bool, f64)>,
+    /// The faults being injected right now.
+    pub faults: Vec<String>,
+    /// Orders of the run: accepted, final, under way.
+    pub accepted: Option<f64>,
+    pub final_orders: Option<f64>,
+    pub in_flight: Option<f64>,
+}
+
 /// One planned incident, and the target that has it (where its key sends the switch).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Incident {
@@ -330,6 +344,7 @@ pub struct Model {
     pub outboxes: Vec<Outbox>,
     pub breakers: BTreeMap<String, Breaker>,
     pub gateway: Option<GatewayView>,
+    pub chaos: Option<ChaosView>,
     pub incidents: Vec<Incident>,
     pub log: VecDeque<LogEntry>,
     scrapes: VecDeque<Scrape>,
@@ -357,6 +372,7 @@ impl Model {
             outboxes: Vec::new(),
             breakers: BTreeMap::new(),
             gateway: None,
+            chaos: None,
             incidents: Vec::new(),
             log: VecDeque::new(),
             scrapes: VecDeque::new(),
@@ -427,6 +443,7 @@ impl Model {
         self.apply_gauges(&current, at);
         self.apply_process(&current, rate_base.as_ref());
         self.apply_gateway(&current, rate_base.as_ref(), at);
+        self.apply_chaos(&current, at);
         self.apply_incidents(snapshot);
     }
 
@@ -705,6 +722,71 @@ impl Model {
             }
         }
         self.gateway = Some(view);
+    }
+
+    fn apply_chaos(&mut self, current: &Scrape, at: DateTime<Utc>) {
+        let mut view = ChaosView::default();
+        let mut seen = false;
+        for (_, samples) in &current.targets {
+            for s in samples.matching("supervisor_up", &[]) {
+                seen = true;
+                let process = s.labels.get("process").cloned().unwrap_or_default();
+                let restarts = samples
+                    .sum("supervisor_restarts_total", &[("process", &process)])
+                    .unwrap_or(0.0);
+                view.processes.push((process, s.value >= 1.0, restarts));
+            }
+            for s in samples.matching("chaos_fault_active", &[]) {
+                seen = true;
+                if s.value >= 1.0 {
+                    view.faults
+                        .push(s.labels.get("fault").cloned().unwrap_or_default());
+                }
+            }
+            for (name, slot) in [
+                ("chaos_orders_accepted", &mut view.accepted),
+                ("chaos_orders_final", &mut view.final_orders),
+                ("chaos_orders_in_flight", &mut view.in_flight),
+            ] {
+                if let Some(v) = samples.sum(name, &[]) {
+                    seen = true;
+                    *slot = Some(v);
+                }
+            }
+        }
+        if !seen {
+            self.chaos = None;
+            return;
+        }
+        view.processes.sort_by(|a, b| a.0.cmp(&b.0));
+        view.faults.sort();
+        let before = self.chaos.take().unwrap_or_default();
+        for (process, up, restarts) in &view.processes {
+            let was = before.processes.iter().find(|(p, ..)| p == process);
+            if let Some((_, was_up, was_restarts)) = was {
+                if *was_up && !up {
+                    self.note(at, Level::Bad, format!("supervisor: {process} is down"));
+                }
+                if restarts > was_restarts {
+                    self.note(
+                        at,
+                        Level::Good,
+                        format!("supervisor: {process} died and was started again ({restarts:.0} restarts)"),
+                    );
+                }
+            }
+        }
+        for fault in &view.faults {
+            if !before.faults.contains(fault) {
+                self.note(at, Level::Bad, format!("chaos: {fault}"));
+            }
+        }
+        for fault in &before.faults {
+            if !view.faults.contains(fault) {
+                self.note(at, Level::Good, format!("chaos: {fault} — over"));
+            }
+        }
+        self.chaos = Some(view);
     }
 
     fn apply_process(&mut self, current: &Scrape, base: Option<&Scrape>) {
@@ -1069,6 +1151,55 @@ pub(crate) mod tests {
             log.contains(&"gateway: http://b taken out of the rotation"),
             "{log:?}"
         );
+    }
+
+    #[test]
+    fn the_chaos_panel_shows_faults_orders_and_restarts_and_logs_them() {
+        let supervisor = |payment_up: u8, restarts: u8| {
+            format!(
+                "supervisor_up{{process=\"payment\"}} {payment_up}\n\
+                 supervisor_up{{process=\"relay\"}} 1\n\
+                 supervisor_restarts_total{{process=\"payment\"}} {restarts}\n"
+            )
+        };
+        let chaos = |active: u8| {
+            format!(
+                "chaos_fault_active{{fault=\"SIGKILL payment\"}} {active}\n\
+                 chaos_orders_accepted 120\nchaos_orders_final 100\nchaos_orders_in_flight 20\n"
+            )
+        };
+        let mut model = Model::new(ModelConfig::default());
+        model.apply(&snap(
+            0,
+            vec![up("supervisor", &supervisor(1, 0)), up("chaos", &chaos(0))],
+        ));
+        model.apply(&snap(
+            1,
+            vec![up("supervisor", &supervisor(0, 0)), up("chaos", &chaos(1))],
+        ));
+        let c = model.chaos.clone().unwrap();
+        assert_eq!(c.faults, ["SIGKILL payment"]);
+        assert_eq!(c.in_flight, Some(20.0));
+        assert_eq!(
+            c.processes,
+            [
+                ("payment".to_owned(), false, 0.0),
+                ("relay".to_owned(), true, 0.0)
+            ]
+        );
+        model.apply(&snap(
+            2,
+            vec![up("supervisor", &supervisor(1, 1)), up("chaos", &chaos(0))],
+        ));
+        let log: Vec<&str> = model.log.iter().map(|e| e.text.as_str()).collect();
+        for line in [
+            "chaos: SIGKILL payment",
+            "supervisor: payment is down",
+            "supervisor: payment died and was started again (1 restarts)",
+            "chaos: SIGKILL payment — over",
+        ] {
+            assert!(log.contains(&line), "{line}: {log:?}");
+        }
     }
 
     #[test]

@@ -218,6 +218,33 @@ pub fn outbox(model: &Model) -> String {
             );
         }
     }
+    if let Some(c) = &model.chaos {
+        let count = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v:.0}"));
+        out += "\nCHAOS\n";
+        let _ = writeln!(
+            out,
+            "  faults now: {}",
+            if c.faults.is_empty() {
+                "none".to_owned()
+            } else {
+                c.faults.join(", ")
+            }
+        );
+        let _ = writeln!(
+            out,
+            "  orders: accepted {}  final {}  under way {}",
+            count(c.accepted),
+            count(c.final_orders),
+            count(c.in_flight)
+        );
+        for (process, up, restarts) in &c.processes {
+            let _ = writeln!(
+                out,
+                "  {process:<14} {}  restarts {restarts:.0}",
+                if *up { "running" } else { "DOWN" }
+            );
+        }
+    }
     out
 }
 

@@ -54,6 +54,9 @@ pub fn render(frame: &mut Frame, model: &Model, view: &View) {
     if model.gateway.is_some() {
         panels.push(render_gateway);
     }
+    if model.chaos.is_some() {
+        panels.push(render_chaos);
+    }
     let n = panels.len() as u32;
     let areas = Layout::horizontal(vec![Constraint::Ratio(1, n); panels.len()]).split(middle);
     for (panel, area) in panels.into_iter().zip(areas.iter()) {
@@ -335,6 +338,48 @@ pub fn render_errors(frame: &mut Frame, area: Rect, model: &Model) {
 
 /// Phase 4's gateway: offered and admitted rate, what it refused and why, whether
 /// admission control sheds new orders, and each order API replica.
+/// Phase 4's supervisor and a running chaos scenario: the faults now, the run's
+/// orders, each process and its restarts.
+pub fn render_chaos(frame: &mut Frame, area: Rect, model: &Model) {
+    let block = Block::bordered().title(" Chaos ");
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let Some(c) = &model.chaos else {
+        return;
+    };
+    let count = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v:.0}"));
+    let mut lines = vec![
+        if c.faults.is_empty() {
+            Line::from(Span::styled("no fault now", Style::new().green()))
+        } else {
+            Line::from(Span::styled(c.faults.join(", "), Style::new().red().bold()))
+        },
+        Line::from(format!(
+            "orders {} final {} under way {}",
+            count(c.accepted),
+            count(c.final_orders),
+            count(c.in_flight)
+        )),
+    ];
+    for (process, up, restarts) in &c.processes {
+        let style = if *up {
+            Style::new()
+        } else {
+            Style::new().red().bold()
+        };
+        lines.push(Line::from(vec![
+            Span::styled(format!("{process:<13}"), style),
+            Span::styled(if *up { "up " } else { "DOWN" }, style),
+            Span::raw(if *restarts > 0.0 {
+                format!(" ↻{restarts:.0}")
+            } else {
+                String::new()
+            }),
+        ]));
+    }
+    frame.render_widget(Paragraph::new(lines), inner);
+}
+
 pub fn render_gateway(frame: &mut Frame, area: Rect, model: &Model) {
     let block = Block::bordered().title(" Gateway ");
     let inner = block.inner(area);

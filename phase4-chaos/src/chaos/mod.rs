@@ -24,6 +24,7 @@
 //! | the verdict: nothing lost, at most once, books, recovery, no cascade | [`verdict`] |
 //! | the results folder | [`Outcome::write`] |
 //! | the picture of a run: answers, p99 and errors per second, faults shaded | [`picture`] |
+//! | what the dashboard shows while it runs: faults now, the run's orders (9430) | `Live` |
 
 pub mod picture;
 pub mod verdict;
@@ -37,6 +38,10 @@ use common_local::local_kafka::LocalCluster;
 use phase2_events::books::{self, Books};
 use phase2_events::config::Settings;
 use phase2_events::fault_proxy::FaultProxy;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::Serialize;
@@ -323,6 +328,120 @@ pub struct ScenarioArgs {
     #[arg(long, hide = true)]
     #[serde(skip)]
     pub binary: Option<PathBuf>,
+}
+
+/// What a scenario shows while it runs, on its ops port (9430): the faults being
+/// injected (`chaos_fault_active{fault}`) and the run's orders (`chaos_orders_accepted`,
+/// `_final`, `_in_flight`, from the order database every second). The dashboard's
+/// Chaos panel reads them.
+#[derive(Debug, Clone, Default)]
+struct Live {
+    faults: Family<FaultLabels, Gauge>,
+    accepted: Gauge,
+    final_orders: Gauge,
+    in_flight: Gauge,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct FaultLabels {
+    fault: String,
+}
+
+impl Live {
+    /// Serves `/health` and `/metrics` on `addr`, and counts the orders, until `stop`.
+    async fn serve(
+        &self,
+        addr: std::net::SocketAddr,
+        orders_db: sqlx::AnyPool,
+        stop: CancellationToken,
+    ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        let mut registry = Registry::default();
+        registry.register(
+            "chaos_fault_active",
+            "1 while the scenario injects this fault",
+            self.faults.clone(),
+        );
+        registry.register(
+            "chaos_orders_accepted",
+            "Orders the run's platform accepted",
+            self.accepted.clone(),
+        );
+        registry.register(
+            "chaos_orders_final",
+            "Of those, delivered or cancelled",
+            self.final_orders.clone(),
+        );
+        registry.register(
+            "chaos_orders_in_flight",
+            "Of those, not final yet",
+            self.in_flight.clone(),
+        );
+        let registry = Arc::new(registry);
+        let router = axum::Router::new()
+            .route("/health", axum::routing::get(|| async { "ok" }))
+            .route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let registry = registry.clone();
+                    async move {
+                        let mut text = String::new();
+                        prometheus_client::encoding::text::encode(&mut text, &registry)
+                            .map(|()| text)
+                            .map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("the scenario's ops port {addr} is taken"))?;
+        let live = self.clone();
+        Ok(tokio::spawn(async move {
+            let server = axum::serve(listener, router)
+                .with_graceful_shutdown(stop.clone().cancelled_owned());
+            let count = async {
+                loop {
+                    let counted: Result<(i64, i64), _> = sqlx::query_as(
+                        "SELECT count(*), count(*) FILTER (WHERE status IN ('delivered', 'cancelled')) FROM orders",
+                    )
+                    .fetch_one(&orders_db)
+                    .await;
+                    if let Ok((accepted, done)) = counted {
+                        live.accepted.set(accepted);
+                        live.final_orders.set(done);
+                        live.in_flight.set(accepted - done);
+                    }
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            };
+            let (served, ()) = tokio::join!(server, count);
+            if let Err(err) = served {
+                tracing::warn!(error = %err, "the scenario's ops server stopped");
+            }
+        }))
+    }
+
+    /// Shows `fault` as injected for at least a few seconds (a SIGKILL is an
+    /// instant; a dashboard polling every second must still see it).
+    fn showing(&self, fault: &Fault) -> impl FnOnce() + use<> {
+        let gauge = self
+            .faults
+            .get_or_create(&FaultLabels {
+                fault: fault.name(),
+            })
+            .clone();
+        gauge.set(1);
+        let since = Instant::now();
+        move || {
+            let rest = Duration::from_secs(5).saturating_sub(since.elapsed());
+            tokio::spawn(async move {
+                tokio::time::sleep(rest).await;
+                gauge.set(0);
+            });
+        }
+    }
 }
 
 /// A platform of the scenario's own: fresh databases and topics, every service a
@@ -748,6 +867,15 @@ async fn drive(
 ) -> anyhow::Result<(LoadReport, Verdict, Vec<Fault>)> {
     let (orders_db, inventory_db) = platform.books().await?;
     let initial_stock = books::stock(&inventory_db).await?;
+    let live = Live::default();
+    let live_stop = CancellationToken::new();
+    let live_task = live
+        .serve(
+            platform.layout.chaos_ops(),
+            orders_db.clone(),
+            live_stop.clone(),
+        )
+        .await?;
     let load_args = |duration: Duration| -> anyhow::Result<LoadArgs> {
         Ok(crate::parse_flags(&[
             "--url",
@@ -778,7 +906,10 @@ async fn drive(
     let start = tokio::time::Instant::now() + Duration::from_millis(50);
     for fault in &mut faults {
         tokio::time::sleep_until(start + Duration::from_millis(fault.at_ms)).await;
-        match platform.inject(fault).await {
+        let shown = live.showing(fault);
+        let injected = platform.inject(fault).await;
+        shown();
+        match injected {
             Ok(done) => eprintln!("chaos: {:>5.1} s  {done}", fault.at_ms as f64 / 1000.0),
             Err(err) => eprintln!("chaos: could not inject {}: {err:#}", fault.name()),
         }
@@ -828,6 +959,8 @@ async fn drive(
         slo_p99_ms: args.slo_p99.as_secs_f64() * 1000.0,
         recovery_target_s: args.recovery_target.as_secs_f64(),
     });
+    live_stop.cancel();
+    let _ = live_task.await;
     orders_db.close().await;
     inventory_db.close().await;
     Ok((load, verdict, faults))
