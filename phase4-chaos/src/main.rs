@@ -91,6 +91,9 @@ enum Command {
     /// A chaos scenario under load, ending in a verdict: exit status 0 pass, 1 fail,
     /// 2 not judged (the platform was unhealthy before the fault).
     Scenario(Box<phase4_chaos::chaos::ScenarioArgs>),
+    /// A game day: one fault chosen at random among the scenarios, not named; the
+    /// learners diagnose it from the dashboard and `--answer NAME`.
+    Gameday(phase4_chaos::chaos::gameday::GamedayArgs),
     /// Throughput and latency percentiles, next to pgbench running the same SQL.
     Bench(phase4_chaos::bench::BenchArgs),
 }
@@ -98,6 +101,41 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Bench(args) => phase4_chaos::bench::run(&args),
+        Command::Gameday(args) => {
+            use phase4_chaos::chaos::{self, ScenarioArgs, gameday};
+            if let Some(guess) = args.answer {
+                let right = gameday::answer(&args.record, guess)?;
+                std::process::exit(if right { 0 } else { 1 });
+            }
+            let seed = args.seed.unwrap_or_else(rand::random);
+            let (record, scenario) = gameday::Record::new(seed);
+            record.save(&args.record)?;
+            let mut run: ScenarioArgs = phase4_chaos::parse_flags(&[
+                scenario.name(),
+                "--rate",
+                &args.rate.to_string(),
+                "--duration",
+                &format!("{}ms", args.duration.as_millis()),
+                "--seed",
+                &seed.to_string(),
+            ])?;
+            run.gameday = Some(args.record.clone());
+            println!(
+                "game day {seed}: the platform starts, load follows, and one fault will come. \
+                 Watch `cargo run -p tui -- --phase4`; answer with \
+                 `phase4-chaos gameday --answer NAME` (one of: {}).",
+                <chaos::Scenario as clap::ValueEnum>::value_variants()
+                    .iter()
+                    .map(|s| s.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let outcome = runtime()?.block_on(chaos::run(&run, scenario))?;
+            println!("\ngame day over. It was:\n");
+            print!("{}", outcome.report());
+            println!("\nresults: {}", outcome.folder.display());
+            Ok(())
+        }
         Command::Scenario(args) => {
             use clap::ValueEnum;
             use phase4_chaos::chaos::{self, Scenario};

@@ -26,6 +26,7 @@
 //! | the picture of a run: answers, p99 and errors per second, faults shaded | [`picture`] |
 //! | what the dashboard shows while it runs: faults now, the run's orders (9430) | `Live` |
 
+pub mod gameday;
 pub mod picture;
 pub mod verdict;
 
@@ -328,6 +329,11 @@ pub struct ScenarioArgs {
     #[arg(long, hide = true)]
     #[serde(skip)]
     pub binary: Option<PathBuf>,
+    /// A game day's sealed record (`gameday`): the fault is not named while the run
+    /// lasts, and the moment it is injected is written there.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub gameday: Option<PathBuf>,
 }
 
 /// What a scenario shows while it runs, on its ops port (9430): the faults being
@@ -425,12 +431,15 @@ impl Live {
 
     /// Shows `fault` as injected for at least a few seconds (a SIGKILL is an
     /// instant; a dashboard polling every second must still see it).
-    fn showing(&self, fault: &Fault) -> impl FnOnce() + use<> {
+    fn showing(&self, fault: &Fault, hidden: bool) -> impl FnOnce() + use<> {
+        let name = if hidden {
+            "something (game day)".to_owned()
+        } else {
+            fault.name()
+        };
         let gauge = self
             .faults
-            .get_or_create(&FaultLabels {
-                fault: fault.name(),
-            })
+            .get_or_create(&FaultLabels { fault: name })
             .clone();
         gauge.set(1);
         let since = Instant::now();
@@ -831,11 +840,16 @@ impl Outcome {
 pub async fn run(args: &ScenarioArgs, scenario: Scenario) -> anyhow::Result<Outcome> {
     let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S").to_string();
     let run_id = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
-    let folder = args.runs.join(format!("{stamp}-{}", scenario.name()));
+    // A game day does not say which scenario it runs until it is over.
+    let shown = if args.gameday.is_some() {
+        "gameday"
+    } else {
+        scenario.name()
+    };
+    let folder = args.runs.join(format!("{stamp}-{shown}"));
     let faults = scenario.schedule(args.duration, args.seed);
     eprintln!(
-        "chaos: {} — starting a platform of its own (results in {})",
-        scenario.name(),
+        "chaos: {shown} — starting a platform of its own (results in {})",
         folder.display()
     );
     let platform = Platform::start(args, scenario, &run_id).await?;
@@ -906,10 +920,22 @@ async fn drive(
     let start = tokio::time::Instant::now() + Duration::from_millis(50);
     for fault in &mut faults {
         tokio::time::sleep_until(start + Duration::from_millis(fault.at_ms)).await;
-        let shown = live.showing(fault);
+        let hidden = args.gameday.is_some();
+        if let Some(path) = &args.gameday {
+            let mut record = gameday::Record::load(path)?;
+            if record.fault_at.is_none() {
+                record.fault_at = Some(common::db::timestamp(common::db::now()));
+                record.save(path)?;
+            }
+        }
+        let shown = live.showing(fault, hidden);
         let injected = platform.inject(fault).await;
         shown();
         match injected {
+            Ok(_) if hidden => eprintln!(
+                "chaos: {:>5.1} s  something happened — what?",
+                fault.at_ms as f64 / 1000.0
+            ),
             Ok(done) => eprintln!("chaos: {:>5.1} s  {done}", fault.at_ms as f64 / 1000.0),
             Err(err) => eprintln!("chaos: could not inject {}: {err:#}", fault.name()),
         }
