@@ -147,6 +147,11 @@ impl Scenario {
         }
     }
 
+    /// Whether the inventory reaches its database through a fault proxy.
+    pub fn proxies_inventory_db(self) -> bool {
+        matches!(self, Scenario::Latency | Scenario::Partition)
+    }
+
     /// Broker nodes of the scenario's own to run on (`None`: the broker of `cargo
     /// xtask up`, shared with everything else, which a scenario must not break).
     pub fn own_brokers(self) -> Option<usize> {
@@ -465,8 +470,9 @@ struct Platform {
     databases: Vec<String>,
     /// Broker nodes of the scenario's own, when its fault is the broker.
     broker: Option<Arc<Mutex<LocalCluster>>>,
-    /// The fault proxy between the inventory service and PostgreSQL.
-    inventory_db: FaultProxy,
+    /// The fault proxy between the inventory service and PostgreSQL, for the
+    /// scenarios whose faults go through it (a proxy costs every query a hop).
+    inventory_db: Option<FaultProxy>,
 }
 
 /// The load's stock: plenty, so that cancellations are the scenario's, not the menu's.
@@ -527,22 +533,27 @@ impl Platform {
             Some(&args.gateway_args),
             &env,
         );
-        // The inventory reaches its database through a fault proxy (latency, cuts);
-        // the books read it directly.
-        let server = reqwest::Url::parse(admin)?;
-        let postgres: std::net::SocketAddr = format!(
-            "{}:{}",
-            server.host_str().unwrap_or("127.0.0.1"),
-            server.port().unwrap_or(5432)
-        )
-        .parse()?;
-        let inventory_db = FaultProxy::start("127.0.0.1:0".parse()?, postgres).await?;
-        let through_proxy = url(2).replace(&postgres.to_string(), &inventory_db.addr().to_string());
-        for program in programs.iter_mut().filter(|p| p.name == "inventory") {
-            program
-                .env
-                .push(("INVENTORY_DATABASE_URL".to_owned(), through_proxy.clone()));
-        }
+        // For the faults between the inventory and its database, it reaches it
+        // through a fault proxy (latency, cuts); the books read it directly.
+        let inventory_db = if scenario.proxies_inventory_db() {
+            let server = reqwest::Url::parse(admin)?;
+            let postgres: std::net::SocketAddr = format!(
+                "{}:{}",
+                server.host_str().unwrap_or("127.0.0.1"),
+                server.port().unwrap_or(5432)
+            )
+            .parse()?;
+            let proxy = FaultProxy::start("127.0.0.1:0".parse()?, postgres).await?;
+            let through = url(2).replace(&postgres.to_string(), &proxy.addr().to_string());
+            for program in programs.iter_mut().filter(|p| p.name == "inventory") {
+                program
+                    .env
+                    .push(("INVENTORY_DATABASE_URL".to_owned(), through.clone()));
+            }
+            Some(proxy)
+        } else {
+            None
+        };
         let provider = RunningProvider::start(layout.provider()).await?;
         let binary = match &args.binary {
             Some(binary) => binary.clone(),
@@ -624,7 +635,9 @@ impl Platform {
         self.shutdown.cancel();
         let stopped = self.task.await;
         self.provider.stop().await?;
-        self.inventory_db.stop().await;
+        if let Some(proxy) = self.inventory_db {
+            proxy.stop().await;
+        }
         if !keep {
             let names: Vec<&str> = self.databases.iter().map(String::as_str).collect();
             crate::bench::phase2::drop_databases_named(
@@ -690,7 +703,11 @@ impl Platform {
                 Ok(format!("provider at {latency}, then back to {before}"))
             }
             Action::InventoryDatabaseLatency { latency_ms } => {
-                let faults = self.inventory_db.faults();
+                let faults = self
+                    .inventory_db
+                    .as_ref()
+                    .context("this scenario runs without the inventory's database proxy")?
+                    .faults();
                 faults.set_latency(Duration::from_millis(*latency_ms));
                 tokio::time::sleep(Duration::from_millis(fault.lasts_ms)).await;
                 faults.clear();
@@ -699,7 +716,11 @@ impl Platform {
                 ))
             }
             Action::InventoryDatabaseCut => {
-                let faults = self.inventory_db.faults();
+                let faults = self
+                    .inventory_db
+                    .as_ref()
+                    .context("this scenario runs without the inventory's database proxy")?
+                    .faults();
                 faults.set_down(true);
                 tokio::time::sleep(Duration::from_millis(fault.lasts_ms)).await;
                 faults.set_down(false);

@@ -156,6 +156,7 @@ impl Verdict {
         let sent: u64 = steady.iter().map(|s| s.counts.sent).sum();
         let ok: u64 = steady.iter().map(|s| s.counts.ok).sum();
         let errors: u64 = steady.iter().map(|s| s.counts.errors()).sum();
+        let refused: u64 = steady.iter().map(|s| s.counts.refused).sum();
         let steady_goodput = if steady.is_empty() {
             0.0
         } else {
@@ -173,7 +174,7 @@ impl Verdict {
             name: "steady state before",
             pass: steady_ok,
             detail: format!(
-                "{} s before the first fault: {ok} of {sent} requests 2xx ({:.0}/s, the rest refused on purpose), {errors} errors, p99 within {:.0} ms in {within} of the seconds (worst {p99_before:.0} ms)",
+                "{} s before the first fault: {ok} of {sent} requests 2xx ({:.0}/s), {refused} refused on purpose (429/503), {errors} errors, p99 within {:.0} ms in {within} of the seconds (worst {p99_before:.0} ms)",
                 steady.len(),
                 steady_goodput,
                 e.slo_p99_ms
