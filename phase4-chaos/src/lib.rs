@@ -35,3 +35,24 @@ pub fn parse_flags<T: clap::Args>(args: &[&str]) -> Result<T, clap::Error> {
     let argv = std::iter::once("phase4-chaos").chain(args.iter().copied());
     Ok(<Flags<T> as clap::Parser>::try_parse_from(argv)?.inner)
 }
+
+/// A Prometheus registry as a `/metrics` answer: the OpenMetrics text format, or a
+/// problem+json 500 if it cannot be encoded. The gateway, the supervisor and a running
+/// chaos scenario serve theirs with it.
+pub fn metrics_response(
+    registry: &prometheus_client::registry::Registry,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, registry).is_err() {
+        return common::http::Problem::internal().into_response();
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}

@@ -226,10 +226,7 @@ impl Supervisor {
             .route(
                 "/metrics",
                 get(|State(s): State<Supervisor>| async move {
-                    let mut text = String::new();
-                    prometheus_client::encoding::text::encode(&mut text, &s.registry)
-                        .map(|()| text)
-                        .map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)
+                    crate::metrics_response(&s.registry)
                 }),
             )
             .route(

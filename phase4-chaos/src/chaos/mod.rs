@@ -394,12 +394,7 @@ impl Live {
                 "/metrics",
                 axum::routing::get(move || {
                     let registry = registry.clone();
-                    async move {
-                        let mut text = String::new();
-                        prometheus_client::encoding::text::encode(&mut text, &registry)
-                            .map(|()| text)
-                            .map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)
-                    }
+                    async move { crate::metrics_response(&registry) }
                 }),
             );
         let listener = tokio::net::TcpListener::bind(addr)

@@ -1038,18 +1038,7 @@ async fn ready(State(gateway): State<Gateway>) -> Response {
 }
 
 async fn metrics(State(gateway): State<Gateway>) -> Response {
-    let mut text = String::new();
-    if prometheus_client::encoding::text::encode(&mut text, &gateway.inner.registry).is_err() {
-        return Problem::internal().into_response();
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    crate::metrics_response(&gateway.inner.registry)
 }
 
 /// A listener on `addr`, shared with other processes that set `SO_REUSEPORT` too
