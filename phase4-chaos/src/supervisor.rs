@@ -236,6 +236,12 @@ impl Supervisor {
             .with_state(self.clone())
     }
 
+    /// SIGKILL to the process `name` of this supervisor, as [`kill_process`] does
+    /// from outside. Returns the pid killed.
+    pub fn kill(&self, name: &str) -> anyhow::Result<u32> {
+        sigkill(&self.processes(), name)
+    }
+
     /// Where the process `name` writes its output.
     pub fn log_path(&self, name: &str) -> PathBuf {
         self.settings.logs.join(format!("{name}.log"))
@@ -365,7 +371,11 @@ pub async fn processes(ops: SocketAddr) -> anyhow::Result<Vec<ProcessStatus>> {
 /// SIGKILL to the supervised process `name`: what a crash, an OOM kill or a pulled
 /// plug does — no chance to finish anything. Returns the pid killed.
 pub async fn kill_process(ops: SocketAddr, name: &str) -> anyhow::Result<u32> {
-    let status = processes(ops).await?;
+    sigkill(&processes(ops).await?, name)
+}
+
+/// SIGKILL to `name`, one of `status`; returns the pid killed.
+fn sigkill(status: &[ProcessStatus], name: &str) -> anyhow::Result<u32> {
     let pid = status
         .iter()
         .find(|p| p.name == name)

@@ -270,16 +270,11 @@ pub fn platform(
 }
 
 /// The provider simulator, running (in this process) until `stop`.
+#[derive(Debug)]
 pub struct RunningProvider {
     pub simulator: common::payment::Simulator,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl std::fmt::Debug for RunningProvider {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunningProvider").finish_non_exhaustive()
-    }
 }
 
 impl RunningProvider {

@@ -658,8 +658,7 @@ impl Platform {
         };
         match &fault.action {
             Action::Kill { process } => {
-                let pid =
-                    crate::supervisor::kill_process(self.layout.supervisor_ops(), process).await?;
+                let pid = self.supervisor.kill(process)?;
                 Ok(format!("SIGKILL {process} (pid {pid})"))
             }
             Action::KillBrokerNode { node } => {
