@@ -10,6 +10,25 @@ use std::time::Duration;
 /// The local PostgreSQL server with a database per service (created when missing).
 const PG: &str = "postgres://postgres:postgres@127.0.0.1:5432";
 
+/// What a consumer does with an event when its database cannot be reached at all
+/// ([`crate::consumer::database_unreachable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WhenUnreachable {
+    /// Pause the partitions, probe the database, resume when it answers.
+    Pause,
+    /// Send the event to the retry topic, like any transient failure.
+    Retry,
+}
+
+/// How the order API publishes `OrderPlaced`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Publish {
+    /// In the order's transaction, to the outbox; the relay publishes it.
+    Outbox,
+    /// To Kafka after the commit (a dual write: lost when the broker is away).
+    Direct,
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
     /// Kafka bootstrap servers.
@@ -30,6 +49,18 @@ pub struct Settings {
     /// Unset: dynamic membership.
     #[arg(long, env = "CONSUMER_INSTANCE")]
     pub consumer_instance: Option<String>,
+    /// What a consumer does when its database cannot be reached at all: `pause` its
+    /// partitions and probe the database (the defence), or `retry` every event
+    /// through the retry topic, as for any other transient failure (phase 4's
+    /// `partition --no-defence`, to see the retry storm that prevents).
+    #[arg(long, env = "CONSUMER_WHEN_DATABASE_UNREACHABLE", value_enum, default_value_t = WhenUnreachable::Pause)]
+    pub when_database_unreachable: WhenUnreachable,
+    /// How the order API hands `OrderPlaced` on: through the transactional `outbox`
+    /// (the defence: the order and its event commit together), or `direct`ly to
+    /// Kafka after the order's commit, giving up after 2 s — the dual write phase 2
+    /// replaced, kept to show what it loses (phase 4's `broker-restart --no-defence`).
+    #[arg(long, env = "ORDER_PUBLISH", value_enum, default_value_t = Publish::Outbox)]
+    pub publish: Publish,
 
     /// The order service's database.
     #[arg(long, env = "ORDER_DATABASE_URL", default_value_t = format!("{PG}/ferriseats_orders"))]

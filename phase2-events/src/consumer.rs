@@ -41,6 +41,7 @@
 //! `traceparent` header. Phase 3 turns these spans into metrics and traces; here they
 //! only give every log line of a message its context.
 
+use crate::config::WhenUnreachable;
 use crate::events::{DecodeError, Envelope};
 use anyhow::Context;
 use common::shutdown::CancellationToken;
@@ -479,6 +480,8 @@ pub struct EventConsumer<E> {
     pub brokers: String,
     /// Static membership's `group.instance.id` (`--consumer-instance`), if any.
     pub instance: Option<String>,
+    /// Pause (the default) or retry when the database cannot be reached at all.
+    pub when_unreachable: WhenUnreachable,
     pub topics: Vec<String>,
     pub producer: FutureProducer,
     /// Usually [`Transactional`].
@@ -789,7 +792,17 @@ impl<E: Effect> EventConsumer<E> {
 
     /// [`EventConsumer::process`] for a message already read.
     async fn process_event(&self, message: &OwnedMessage, event: &Envelope) -> anyhow::Result<()> {
-        let verdict = self.effect.apply(&self.name, event).await?;
+        let verdict = match self.effect.apply(&self.name, event).await {
+            // The defence switched off: an unreachable database is one more transient
+            // failure, and every event goes round the retry topic while it lasts.
+            Err(err)
+                if self.when_unreachable == WhenUnreachable::Retry
+                    && database_unreachable(&err) =>
+            {
+                Verdict::Retry(format!("{err:#}"))
+            }
+            applied => applied?,
+        };
         self.settle(message, verdict, "permanent").await
     }
 

@@ -24,6 +24,11 @@
 //!   connection with a TCP reset (`SO_LINGER` 0, so the close sends `RST`, not `FIN`),
 //!   and while down, new connections are accepted and reset at once. The client sees
 //!   "connection reset by peer": the broker vanished.
+//! * **A held link delivers nothing, and says nothing.** [`Faults::set_held`] keeps
+//!   every connection open (new ones are accepted too) but stops writing in both
+//!   directions: bytes pile up in the delay line until TCP flow control stops the
+//!   senders, as when a switch drops every packet. Nobody is told; a client finds out
+//!   only from its own timeouts. When the hold ends, what waited is delivered.
 //! * **Half-closes are passed on.** When one side shuts down its write half, the proxy
 //!   shuts down the same half towards the other side (after the delay), so
 //!   request/response protocols that signal "done" with `FIN` still work. An error on
@@ -181,6 +186,7 @@ struct Settings {
     latency: Duration,
     jitter: Duration,
     down: bool,
+    held: bool,
     /// How many times the proxy went down. A connection remembers the value it was
     /// opened under and ends when it changes, so even a partition that heals before
     /// the connection's task gets to run still cuts it.
@@ -220,6 +226,17 @@ impl Faults {
             info!(proxy = %self.proxy, "fault proxy down: resetting every connection");
         } else if changed {
             info!(proxy = %self.proxy, "fault proxy up: accepting connections again");
+        }
+    }
+
+    /// `true` holds every connection: nothing is delivered either way, nothing is
+    /// reset, until `false` (then what waited is delivered).
+    pub fn set_held(&self, held: bool) {
+        if self
+            .settings
+            .send_if_modified(|s| std::mem::replace(&mut s.held, held) != held)
+        {
+            info!(proxy = %self.proxy, held, "fault proxy hold changed");
         }
     }
 
@@ -430,9 +447,14 @@ async fn delay_line(
             }
         }
     };
+    let mut settings = shared.faults.settings.subscribe();
     let write = async move {
         while let Some(chunk) = in_flight.recv().await {
             tokio::time::sleep_until(chunk.due).await;
+            // Held: wait for the link to come back (an error: the proxy is gone).
+            if settings.wait_for(|s| !s.held).await.is_err() {
+                return Ok(());
+            }
             to.write_all(&chunk.bytes).await?;
             let n = chunk.bytes.len() as u64;
             shared.stats.bytes_forwarded.fetch_add(n, Ordering::Relaxed);
@@ -593,6 +615,42 @@ mod tests {
         let mut healed = TcpStream::connect(proxy.addr()).await.unwrap();
         ping(&mut healed).await.unwrap();
         assert_eq!(proxy.connections_accepted(), 3);
+        proxy.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_held_link_delivers_nothing_and_cuts_nothing_until_it_is_released() {
+        let proxy = proxy_to_echo().await;
+        let mut open = TcpStream::connect(proxy.addr()).await.unwrap();
+        ping(&mut open).await.unwrap();
+
+        proxy.faults().set_held(true);
+
+        // No answer, and no reset either: the ping just waits.
+        let waited = ping(&mut open).await;
+        assert_eq!(
+            waited.map_err(|e| e.kind()),
+            Err(io::ErrorKind::TimedOut),
+            "a held link must neither answer nor cut"
+        );
+        let mut fresh = TcpStream::connect(proxy.addr()).await.unwrap();
+        fresh.write_all(b"ping").await.unwrap();
+
+        proxy.faults().set_held(false);
+
+        // What waited is delivered: the first connection's ping (its answer), then
+        // the second's.
+        let mut pong = [0; 4];
+        tokio::time::timeout(PATIENCE, open.read_exact(&mut pong))
+            .await
+            .expect("the held ping is answered once the link is back")
+            .unwrap();
+        tokio::time::timeout(PATIENCE, fresh.read_exact(&mut pong))
+            .await
+            .expect("the connection opened while held works once the link is back")
+            .unwrap();
+        assert_eq!(&pong, b"ping");
+        ping(&mut open).await.unwrap();
         proxy.stop().await;
     }
 

@@ -22,6 +22,15 @@ pub fn brokers() -> String {
 /// A producer that never writes a message twice or out of order per partition, and
 /// only reports success once every in-sync replica has it.
 pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
+    producer_giving_up_after(brokers, Duration::from_secs(60))
+}
+
+/// [`producer`], but a message not acknowledged within `timeout` fails (librdkafka's
+/// `message.timeout.ms`).
+pub fn producer_giving_up_after(
+    brokers: &str,
+    timeout: Duration,
+) -> anyhow::Result<FutureProducer> {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
         // Idempotence: the broker drops a retried batch it already has (sequence
@@ -34,10 +43,41 @@ pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
         // broker more requests than the latency it saves. 5 ms is small next to an
         // order's journey (hundreds of ms) and lets a busy relay's sends travel together.
         .set("linger.ms", "5")
-        // Keep trying through a broker restart instead of failing the delivery.
-        .set("message.timeout.ms", "60000")
+        // 60 s (`producer`): keep trying through a broker restart instead of failing
+        // the delivery.
+        .set("message.timeout.ms", timeout.as_millis().to_string())
         .create()
         .with_context(|| format!("creating a Kafka producer for {brokers}"))
+}
+
+/// Publishes `envelope` to `topic` (keyed by its order, its trace context in the
+/// headers) and waits for the acknowledgement.
+pub async fn publish(
+    producer: &FutureProducer,
+    topic: &str,
+    envelope: &crate::events::Envelope,
+) -> anyhow::Result<()> {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let mut headers = OwnedHeaders::new();
+    for (name, value) in envelope.headers() {
+        headers = headers.insert(Header {
+            key: name,
+            value: Some(&value),
+        });
+    }
+    let key = envelope.order_id.to_string();
+    let payload = serde_json::to_string(envelope)?;
+    let record = rdkafka::producer::FutureRecord::to(topic)
+        .key(&key)
+        .payload(&payload)
+        .headers(headers);
+    producer
+        .send(record, rdkafka::util::Timeout::Never)
+        .await
+        .map_err(|(err, _)| {
+            anyhow::anyhow!("publishing {} to {topic}: {err}", envelope.event_type)
+        })?;
+    Ok(())
 }
 
 fn admin(brokers: &str) -> anyhow::Result<AdminClient<DefaultClientContext>> {

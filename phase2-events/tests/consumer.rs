@@ -169,6 +169,7 @@ impl Fixture {
             name: group.to_owned(),
             brokers: self.brokers.clone(),
             instance: None,
+            when_unreachable: phase2_events::config::WhenUnreachable::Pause,
             topics: vec![self.topic.clone()],
             producer: self.producer.clone(),
             effect: Transactional {
@@ -667,6 +668,7 @@ async fn a_consumer_pauses_while_its_database_is_unreachable_and_floods_nothing(
         name: format!("test-group-{}", uuid::Uuid::now_v7().simple()),
         brokers: setup.brokers.clone(),
         instance: None,
+        when_unreachable: phase2_events::config::WhenUnreachable::Pause,
         topics: vec![setup.topic.clone()],
         producer: setup.producer.clone(),
         effect: Transactional {

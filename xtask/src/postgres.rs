@@ -78,23 +78,6 @@ fn clusters() -> anyhow::Result<Vec<Cluster>> {
         .collect())
 }
 
-/// Server versions installed the Debian way (`/usr/lib/postgresql/15/bin/postgres`),
-/// newest first. Client-only installs have `psql` there but no `postgres`.
-fn installed_versions() -> Vec<String> {
-    let mut versions: Vec<(u32, String)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|entry| entry.path().join("bin/postgres").is_file())
-        .filter_map(|entry| {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            Some((name.split('.').next()?.parse().ok()?, name))
-        })
-        .collect();
-    versions.sort_by_key(|(major, _)| std::cmp::Reverse(*major));
-    versions.into_iter().map(|(_, name)| name).collect()
-}
-
 fn pg_ctlcluster(privilege: Privilege, cluster: (&str, &str), action: &str) -> Command {
     let mut cmd = process::as_root(privilege, "pg_ctlcluster");
     cmd.args(["--skip-systemctl-redirect", cluster.0, cluster.1, action]);
@@ -111,7 +94,7 @@ fn stop_command(cmd: &Command) -> Stop {
 }
 
 fn start(privilege: Privilege) -> anyhow::Result<Option<Stop>> {
-    let versions = installed_versions();
+    let versions = common_local::local_postgres::installed_versions();
     if versions.is_empty() {
         return Ok(None);
     }

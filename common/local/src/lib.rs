@@ -10,6 +10,7 @@
 //! |-----------------|-----------------------------------------------------------------------|
 //! | [`endpoints`]   | PostgreSQL, Redis, Kafka, Prometheus: the default address and the variable that moves each |
 //! | [`local_kafka`] | Apache Kafka on this machine: the pinned version, configuration, readiness probe, test clusters |
+//! | [`local_postgres`] | a PostgreSQL server of a test's own, to crash and start again |
 //! | [`process`]     | commands echoed and run with deadlines, detached servers, signals, the workspace's paths |
 //! | [`psql`]        | a login check and single statements through PostgreSQL's own client |
 //!
@@ -18,5 +19,6 @@
 
 pub mod endpoints;
 pub mod local_kafka;
+pub mod local_postgres;
 pub mod process;
 pub mod psql;

@@ -411,6 +411,7 @@ async fn through_the_real_consumer<C: IdempotentEffect<Ledger> + 'static>(
         name: group.clone(),
         brokers: kafka.brokers.clone(),
         instance: None,
+        when_unreachable: phase2_events::config::WhenUnreachable::Pause,
         topics: vec![topic.clone()],
         producer: kafka.producer.clone(),
         effect: C::new(pool.clone(), Ledger::default()),

@@ -218,6 +218,7 @@ async fn scenarios<I: CompensatingInventory>(pool: &AnyPool) -> Result<(), Failu
         name: group.clone(),
         brokers: kafka.brokers.clone(),
         instance: None,
+        when_unreachable: phase2_events::config::WhenUnreachable::Pause,
         topics: vec![topics.orders.clone()],
         producer: kafka.producer.clone(),
         effect: Transactional {

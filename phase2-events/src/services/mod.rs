@@ -66,6 +66,7 @@ pub fn consumer<E: Effect>(
         name: topics.group(service),
         brokers: settings.brokers.clone(),
         instance: settings.consumer_instance.clone(),
+        when_unreachable: settings.when_database_unreachable,
         topics: topics.reads(service),
         producer,
         effect,

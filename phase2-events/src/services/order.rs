@@ -13,7 +13,7 @@
 //!   the consumer's transaction. `OrderCancelled` triggers the compensations
 //!   elsewhere (refund, stock release).
 
-use crate::config::Settings;
+use crate::config::{Publish, Settings};
 use crate::consumer::{HandleError, Handler, Transactional};
 use crate::events::Envelope;
 use crate::flow::{self, Line, OrderPlaced, Service, StatusChanged, Topics, event};
@@ -41,6 +41,10 @@ pub const SERVICE: Service = Service::Order;
 /// counts placed orders from this line (`orders_total{status="placed"}`), so both
 /// sides use this constant rather than its wording.
 pub const LOG_ORDER_PLACED: &str = "order placed; OrderPlaced in the outbox";
+/// Logged by `--publish direct` when the event of an order already committed could
+/// not be published: that order will never move.
+pub const LOG_DIRECT_PUBLISH_FAILED: &str =
+    "order committed but OrderPlaced not published (direct publish, no outbox): it is stuck";
 /// Logged by the saga for each transition it writes (`order_id`, `from`, `to`); phase
 /// 3 counts it once the consumer's transaction commits.
 pub const LOG_ORDER_MOVED: &str = "order moved";
@@ -58,10 +62,23 @@ pub fn migrators() -> Vec<sqlx::migrate::Migrator> {
     ]
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct OrderApi {
     store: OrderStore,
     topics: Arc<Topics>,
+    /// `--publish direct`: the producer `OrderPlaced` goes to after the commit,
+    /// instead of the outbox (the dual write, kept to be seen failing).
+    direct: Option<FutureProducer>,
+}
+
+impl std::fmt::Debug for OrderApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderApi")
+            .field("store", &self.store)
+            .field("topics", &self.topics)
+            .field("direct", &self.direct.is_some())
+            .finish()
+    }
 }
 
 impl FromRef<OrderApi> for OrderStore {
@@ -102,12 +119,22 @@ async fn place_order(
                 &request_id,
                 serde_json::to_value(order_placed(&order))?,
             );
-            outbox::enqueue(&mut tx, &api.topics.orders, &placed).await?;
+            if api.direct.is_none() {
+                outbox::enqueue(&mut tx, &api.topics.orders, &placed).await?;
+            }
             let (status, body) = respond(&order);
             if let Some(key) = &key {
                 idempotency::save_response(&mut *tx, key.as_str(), status, &body.0).await?;
             }
             tx.commit().await?;
+            if let Some(producer) = &api.direct {
+                // The dual write: the order is committed, the event may never be. The
+                // client is told "created" either way — what the outbox prevents.
+                if let Err(err) = crate::kafka::publish(producer, &api.topics.orders, &placed).await
+                {
+                    tracing::error!(order_id = %order.id, error = %format!("{err:#}"), "{}", LOG_DIRECT_PUBLISH_FAILED);
+                }
+            }
             tracing::info!(order_id = %order.id, event_id = %placed.event_id, "{}", LOG_ORDER_PLACED);
             Ok((status, body).into_response())
         }
@@ -323,6 +350,10 @@ impl Saga {
     }
 }
 
+/// How long `--publish direct` waits for the broker before it gives the event up (a
+/// client cannot wait for the 60 s the relay's producer would).
+const DIRECT_PUBLISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The order service, built and ready to run.
 #[derive(Debug)]
 pub struct OrderService {
@@ -351,9 +382,22 @@ impl OrderService {
         producer: FutureProducer,
     ) -> anyhow::Result<Self> {
         let topics = Arc::new(topics);
+        let direct = match settings.publish {
+            Publish::Outbox => None,
+            Publish::Direct => {
+                tracing::warn!(
+                    "ORDER_PUBLISH=direct: OrderPlaced bypasses the outbox (a dual write)"
+                );
+                Some(crate::kafka::producer_giving_up_after(
+                    &settings.brokers,
+                    DIRECT_PUBLISH_TIMEOUT,
+                )?)
+            }
+        };
         let api = OrderApi {
             store: OrderStore::new(pool.clone()),
             topics: topics.clone(),
+            direct,
         };
         let limits = HttpLimits {
             body_limit: settings.body_limit,

@@ -27,37 +27,53 @@ pub struct LocalCluster {
     children: Vec<Option<Child>>,
 }
 
+/// What [`LocalCluster::start_with`] starts.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// 1 or 3.
+    pub nodes: usize,
+    /// Copies of each partition (default: one per node).
+    pub replicas: Option<usize>,
+    /// A second listener on node 1, reached through a proxy (see `Node::faultable`).
+    pub faultable: Option<(u16, SocketAddr)>,
+}
+
 /// A port nobody listens on right now.
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 impl LocalCluster {
     /// `nodes` (1 or 3) nodes on free ports, started and ready.
     pub fn start(nodes: usize) -> anyhow::Result<LocalCluster> {
-        LocalCluster::start_advertising(nodes, None)
+        LocalCluster::start_with(Options {
+            nodes,
+            ..Options::default()
+        })
+    }
+
+    /// Nodes as `options` say, started and ready.
+    pub fn start_with(options: Options) -> anyhow::Result<LocalCluster> {
+        let mut ports = Vec::new();
+        for _ in 0..options.nodes {
+            ports.push((free_port()?, free_port()?));
+        }
+        LocalCluster::start_on(&ports, None, |cluster| {
+            cluster.replicas = options.replicas;
+            cluster.nodes[0].faultable = options.faultable;
+        })
     }
 
     /// One node on `port` that tells clients to connect to `advertised` (a fault
     /// proxy that forwards to `port`), started and ready.
     pub fn start_behind(port: u16, advertised: SocketAddr) -> anyhow::Result<LocalCluster> {
-        LocalCluster::start_on(&[(port, free_port()?)], Some(advertised))
-    }
-
-    fn start_advertising(
-        nodes: usize,
-        advertised: Option<SocketAddr>,
-    ) -> anyhow::Result<LocalCluster> {
-        let mut ports = Vec::new();
-        for _ in 0..nodes {
-            ports.push((free_port()?, free_port()?));
-        }
-        LocalCluster::start_on(&ports, advertised)
+        LocalCluster::start_on(&[(port, free_port()?)], Some(advertised), |_| {})
     }
 
     fn start_on(
         ports: &[(u16, u16)],
         advertised: Option<SocketAddr>,
+        configure: impl FnOnce(&mut Cluster),
     ) -> anyhow::Result<LocalCluster> {
         let runtime = Runtime::find()?;
         let root: PathBuf =
@@ -68,6 +84,7 @@ impl LocalCluster {
         if let Some(addr) = advertised {
             cluster.nodes[0].advertised = Some(addr);
         }
+        configure(&mut cluster);
         let mut local = LocalCluster {
             children: cluster.nodes.iter().map(|_| None).collect(),
             cluster,

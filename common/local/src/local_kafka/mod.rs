@@ -139,6 +139,12 @@ pub struct Node {
     /// a fault proxy in front of it, so that every connection a client opens after
     /// bootstrapping goes through the proxy too.
     pub advertised: Option<SocketAddr>,
+    /// A second listener, `FAULTABLE` on `(port, advertised)`: a client that
+    /// bootstraps at `advertised` (a fault proxy forwarding to `port`) is told to
+    /// dial it again, so all its traffic crosses the proxy, while every other client
+    /// keeps the direct listener. One process can then be cut off from the broker
+    /// without the others.
+    pub faultable: Option<(u16, SocketAddr)>,
 }
 
 impl Node {
@@ -159,6 +165,9 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     /// `-Xmx` of each node's JVM.
     pub heap_mib: u32,
+    /// Copies of each partition, when not one per node (up to 3): `Some(1)` on three
+    /// nodes shows what replication is for.
+    pub replicas: Option<usize>,
 }
 
 /// The shared broker's client ports: 9092, then 9093 and 9094 for a cluster.
@@ -197,12 +206,14 @@ impl Cluster {
                 port,
                 controller_port,
                 advertised: None,
+                faultable: None,
             })
             .collect();
         Ok(Cluster {
             root,
             nodes,
             heap_mib: HEAP_MIB,
+            replicas: None,
         })
     }
 
@@ -229,14 +240,24 @@ impl Cluster {
     /// How many copies of each partition a topic keeps: 1 on a single node, 3 on a
     /// cluster.
     pub fn replication_factor(&self) -> usize {
-        self.nodes.len()
+        self.replicas
+            .unwrap_or(self.nodes.len())
+            .min(self.nodes.len())
     }
 
     /// `min.insync.replicas`: with 3 copies, a write acknowledged with `acks=all` is
     /// on at least 2 nodes, so losing any one node loses no acknowledged write, and
     /// the partition still accepts writes with one node down.
     pub fn min_insync_replicas(&self) -> usize {
-        if self.nodes.len() >= 3 { 2 } else { 1 }
+        if self.replication_factor() >= 3 { 2 } else { 1 }
+    }
+
+    /// `broker.session.timeout.ms`: a dead node's partitions stand still this long
+    /// before their leadership moves. Kafka's 9 s on one node (there is nowhere to move
+    /// it); 4 s on three, where failing over is the lesson — still four heartbeats, so
+    /// a node busy for a second is not fenced.
+    pub fn session_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(if self.nodes.len() >= 3 { 4000 } else { 9000 })
     }
 
     pub fn node_dir(&self, id: u32) -> PathBuf {
@@ -276,10 +297,10 @@ impl Cluster {
              node.id={id}\n\
              # The controllers, fixed (a static quorum): each node votes for the metadata leader.\n\
              controller.quorum.voters={voters}\n\
-             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}\n\
+             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}{faultable_listener}\n\
              # What clients are told to dial after bootstrapping (a proxy, in the network-fault tests).\n\
-             advertised.listeners=PLAINTEXT://{advertised}\n\
-             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
+             advertised.listeners=PLAINTEXT://{advertised}{faultable_advertised}\n\
+             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT{faultable_map}\n\
              controller.listener.names=CONTROLLER\n\
              inter.broker.listener.name=PLAINTEXT\n\
              log.dirs={data}\n\
@@ -296,6 +317,11 @@ impl Cluster {
              transaction.state.log.min.isr={min_isr}\n\
              share.coordinator.state.topic.replication.factor={replicas}\n\
              share.coordinator.state.topic.min.isr={min_isr}\n\
+             \n\
+             # How long the controller waits for a silent node before it fences it and moves its\n\
+             # partitions' leadership to the other copies (Kafka's default, 9 s, on three nodes).\n\
+             broker.session.timeout.ms={session_ms}\n\
+             broker.heartbeat.interval.ms={heartbeat_ms}\n\
              \n\
              # A new consumer group starts at once: Kafka's default waits 3 s for more members to join,\n\
              # which every test and every `cargo run` would pay.\n\
@@ -319,6 +345,19 @@ impl Cluster {
             port = node.port,
             controller_port = node.controller_port,
             advertised = node.advertised(),
+            faultable_listener = node.faultable.map_or(String::new(), |(port, _)| format!(
+                ",FAULTABLE://127.0.0.1:{port}"
+            )),
+            faultable_advertised = node
+                .faultable
+                .map_or(String::new(), |(_, addr)| format!(",FAULTABLE://{addr}")),
+            faultable_map = if node.faultable.is_some() {
+                ",FAULTABLE:PLAINTEXT"
+            } else {
+                ""
+            },
+            session_ms = self.session_timeout().as_millis(),
+            heartbeat_ms = self.session_timeout().as_millis() / 4,
             data = data.display(),
         ))
     }
