@@ -209,6 +209,62 @@ pub async fn sweep_test_topics(brokers: &str, older_than: Duration) -> anyhow::R
     Ok(stale.len())
 }
 
+/// Messages appended to `topics` from `from_ms` to `to_ms` (their timestamps, in
+/// milliseconds since 1970), counted by offsets: `ListOffsets` by time gives each
+/// partition's first offset at or after a moment. Blocking (librdkafka round trips).
+pub fn messages_between(
+    brokers: &str,
+    topics: &[String],
+    from_ms: i64,
+    to_ms: i64,
+    timeout: Duration,
+) -> anyhow::Result<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .context("creating a consumer to count messages")?;
+    let mut partitions = Vec::new();
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+        for t in metadata.topics() {
+            partitions.extend(t.partitions().iter().map(|p| (t.name().to_owned(), p.id())));
+        }
+    }
+    // `End`: the latest offset, what a moment after the last message maps to.
+    let offsets =
+        |at: rdkafka::Offset| -> anyhow::Result<std::collections::HashMap<(String, i32), i64>> {
+            let mut wanted = rdkafka::TopicPartitionList::new();
+            for (topic, partition) in &partitions {
+                wanted.add_partition_offset(topic, *partition, at)?;
+            }
+            let answer = consumer.offsets_for_times(wanted, timeout)?;
+            Ok(answer
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    rdkafka::Offset::Offset(n) => Some(((e.topic().to_owned(), e.partition()), n)),
+                    _ => None,
+                })
+                .collect())
+        };
+    let latest = offsets(rdkafka::Offset::End)?;
+    let (from, to) = (
+        offsets(rdkafka::Offset::Offset(from_ms))?,
+        offsets(rdkafka::Offset::Offset(to_ms))?,
+    );
+    Ok(partitions
+        .iter()
+        .map(|key| {
+            let end = latest.get(key).copied().unwrap_or(0);
+            let at = |m: &std::collections::HashMap<(String, i32), i64>| {
+                m.get(key).copied().unwrap_or(end)
+            };
+            (at(&to) - at(&from)).max(0)
+        })
+        .sum())
+}
+
 /// One partition as a consumer group sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionLag {

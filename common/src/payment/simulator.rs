@@ -206,9 +206,14 @@ impl Simulator {
             .unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Charge requests received so far (cheaper than [`Simulator::ledger`]).
+    pub fn requests_received(&self) -> u64 {
+        self.inner.requests_received.load(Ordering::Relaxed)
+    }
+
     pub fn ledger(&self) -> Ledger {
         Ledger {
-            requests_received: self.inner.requests_received.load(Ordering::Relaxed),
+            requests_received: self.requests_received(),
             charges: self.charges().all.clone(),
         }
     }

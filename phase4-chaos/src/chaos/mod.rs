@@ -29,6 +29,7 @@
 pub mod gameday;
 pub mod picture;
 pub mod verdict;
+pub mod watch;
 
 use crate::load::run::{self, LoadArgs, LoadReport};
 use crate::supervisor::{Supervisor, SupervisorSettings};
@@ -36,6 +37,8 @@ use crate::system::{Layout, RunningProvider, platform};
 use anyhow::Context;
 use common::shutdown::CancellationToken;
 use common_local::local_kafka::LocalCluster;
+use common_local::local_kafka::cluster::Options as ClusterOptions;
+use common_local::local_postgres::LocalPostgres;
 use phase2_events::books::{self, Books};
 use phase2_events::config::Settings;
 use phase2_events::fault_proxy::FaultProxy;
@@ -68,9 +71,13 @@ pub enum Scenario {
     /// The payment provider slows down ten times, then the inventory's database
     /// answers 100 ms later (through the fault proxy).
     Latency,
-    /// The inventory service is cut off from its database (every connection reset,
-    /// new ones refused), then the network heals.
+    /// The payment service is cut off from the broker (its connections held: nothing
+    /// delivered, nothing reset), then the inventory from its database (connections
+    /// reset, new ones refused); each heals.
     Partition,
+    /// PostgreSQL (a server of the scenario's own) crashes and starts again on its
+    /// data, under load.
+    DbRestart,
 }
 
 /// What a fault does.
@@ -89,6 +96,11 @@ pub enum Action {
     InventoryDatabaseLatency { latency_ms: u64 },
     /// The inventory cannot reach its database at all, for `lasts_ms`.
     InventoryDatabaseCut,
+    /// `process` reaches the broker through a link that delivers nothing, for
+    /// `lasts_ms`.
+    CutFromBroker { process: String },
+    /// PostgreSQL stops as in a crash (`immediate`) and starts again `lasts_ms` later.
+    RestartDatabase,
 }
 
 /// One fault of a run: what, when (from the start of the load), and when it ended.
@@ -105,6 +117,9 @@ pub struct Fault {
     /// Whether reads (menu, order status) go through what it hits: if not, they must
     /// keep their SLO meanwhile (no cascade).
     pub reads_untouched: bool,
+    /// Whether the platform is built to absorb it, not just to recover from it: the
+    /// orders accepted while it lasts must still finish within the recovery target.
+    pub absorbed: bool,
 }
 
 impl Fault {
@@ -119,6 +134,8 @@ impl Fault {
                 format!("inventory's database +{latency_ms} ms")
             }
             Action::InventoryDatabaseCut => "inventory cut off from its database".to_owned(),
+            Action::CutFromBroker { process } => format!("{process} cut off from the broker"),
+            Action::RestartDatabase => "PostgreSQL crashed and restarted".to_owned(),
         }
     }
 
@@ -144,6 +161,7 @@ impl Scenario {
             Scenario::BrokerRestart => "broker-restart",
             Scenario::Latency => "latency",
             Scenario::Partition => "partition",
+            Scenario::DbRestart => "db-restart",
         }
     }
 
@@ -157,9 +175,16 @@ impl Scenario {
     pub fn own_brokers(self) -> Option<usize> {
         match self {
             Scenario::KillBrokerNode => Some(3),
-            Scenario::BrokerRestart => Some(1),
-            Scenario::KillService | Scenario::Latency | Scenario::Partition => None,
+            // Partition: a node with a second listener, behind a proxy, for the
+            // service it cuts off.
+            Scenario::BrokerRestart | Scenario::Partition => Some(1),
+            Scenario::KillService | Scenario::Latency | Scenario::DbRestart => None,
         }
+    }
+
+    /// Whether it runs on a PostgreSQL server of its own (one it crashes).
+    pub fn own_postgres(self) -> bool {
+        self == Scenario::DbRestart
     }
 
     /// What the run sets out to show.
@@ -191,35 +216,66 @@ impl Scenario {
                  the latency goes."
             }
             Scenario::Partition => {
-                "A service cut off from its database holds its events (its consumer pauses \
-                 its partitions and probes) instead of failing them into the retry and \
-                 dead-letter topics; when the network heals it resumes by itself, and no \
-                 accepted order is lost."
+                "A service cut off from the broker, or from its database, holds its work \
+                 instead of failing it: the payment consumer's offsets and the outbox keep \
+                 what it could not take or send, and a consumer without its database pauses \
+                 its partitions and probes instead of pushing every event round the retry \
+                 topic. When the network heals each resumes by itself, and no accepted order \
+                 is lost."
+            }
+            Scenario::DbRestart => {
+                "PostgreSQL crashing under load loses nothing it acknowledged: every commit \
+                 it confirmed is in its write-ahead log and is replayed when it starts again; \
+                 requests during the outage are refused (never half-accepted); connection \
+                 pools reconnect, the relays resume the outboxes and the consumers their \
+                 partitions, without a human."
             }
         }
     }
 
-    /// The defence that makes it pass, and the switch that turns it off.
+    /// The defence that makes it pass, and what `--no-defence` does instead.
     pub fn defence(self) -> (&'static str, &'static str) {
         match self {
-            Scenario::KillService => ("the supervisor restarts what dies", "--no-restart"),
+            Scenario::KillService => (
+                "the supervisor restarts what dies",
+                "the supervisor restarts nothing",
+            ),
             Scenario::KillBrokerNode => (
                 "three copies of every partition, writes acknowledged by two",
-                "(not switchable yet)",
+                "one copy of each partition (replication factor 1)",
             ),
             Scenario::BrokerRestart => (
                 "the transactional outbox: an order never waits for the broker",
-                "(not switchable yet)",
+                "the order API publishes OrderPlaced itself after the commit (ORDER_PUBLISH=direct)",
             ),
             Scenario::Latency => (
-                "timeouts sized to the dependency, and admission control shedding new orders before reads",
-                "(not switchable yet)",
+                "timeouts sized to the dependency: a payment attempt may take 1 s",
+                "a payment attempt may take 300 ms (PAYMENT_ATTEMPT_TIMEOUT), less than the slow provider needs",
             ),
             Scenario::Partition => (
                 "consumers pause their partitions while their database is unreachable",
-                "(not switchable yet)",
+                "consumers retry every event through the retry topic (CONSUMER_WHEN_DATABASE_UNREACHABLE=retry)",
+            ),
+            Scenario::DbRestart => (
+                "a commit is acknowledged once its write-ahead log is written (synchronous_commit=on), so a crash keeps it",
+                "synchronous_commit=off: commits are acknowledged before their WAL is written, and a crash loses the last of them",
             ),
         }
+    }
+
+    /// The environment `--no-defence` gives every process.
+    fn defence_off_env(self) -> Vec<(String, String)> {
+        let pairs: &[(&str, &str)] = match self {
+            Scenario::BrokerRestart => &[("ORDER_PUBLISH", "direct")],
+            Scenario::Latency => &[("PAYMENT_ATTEMPT_TIMEOUT", "300ms")],
+            Scenario::Partition => &[("CONSUMER_WHEN_DATABASE_UNREACHABLE", "retry")],
+            // Switched off in the scenario's own servers instead (see `Platform::start`).
+            Scenario::KillService | Scenario::KillBrokerNode | Scenario::DbRestart => &[],
+        };
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     /// The faults of a run of `duration`, at moments drawn from `seed`: spread over
@@ -231,6 +287,13 @@ impl Scenario {
         };
         // (what, how long, reads untouched)
         let planned: Vec<(Action, u64, bool)> = match self {
+            // A restart that takes a while (crash recovery, a slow disk): a tenth of
+            // the run.
+            Scenario::DbRestart => vec![(
+                Action::RestartDatabase,
+                duration.as_millis() as u64 / 10,
+                false,
+            )],
             Scenario::KillService => vec![
                 (kill("payment"), 0, true),
                 (kill("order-1"), 0, false),
@@ -256,11 +319,20 @@ impl Scenario {
                     true,
                 ),
             ],
-            Scenario::Partition => vec![(
-                Action::InventoryDatabaseCut,
-                duration.as_millis() as u64 / 8,
-                true,
-            )],
+            Scenario::Partition => vec![
+                (
+                    Action::CutFromBroker {
+                        process: "payment".to_owned(),
+                    },
+                    duration.as_millis() as u64 / 8,
+                    true,
+                ),
+                (
+                    Action::InventoryDatabaseCut,
+                    duration.as_millis() as u64 / 8,
+                    true,
+                ),
+            ],
         };
         let mut rng = StdRng::seed_from_u64(seed);
         let start = duration.as_millis() as u64 / 4;
@@ -274,6 +346,7 @@ impl Scenario {
                 lasts_ms,
                 ended_ms: None,
                 reads_untouched,
+                absorbed: self == Scenario::KillBrokerNode,
             })
             .collect()
     }
@@ -297,10 +370,11 @@ pub struct ScenarioArgs {
     /// Fixes the fault schedule and the request mix.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Turn the scenario's defence off (see the table in `--help` of each): the
-    /// supervisor does not restart what dies.
-    #[arg(long)]
-    pub no_restart: bool,
+    /// Turn the scenario's defence off, to see the checker fail (each scenario's
+    /// defence, and what this does instead, is in the table of `phase4-chaos --help`
+    /// and the report). `--no-restart` is its old name for `kill-service`.
+    #[arg(long, alias = "no-restart")]
+    pub no_defence: bool,
     /// How long, after the load, the books may take to agree.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     #[serde(with = "crate::load::run::secs")]
@@ -351,6 +425,7 @@ struct Live {
     accepted: Gauge,
     final_orders: Gauge,
     in_flight: Gauge,
+    lag: Gauge,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -386,6 +461,11 @@ impl Live {
             "chaos_orders_in_flight",
             "Of those, not final yet",
             self.in_flight.clone(),
+        );
+        registry.register(
+            "chaos_consumer_lag",
+            "Messages published and not yet finished, every consumer group of the run",
+            self.lag.clone(),
         );
         let registry = Arc::new(registry);
         let router = axum::Router::new()
@@ -468,6 +548,12 @@ struct Platform {
     /// The fault proxy between the inventory service and PostgreSQL, for the
     /// scenarios whose faults go through it (a proxy costs every query a hop).
     inventory_db: Option<FaultProxy>,
+    /// The fault proxy between the payment service and the broker (`partition`).
+    payment_broker: Option<FaultProxy>,
+    /// PostgreSQL of the scenario's own, when its fault is the database server.
+    postgres: Option<Arc<LocalPostgres>>,
+    /// The books' admin URL: the shared server's, or the scenario's own.
+    admin_url: String,
 }
 
 /// The load's stock: plenty, so that cancellations are the scenario's, not the menu's.
@@ -482,17 +568,64 @@ impl Platform {
         let layout = Layout {
             offset: args.port_offset,
         };
+        let off = args.no_defence;
+        // `partition` cuts the payment service off from the broker: it alone dials a
+        // second listener, through a fault proxy.
+        let payment_broker = if scenario == Scenario::Partition {
+            let port = common_local::local_kafka::cluster::free_port()?;
+            Some(FaultProxy::start("127.0.0.1:0".parse()?, ([127, 0, 0, 1], port).into()).await?)
+        } else {
+            None
+        };
         let broker = match scenario.own_brokers() {
             Some(nodes) => {
-                eprintln!("chaos: starting {nodes} Kafka node(s) of the scenario's own…");
-                let cluster = tokio::task::spawn_blocking(move || LocalCluster::start(nodes))
-                    .await?
-                    .context("starting the scenario's own Kafka (installed by `cargo xtask up`)")?;
+                let options = ClusterOptions {
+                    nodes,
+                    // Replication switched off: one copy of each partition.
+                    replicas: (off && scenario == Scenario::KillBrokerNode).then_some(1),
+                    faultable: payment_broker
+                        .as_ref()
+                        .map(|proxy| (proxy.upstream().port(), proxy.addr())),
+                };
+                eprintln!(
+                    "chaos: starting {nodes} Kafka node(s) of the scenario's own ({} cop{} of each partition)…",
+                    options.replicas.unwrap_or(nodes),
+                    if options.replicas.unwrap_or(nodes) == 1 {
+                        "y"
+                    } else {
+                        "ies"
+                    }
+                );
+                let cluster =
+                    tokio::task::spawn_blocking(move || LocalCluster::start_with(options))
+                        .await?
+                        .context(
+                            "starting the scenario's own Kafka (installed by `cargo xtask up`)",
+                        )?;
                 Some(Arc::new(Mutex::new(cluster)))
             }
             None => None,
         };
-        let admin = common_local::endpoints::LOCAL_POSTGRES_URL;
+        let postgres = if scenario.own_postgres() {
+            eprintln!("chaos: starting a PostgreSQL server of the scenario's own…");
+            // The defence switched off: commits acknowledged before their WAL is written.
+            let settings: &'static [&'static str] = if off {
+                &["synchronous_commit=off"]
+            } else {
+                &[]
+            };
+            let server = tokio::task::spawn_blocking(move || LocalPostgres::start_with(settings))
+                .await?
+                .context("starting the scenario's own PostgreSQL")?;
+            Some(Arc::new(server))
+        } else {
+            None
+        };
+        let admin_url = postgres.as_ref().map_or_else(
+            || common_local::endpoints::LOCAL_POSTGRES_URL.to_owned(),
+            |server| server.url("postgres"),
+        );
+        let admin = admin_url.as_str();
         let databases: Vec<String> = ["orders", "payments", "inventory", "delivery"]
             .iter()
             .map(|name| format!("ferriseats_chaos_{run_id}_{name}"))
@@ -521,6 +654,10 @@ impl Platform {
         settings.delivery_database_url = url(3);
         settings.namespace = namespace;
 
+        let mut env = env;
+        if off {
+            env.extend(scenario.defence_off_env());
+        }
         let mut programs = platform(
             layout,
             layout.orders(),
@@ -528,6 +665,13 @@ impl Platform {
             Some(&args.gateway_args),
             &env,
         );
+        if let Some(proxy) = &payment_broker {
+            for program in programs.iter_mut().filter(|p| p.name == "payment") {
+                program
+                    .env
+                    .push(("KAFKA_BROKERS".to_owned(), proxy.addr().to_string()));
+            }
+        }
         // For the faults between the inventory and its database, it reaches it
         // through a fault proxy (latency, cuts); the books read it directly.
         let inventory_db = if scenario.proxies_inventory_db() {
@@ -556,7 +700,7 @@ impl Platform {
         };
         let supervisor_settings: SupervisorSettings = crate::parse_flags(&[])?;
         let supervisor_settings = SupervisorSettings {
-            no_restart: args.no_restart,
+            no_restart: off && scenario == Scenario::KillService,
             supervisor_ops_addr: layout.supervisor_ops(),
             logs: args.runs.join(format!("{run_id}-logs")),
             ..supervisor_settings
@@ -574,6 +718,9 @@ impl Platform {
             databases,
             broker,
             inventory_db,
+            payment_broker,
+            postgres,
+            admin_url,
         };
         platform.ready(&programs, Duration::from_secs(120)).await?;
         Ok(platform)
@@ -630,15 +777,24 @@ impl Platform {
         self.shutdown.cancel();
         let stopped = self.task.await;
         self.provider.stop().await?;
-        if let Some(proxy) = self.inventory_db {
+        for proxy in [self.inventory_db, self.payment_broker]
+            .into_iter()
+            .flatten()
+        {
             proxy.stop().await;
         }
-        if !keep {
+        if let Some(server) = self.postgres {
+            if keep {
+                eprintln!(
+                    "chaos: --keep: the scenario's own PostgreSQL goes with it; its log was {}",
+                    server.log().display()
+                );
+            }
+            // Stopped and removed on drop.
+            tokio::task::spawn_blocking(move || drop(server)).await?;
+        } else if !keep {
             let names: Vec<&str> = self.databases.iter().map(String::as_str).collect();
-            crate::bench::phase2::drop_databases_named(
-                common_local::endpoints::LOCAL_POSTGRES_URL,
-                &names,
-            );
+            crate::bench::phase2::drop_databases_named(&self.admin_url, &names);
         }
         if let Some(broker) = self.broker {
             // Its nodes are SIGKILLed and their storage removed on drop.
@@ -709,6 +865,33 @@ impl Platform {
                     "inventory's database +{latency_ms} ms each way, then healed"
                 ))
             }
+            Action::CutFromBroker { process } => {
+                let faults = self
+                    .payment_broker
+                    .as_ref()
+                    .context("this scenario runs without a proxy to the broker")?
+                    .faults();
+                faults.set_held(true);
+                tokio::time::sleep(Duration::from_millis(fault.lasts_ms)).await;
+                faults.set_held(false);
+                Ok(format!(
+                    "{process} cut off from the broker (connections held), then healed"
+                ))
+            }
+            Action::RestartDatabase => {
+                let server = self
+                    .postgres
+                    .clone()
+                    .context("this scenario runs on the shared PostgreSQL")?;
+                let crashed = server.clone();
+                tokio::task::spawn_blocking(move || crashed.crash()).await??;
+                tokio::time::sleep(Duration::from_millis(fault.lasts_ms)).await;
+                tokio::task::spawn_blocking(move || server.start_again()).await??;
+                Ok(format!(
+                    "PostgreSQL crashed (immediate stop), down {:.1} s, started again on its data",
+                    fault.lasts_ms as f64 / 1000.0
+                ))
+            }
             Action::InventoryDatabaseCut => {
                 let faults = self
                     .inventory_db
@@ -730,11 +913,15 @@ pub struct Outcome {
     pub scenario: Scenario,
     pub hypothesis: &'static str,
     pub defence: &'static str,
+    /// `--no-defence`: what the run did instead.
+    pub defence_off: Option<&'static str>,
     pub config: ScenarioArgs,
     pub faults: Vec<Fault>,
     pub verdict: Verdict,
     #[serde(skip)]
     pub load: LoadReport,
+    /// Every second: consumer lag, provider requests.
+    pub samples: Vec<watch::Sample>,
     #[serde(skip)]
     pub folder: PathBuf,
 }
@@ -790,6 +977,7 @@ impl Outcome {
             ),
             &self.load,
             &self.faults,
+            &self.samples,
         )?;
         Ok(())
     }
@@ -804,11 +992,9 @@ impl Outcome {
             v.judged.word(),
             self.hypothesis,
             self.defence,
-            if self.config.no_restart {
-                " — **switched off for this run**"
-            } else {
-                ""
-            },
+            self.defence_off.map_or(String::new(), |instead| format!(
+                " — **switched off for this run**: {instead}"
+            )),
             self.config.rate,
             self.config.duration.as_secs_f64(),
             self.config.seed,
@@ -828,7 +1014,7 @@ impl Outcome {
             "\n| | |\n|---|---|\n| orders accepted | {} |\n| final | {} |\n| lost | {} |\n\
              | answered 5xx or no answer (maybe) | {} |\n| orders stored twice | {} |\n\
              | p99 before the faults | {:.0} ms |\n| p99 during | {:.0} ms |\n| p99 after | {:.0} ms |\n\
-             | restarts of processes not hit | {} |\n\n## Rules\n\n",
+             | restarts of processes not hit | {} |\n| consumer lag before the faults, at most | {} |\n\n## Rules\n\n",
             v.accepted,
             v.final_orders,
             v.lost,
@@ -838,6 +1024,7 @@ impl Outcome {
             v.p99_during_ms,
             v.p99_after_ms,
             v.bystander_restarts,
+            v.lag_baseline.map_or("-".to_owned(), |l| l.to_string()),
         );
         for rule in &v.rules {
             out += &format!(
@@ -870,7 +1057,7 @@ pub async fn run(args: &ScenarioArgs, scenario: Scenario) -> anyhow::Result<Outc
     let platform = Platform::start(args, scenario, &run_id).await?;
     let result = drive(args, &platform, faults).await;
     let stopped = platform.stop(args.keep).await;
-    let (load, verdict, faults) = result?;
+    let (load, verdict, faults, samples) = result?;
     if let Err(err) = stopped {
         eprintln!("chaos: stopping the platform: {err:#}");
     }
@@ -878,10 +1065,12 @@ pub async fn run(args: &ScenarioArgs, scenario: Scenario) -> anyhow::Result<Outc
         scenario,
         hypothesis: scenario.hypothesis(),
         defence: scenario.defence().0,
+        defence_off: args.no_defence.then_some(scenario.defence().1),
         config: args.clone(),
         faults,
         verdict,
         load,
+        samples,
         folder,
     };
     outcome.write()?;
@@ -893,7 +1082,7 @@ async fn drive(
     args: &ScenarioArgs,
     platform: &Platform,
     mut faults: Vec<Fault>,
-) -> anyhow::Result<(LoadReport, Verdict, Vec<Fault>)> {
+) -> anyhow::Result<(LoadReport, Verdict, Vec<Fault>, Vec<watch::Sample>)> {
     let (orders_db, inventory_db) = platform.books().await?;
     let initial_stock = books::stock(&inventory_db).await?;
     let live = Live::default();
@@ -933,6 +1122,15 @@ async fn drive(
     let load = tokio::spawn(async move { run::run(&load_args).await });
     // The load's clock starts 50 ms after it is called (`run::run`).
     let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    let started = chrono::Utc::now() + chrono::Duration::milliseconds(50);
+    let topics = phase2_events::flow::Topics::new(&platform.settings.namespace);
+    let watch = watch::Watch::start(
+        &platform.settings.brokers,
+        &topics,
+        platform.provider.simulator.clone(),
+        start,
+        live.lag.clone(),
+    )?;
     for fault in &mut faults {
         tokio::time::sleep_until(start + Duration::from_millis(fault.at_ms)).await;
         let hidden = args.gameday.is_some();
@@ -957,6 +1155,7 @@ async fn drive(
         fault.ended_ms = Some(start.elapsed().as_millis() as u64);
     }
     let load = load.await.context("the load generator panicked")??;
+    let samples = watch.finish().await;
     eprintln!(
         "chaos: load done ({} requests); holding the books to what clients were told (up to {:?})…",
         load.totals.sent, args.drain
@@ -990,6 +1189,18 @@ async fn drive(
         .into_iter()
         .map(|p| (p.name, p.restarts))
         .collect();
+    let retries = watch::retries(
+        &faults,
+        &samples,
+        args.recovery_target,
+        started,
+        &platform.settings.brokers,
+        &topics,
+        &platform.provider.simulator.ledger(),
+    )
+    .await
+    .context("counting the retries")?;
+    let finishing = watch::finishing(&faults, started, &orders_db).await?;
     let verdict = Verdict::judge(&verdict::Evidence {
         load: &load,
         faults: &faults,
@@ -999,12 +1210,15 @@ async fn drive(
         restarts: &restarts,
         slo_p99_ms: args.slo_p99.as_secs_f64() * 1000.0,
         recovery_target_s: args.recovery_target.as_secs_f64(),
+        samples: &samples,
+        retries: &retries,
+        finishing: &finishing,
     });
     live_stop.cancel();
     let _ = live_task.await;
     orders_db.close().await;
     inventory_db.close().await;
-    Ok((load, verdict, faults))
+    Ok((load, verdict, faults, samples))
 }
 
 /// What `--all` prints: one row per scenario.

@@ -1,9 +1,11 @@
 //! The picture of a run (`run.svg` in its results folder), drawn with `plotters`:
 //! what clients got each second — 2xx and deliberate refusals, p99 (all requests and
-//! the reads alone), errors — with each fault's window shaded, so that a glance says
-//! when it hit, what it did, and when the platform was back.
+//! the reads alone), errors, and the consumer groups' lag — with each fault's window
+//! shaded, so that a glance says when it hit, what it did, and when the platform was
+//! back.
 
 use super::Fault;
+use super::watch::Sample;
 use crate::load::run::LoadReport;
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -14,6 +16,7 @@ const OK: RGBColor = RGBColor(31, 119, 180);
 const REFUSED: RGBColor = RGBColor(255, 127, 14);
 const READS: RGBColor = RGBColor(44, 160, 44);
 const ERRORS: RGBColor = RGBColor(214, 39, 40);
+const LAG: RGBColor = RGBColor(148, 103, 189);
 
 /// One line of a panel: its legend, colour and (second, value) points.
 type Line<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
@@ -70,11 +73,17 @@ fn panel(
 }
 
 /// Draws the run to `path` (SVG).
-pub fn draw(path: &Path, title: &str, load: &LoadReport, faults: &[Fault]) -> anyhow::Result<()> {
-    let root = SVGBackend::new(path, (960, 780)).into_drawing_area();
+pub fn draw(
+    path: &Path,
+    title: &str,
+    load: &LoadReport,
+    faults: &[Fault],
+    samples: &[Sample],
+) -> anyhow::Result<()> {
+    let root = SVGBackend::new(path, (960, 1020)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(title, ("sans-serif", 20))?;
-    let panels = root.split_evenly((3, 1));
+    let panels = root.split_evenly((4, 1));
     let end = load.seconds.last().map_or(1.0, |s| s.t as f64 + 1.0);
     let per_second = |f: &dyn Fn(&crate::load::run::Second) -> f64| -> Vec<(f64, f64)> {
         load.seconds.iter().map(|s| (s.t as f64, f(s))).collect()
@@ -113,6 +122,20 @@ pub fn draw(path: &Path, title: &str, load: &LoadReport, faults: &[Fault]) -> an
         end,
         faults,
         &[("errors", ERRORS, per_second(&|s| s.counts.errors() as f64))],
+    )?;
+    panel(
+        &panels[3],
+        "consumer lag, messages (every group of the run)",
+        end,
+        faults,
+        &[(
+            "lag",
+            LAG,
+            samples
+                .iter()
+                .filter_map(|s| Some((s.t_ms as f64 / 1000.0, s.lag? as f64)))
+                .collect(),
+        )],
     )?;
     root.present()?;
     Ok(())

@@ -10,9 +10,13 @@
 //! | at most once | no idempotency key stored twice — in particular the "maybe"s, requests answered 5xx or not at all, exist at most once |
 //! | the books agree | phase 2's rules: one charge per order, no refund without a charge, stock = reservations, each notification once, outboxes drained |
 //! | recovered | after each fault, five seconds in a row with goodput (their mean: admission control makes single seconds noisy) ≥ 95 % of the steady state's and p99 within the SLO in each, within the recovery target |
+//! | lag back to its baseline | after each fault, the consumer groups' total lag back within the steady state's (at most twice its highest, plus 20), within the recovery target |
 //! | no cascade | no process the faults did not hit restarted; reads kept their SLO while a service they do not use was down |
+//! | retries within budget | from each fault to the recovery target after it, provider calls beyond one per charge ≤ 20 % of the charges, and events through the retry topics ≤ 20 % of the events published |
+//! | absorbed | (faults the platform is built to absorb: a broker node of three) the orders accepted while it lasted all finished, 99 % of them within the recovery target |
 
 use super::Fault;
+use super::watch::{Finishing, Retries, Sample};
 use crate::load::run::{Class, LoadReport, Second};
 use common::domain::OrderId;
 use phase2_events::books::Report;
@@ -27,6 +31,12 @@ const GOODPUT_SHARE: f64 = 0.95;
 const STEADY_ERRORS: f64 = 0.001;
 /// Seconds of the steady state whose p99 must be within the SLO, at least.
 const STEADY_SECONDS_WITHIN: f64 = 0.9;
+/// What retries may add to the traffic, at most (provider calls, and events).
+const RETRY_BUDGET: f64 = 0.2;
+/// Lag counts as back to its baseline at most this many times the steady state's
+/// highest, plus [`LAG_SLACK`] (a lag of 0 in the steady state is not a target).
+const LAG_FACTOR: i64 = 2;
+const LAG_SLACK: i64 = 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -81,6 +91,12 @@ pub struct Verdict {
     pub p99_after_ms: f64,
     pub bystander_restarts: u64,
     pub books: Report,
+    /// The highest total consumer lag before the first fault.
+    pub lag_baseline: Option<i64>,
+    /// After each fault's end, the seconds until the lag was back; `None`: never.
+    pub lag_back_s: Vec<Option<f64>>,
+    pub retries: Vec<Retries>,
+    pub finishing: Vec<Finishing>,
 }
 
 /// What the verdict is drawn from.
@@ -96,6 +112,10 @@ pub struct Evidence<'a> {
     pub restarts: &'a BTreeMap<String, u64>,
     pub slo_p99_ms: f64,
     pub recovery_target_s: f64,
+    /// Every second: lag, provider requests.
+    pub samples: &'a [Sample],
+    pub retries: &'a [Retries],
+    pub finishing: &'a [Finishing],
 }
 
 /// What the order database holds: each order's status, and how many orders each
@@ -307,6 +327,146 @@ impl Verdict {
                 + &format!(" (target ≤ {:.0} s)", e.recovery_target_s),
         });
 
+        // Consumer lag back to its baseline.
+        let first_fault_ms = e.faults.first().map_or(u64::MAX, |f| f.at_ms);
+        let lag_baseline = e
+            .samples
+            .iter()
+            .filter(|s| s.t_ms >= 1000 && s.t_ms < first_fault_ms)
+            .filter_map(|s| s.lag)
+            .max();
+        let lag_back_s: Vec<Option<f64>> = e
+            .faults
+            .iter()
+            .map(|fault| {
+                let limit = lag_baseline? * LAG_FACTOR + LAG_SLACK;
+                e.samples
+                    .iter()
+                    .filter(|s| s.t_ms >= fault.end_ms())
+                    .find(|s| s.lag.is_some_and(|lag| lag <= limit))
+                    .map(|s| (s.t_ms - fault.end_ms()) as f64 / 1000.0)
+            })
+            .collect();
+        let lag_slowest = lag_back_s
+            .iter()
+            .map(|s| s.unwrap_or(f64::INFINITY))
+            .fold(0.0, f64::max);
+        rules.push(Rule {
+            name: "lag back to its baseline",
+            pass: lag_baseline.is_some() && lag_slowest <= e.recovery_target_s,
+            detail: match lag_baseline {
+                None => "no lag was measured before the first fault".to_owned(),
+                Some(base) => format!(
+                    "steady state's lag at most {base} (back means ≤ {}): {}",
+                    base * LAG_FACTOR + LAG_SLACK,
+                    e.faults
+                        .iter()
+                        .zip(&lag_back_s)
+                        .map(|(f, s)| format!(
+                            "{}: {}",
+                            f.name(),
+                            s.map_or("not back before the load ended".to_owned(), |s| format!(
+                                "{s:.0} s"
+                            ))
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            },
+        });
+
+        // Retries within budget.
+        let over: Vec<String> = e
+            .retries
+            .iter()
+            .flat_map(|r| {
+                let mut over = Vec::new();
+                if r.provider_share() > RETRY_BUDGET {
+                    over.push(format!(
+                        "{}: {} provider calls for {} charges (+{:.0} %)",
+                        r.fault,
+                        r.provider_requests,
+                        r.charges,
+                        100.0 * r.provider_share()
+                    ));
+                }
+                if r.event_share() > RETRY_BUDGET {
+                    over.push(format!(
+                        "{}: {} events through the retry topics for {} published (+{:.0} %)",
+                        r.fault,
+                        r.retried_events,
+                        r.events,
+                        100.0 * r.event_share()
+                    ));
+                }
+                over
+            })
+            .collect();
+        rules.push(Rule {
+            name: "retries within budget",
+            pass: over.is_empty(),
+            detail: if over.is_empty() {
+                e.retries
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{}: provider +{:.0} %, events +{:.0} %",
+                            r.fault,
+                            100.0 * r.provider_share(),
+                            100.0 * r.event_share()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+                    + &format!(" (budget {:.0} %)", 100.0 * RETRY_BUDGET)
+            } else {
+                over.join("; ") + &format!(" — over the {:.0} % budget", 100.0 * RETRY_BUDGET)
+            },
+        });
+
+        // Absorbed: what the platform is built to take without a dip.
+        if !e.finishing.is_empty() {
+            let late: Vec<String> = e
+                .finishing
+                .iter()
+                .filter(|f| f.unfinished > 0 || f.p99_s.is_none_or(|p| p > e.recovery_target_s))
+                .map(|f| {
+                    format!(
+                        "{}: of {} orders accepted meanwhile, {} unfinished, p99 {}",
+                        f.fault,
+                        f.orders,
+                        f.unfinished,
+                        f.p99_s.map_or("-".to_owned(), |p| format!("{p:.1} s"))
+                    )
+                })
+                .collect();
+            rules.push(Rule {
+                name: "absorbed",
+                pass: late.is_empty(),
+                detail: if late.is_empty() {
+                    e.finishing
+                        .iter()
+                        .map(|f| {
+                            format!(
+                                "{}: the {} orders accepted meanwhile finished, p99 {:.1} s",
+                                f.fault,
+                                f.orders,
+                                f.p99_s.unwrap_or(0.0)
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                        + &format!(" (≤ {:.0} s)", e.recovery_target_s)
+                } else {
+                    late.join("; ")
+                        + &format!(
+                            " — orders accepted during the fault should finish within {:.0} s",
+                            e.recovery_target_s
+                        )
+                },
+            });
+        }
+
         // No cascade.
         let hit: Vec<&str> = e.faults.iter().filter_map(Fault::process).collect();
         let bystanders: Vec<(&String, &u64)> = e
@@ -393,6 +553,10 @@ impl Verdict {
             p99_after_ms: after,
             bystander_restarts,
             books: e.books.clone(),
+            lag_baseline,
+            lag_back_s,
+            retries: e.retries.to_vec(),
+            finishing: e.finishing.to_vec(),
         }
     }
 }
