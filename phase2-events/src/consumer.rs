@@ -46,7 +46,6 @@ use crate::events::{DecodeError, Envelope};
 use anyhow::Context;
 use common::shutdown::CancellationToken;
 use futures::stream::{FuturesUnordered, StreamExt};
-use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::TopicPartitionList;
 use rdkafka::client::ClientContext;
@@ -505,13 +504,12 @@ impl<E: Effect> EventConsumer<E> {
         topics: &[String],
         fetch_wait: Duration,
     ) -> anyhow::Result<StreamConsumer<RebalanceLog>> {
-        let mut config = ClientConfig::new();
+        let mut config = crate::kafka::client_config(&self.brokers);
         if let Some(instance) = &self.instance {
             // Static membership (KIP-345): a restarted process rejoins as itself.
             config.set("group.instance.id", instance);
         }
         let consumer: StreamConsumer<RebalanceLog> = config
-            .set("bootstrap.servers", &self.brokers)
             .set("group.id", group)
             .set("fetch.wait.max.ms", fetch_wait.as_millis().to_string())
             .set(

@@ -19,6 +19,24 @@ pub fn brokers() -> String {
     common::endpoints::KAFKA.url()
 }
 
+/// How long a client waits, at most, before it dials a broker that went away again.
+/// librdkafka backs off exponentially from 100 ms to 10 s: after an outage of ten
+/// seconds a client may find the broker back only ten seconds later — recovery time
+/// nobody asked for. Capped at 1 s, a returning broker is found within a second, and
+/// a few hundred clients dialling once a second are nothing to it.
+pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// The configuration every client of the services starts from: the brokers, and
+/// [`RECONNECT_BACKOFF_MAX`].
+pub fn client_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers).set(
+        "reconnect.backoff.max.ms",
+        RECONNECT_BACKOFF_MAX.as_millis().to_string(),
+    );
+    config
+}
+
 /// A producer that never writes a message twice or out of order per partition, and
 /// only reports success once every in-sync replica has it.
 pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
@@ -31,8 +49,7 @@ pub fn producer_giving_up_after(
     brokers: &str,
     timeout: Duration,
 ) -> anyhow::Result<FutureProducer> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    client_config(brokers)
         // Idempotence: the broker drops a retried batch it already has (sequence
         // numbers per partition), so librdkafka's own retries cannot duplicate.
         .set("enable.idempotence", "true")
@@ -81,8 +98,7 @@ pub async fn publish(
 }
 
 fn admin(brokers: &str) -> anyhow::Result<AdminClient<DefaultClientContext>> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    client_config(brokers)
         .create()
         .with_context(|| format!("creating a Kafka admin client for {brokers}"))
 }
@@ -139,8 +155,7 @@ pub async fn delete_topics(brokers: &str, topics: &[&str]) -> anyhow::Result<()>
 /// The names of every topic on the broker. Blocking: call it from `spawn_blocking`.
 pub fn topic_names(brokers: &str) -> anyhow::Result<Vec<String>> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer = client_config(brokers)
         .create()
         .with_context(|| format!("creating a Kafka client for {brokers}"))?;
     let metadata = consumer
@@ -220,8 +235,7 @@ pub fn messages_between(
     timeout: Duration,
 ) -> anyhow::Result<i64> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer = client_config(brokers)
         .create()
         .context("creating a consumer to count messages")?;
     let mut partitions = Vec::new();
@@ -313,8 +327,7 @@ impl std::fmt::Debug for LagProbe {
 
 impl LagProbe {
     pub fn new(brokers: &str, group: &str, topics: Vec<String>) -> anyhow::Result<LagProbe> {
-        let consumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+        let consumer = client_config(brokers)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .create()

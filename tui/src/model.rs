@@ -268,6 +268,8 @@ pub struct ChaosView {
     pub accepted: Option<f64>,
     pub final_orders: Option<f64>,
     pub in_flight: Option<f64>,
+    /// Messages published and not yet finished, over the run's consumer groups.
+    pub lag: Option<f64>,
 }
 
 /// One planned incident, and the target that has it (where its key sends the switch).
@@ -747,6 +749,7 @@ impl Model {
                 ("chaos_orders_accepted", &mut view.accepted),
                 ("chaos_orders_final", &mut view.final_orders),
                 ("chaos_orders_in_flight", &mut view.in_flight),
+                ("chaos_consumer_lag", &mut view.lag),
             ] {
                 if let Some(v) = samples.sum(name, &[]) {
                     seen = true;
@@ -1165,7 +1168,8 @@ pub(crate) mod tests {
         let chaos = |active: u8| {
             format!(
                 "chaos_fault_active{{fault=\"SIGKILL payment\"}} {active}\n\
-                 chaos_orders_accepted 120\nchaos_orders_final 100\nchaos_orders_in_flight 20\n"
+                 chaos_orders_accepted 120\nchaos_orders_final 100\nchaos_orders_in_flight 20\n\
+                 chaos_consumer_lag 42\n"
             )
         };
         let mut model = Model::new(ModelConfig::default());
@@ -1180,6 +1184,7 @@ pub(crate) mod tests {
         let c = model.chaos.clone().unwrap();
         assert_eq!(c.faults, ["SIGKILL payment"]);
         assert_eq!(c.in_flight, Some(20.0));
+        assert_eq!(c.lag, Some(42.0));
         assert_eq!(
             c.processes,
             [

@@ -232,10 +232,11 @@ pub fn outbox(model: &Model) -> String {
         );
         let _ = writeln!(
             out,
-            "  orders: accepted {}  final {}  under way {}",
+            "  orders: accepted {}  final {}  under way {}  consumer lag {}",
             count(c.accepted),
             count(c.final_orders),
-            count(c.in_flight)
+            count(c.in_flight),
+            count(c.lag)
         );
         for (process, up, restarts) in &c.processes {
             let _ = writeln!(

@@ -355,10 +355,11 @@ pub fn render_chaos(frame: &mut Frame, area: Rect, model: &Model) {
             Line::from(Span::styled(c.faults.join(", "), Style::new().red().bold()))
         },
         Line::from(format!(
-            "orders {} final {} under way {}",
+            "orders {} final {} under way {} · lag {}",
             count(c.accepted),
             count(c.final_orders),
-            count(c.in_flight)
+            count(c.in_flight),
+            count(c.lag)
         )),
     ];
     for (process, up, restarts) in &c.processes {

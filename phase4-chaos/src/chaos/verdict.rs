@@ -33,6 +33,8 @@ const STEADY_ERRORS: f64 = 0.001;
 const STEADY_SECONDS_WITHIN: f64 = 0.9;
 /// What retries may add to the traffic, at most (provider calls, and events).
 const RETRY_BUDGET: f64 = 0.2;
+/// Fewer charges than this in a window say nothing about its calls per charge.
+const RETRY_MIN_CHARGES: u64 = 10;
 /// Lag counts as back to its baseline at most this many times the steady state's
 /// highest, plus [`LAG_SLACK`] (a lag of 0 in the steady state is not a target).
 const LAG_FACTOR: i64 = 2;
@@ -114,6 +116,7 @@ pub struct Evidence<'a> {
     pub recovery_target_s: f64,
     /// Every second: lag, provider requests.
     pub samples: &'a [Sample],
+    /// The steady state's traffic, then each fault's window.
     pub retries: &'a [Retries],
     pub finishing: &'a [Finishing],
 }
@@ -375,50 +378,53 @@ impl Verdict {
             },
         });
 
-        // Retries within budget.
-        let over: Vec<String> = e
-            .retries
-            .iter()
-            .flat_map(|r| {
-                let mut over = Vec::new();
-                if r.provider_share() > RETRY_BUDGET {
-                    over.push(format!(
-                        "{}: {} provider calls for {} charges (+{:.0} %)",
-                        r.fault,
-                        r.provider_requests,
-                        r.charges,
-                        100.0 * r.provider_share()
-                    ));
-                }
-                if r.event_share() > RETRY_BUDGET {
-                    over.push(format!(
-                        "{}: {} events through the retry topics for {} published (+{:.0} %)",
-                        r.fault,
-                        r.retried_events,
-                        r.events,
-                        100.0 * r.event_share()
-                    ));
-                }
-                over
-            })
-            .collect();
+        // Retries within budget: what each fault's window adds to the steady state's.
+        let (steady_traffic, windows) = match e.retries.split_first() {
+            Some((steady, windows)) => (Some(steady), windows),
+            None => (None, &[][..]),
+        };
+        let mut over = Vec::new();
+        let mut within = Vec::new();
+        for r in windows {
+            let Some(steady) = steady_traffic else { break };
+            let (calls, events) = r.added(steady);
+            let judged_calls = r.charges >= RETRY_MIN_CHARGES;
+            if judged_calls && calls > RETRY_BUDGET {
+                over.push(format!(
+                    "{}: {} provider calls for {} charges ({:.2} a charge, +{:.0} % on the steady state's {:.2})",
+                    r.fault,
+                    r.provider_requests,
+                    r.charges,
+                    r.calls_per_charge(),
+                    100.0 * calls,
+                    steady.calls_per_charge()
+                ));
+            }
+            if events > RETRY_BUDGET {
+                over.push(format!(
+                    "{}: {} events through the retry topics for {} published (+{:.0} %)",
+                    r.fault,
+                    r.retried_events,
+                    r.events,
+                    100.0 * events
+                ));
+            }
+            within.push(format!(
+                "{}: provider {}, events {:+.0} %",
+                r.fault,
+                if judged_calls {
+                    format!("{:+.0} %", 100.0 * calls)
+                } else {
+                    format!("not judged ({} charges)", r.charges)
+                },
+                100.0 * events
+            ));
+        }
         rules.push(Rule {
             name: "retries within budget",
-            pass: over.is_empty(),
+            pass: steady_traffic.is_some() && over.is_empty(),
             detail: if over.is_empty() {
-                e.retries
-                    .iter()
-                    .map(|r| {
-                        format!(
-                            "{}: provider +{:.0} %, events +{:.0} %",
-                            r.fault,
-                            100.0 * r.provider_share(),
-                            100.0 * r.event_share()
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-                    + &format!(" (budget {:.0} %)", 100.0 * RETRY_BUDGET)
+                within.join(", ") + &format!(" (budget +{:.0} %)", 100.0 * RETRY_BUDGET)
             } else {
                 over.join("; ") + &format!(" — over the {:.0} % budget", 100.0 * RETRY_BUDGET)
             },

@@ -96,11 +96,14 @@ impl Watch {
     }
 }
 
-/// The extra traffic a fault caused, from its start until `recovery_target` after
-/// its end: calls to the provider beyond one per charge it made, and events sent
-/// round the retry topics against the events published.
+/// The traffic of a window of the run — from a fault's start until `recovery_target`
+/// after its end, or the steady state before the first fault: calls to the provider
+/// against the charges it made, and events sent round the retry topics against the
+/// events published. A fault's retries are what its window adds to the steady
+/// state's (where the provider's 5 % transient failures are retried too).
 #[derive(Debug, Clone, Serialize)]
 pub struct Retries {
+    /// The fault's name, or "steady state".
     pub fault: String,
     pub provider_requests: u64,
     /// Charges the provider recorded in the window (a replay or a transient failure
@@ -111,14 +114,24 @@ pub struct Retries {
 }
 
 impl Retries {
-    /// Provider calls beyond one per charge, per charge.
-    pub fn provider_share(&self) -> f64 {
-        self.provider_requests.saturating_sub(self.charges) as f64 / self.charges.max(1) as f64
+    /// Provider calls per charge.
+    pub fn calls_per_charge(&self) -> f64 {
+        self.provider_requests as f64 / self.charges.max(1) as f64
     }
 
     /// Events through the retry topics, per event published.
     pub fn event_share(&self) -> f64 {
         self.retried_events as f64 / self.events.max(1) as f64
+    }
+
+    /// What this window's retries add to the traffic, against `steady`'s: provider
+    /// calls per charge, and events, each as a share of the traffic.
+    pub fn added(&self, steady: &Retries) -> (f64, f64) {
+        let normal = steady.calls_per_charge().max(1.0);
+        (
+            self.calls_per_charge() / normal - 1.0,
+            self.event_share() - steady.event_share(),
+        )
     }
 }
 
@@ -131,7 +144,8 @@ fn requests_at(samples: &[Sample], t_ms: u64) -> u64 {
         .map_or(0, |s| s.provider_requests)
 }
 
-/// [`Retries`] of each fault. `started` is the load's time zero on the wall clock.
+/// [`Retries`] of the steady state, then of each fault. `started` is the load's time
+/// zero on the wall clock.
 pub async fn retries(
     faults: &[Fault],
     samples: &[Sample],
@@ -147,11 +161,19 @@ pub async fn retries(
         .map(|t| phase2_events::consumer::retry_topic(t))
         .collect();
     let mut out = Vec::new();
-    for fault in faults {
-        let (from, to) = (
+    let steady = (
+        "steady state".to_owned(),
+        1000,
+        faults.first().map_or(u64::MAX, |f| f.at_ms),
+    );
+    let windows = faults.iter().map(|fault| {
+        (
+            fault.name(),
             fault.at_ms,
             fault.end_ms() + recovery_target.as_millis() as u64,
-        );
+        )
+    });
+    for (name, from, to) in std::iter::once(steady).chain(windows) {
         let wall = |ms: u64| started + chrono::Duration::milliseconds(ms as i64);
         let (from_wall, to_wall) = (wall(from), wall(to));
         let charges = ledger
@@ -170,7 +192,7 @@ pub async fn retries(
         })
         .await??;
         out.push(Retries {
-            fault: fault.name(),
+            fault: name,
             provider_requests: requests_at(samples, to).saturating_sub(requests_at(samples, from)),
             charges,
             retried_events,
