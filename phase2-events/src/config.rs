@@ -61,6 +61,12 @@ pub struct Settings {
     /// replaced, kept to show what it loses (phase 4's `broker-restart --no-defence`).
     #[arg(long, env = "ORDER_PUBLISH", value_enum, default_value_t = Publish::Outbox)]
     pub publish: Publish,
+    /// Run a relay's loop again when it fails — its LISTEN and leader-lock
+    /// connections die with the database server, and only a new loop opens new ones.
+    /// `false` leaves it dead while the process carries on (phase 4's `db-restart
+    /// --no-defence`).
+    #[arg(long, env = "RELAY_RESTART", default_value_t = true, action = clap::ArgAction::Set)]
+    pub relay_restart: bool,
 
     /// The order service's database.
     #[arg(long, env = "ORDER_DATABASE_URL", default_value_t = format!("{PG}/ferriseats_orders"))]

@@ -17,11 +17,18 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+/// Logged by a relay that failed with `--relay-restart false`: its outbox is not
+/// published any more.
+pub const LOG_RELAY_DEAD: &str =
+    "relay failed and is not restarted (RELAY_RESTART=false): its outbox stays unpublished";
+
 /// The outbox relays: one per service database (each with its own leader lock, so
 /// several `relay` processes can run for availability).
 #[derive(Debug)]
 pub struct Relays {
     relays: Vec<(String, Relay)>,
+    /// `--relay-restart`: run a relay's loop again when it fails (the default).
+    restart: bool,
 }
 
 impl Relays {
@@ -41,7 +48,10 @@ impl Relays {
             }
             relays.push((format!("{} outbox relay", service.name()), relay));
         }
-        Ok(Relays { relays })
+        Ok(Relays {
+            relays,
+            restart: settings.relay_restart,
+        })
     }
 
     /// The relays' fault switches (scenario tests).
@@ -56,6 +66,16 @@ impl Relays {
         let mut tasks = JoinSet::new();
         for (name, relay) in self.relays {
             let stop = shutdown.clone();
+            if !self.restart {
+                // The defence switched off: a relay whose connection died stays dead,
+                // while the process — and its health check — carry on.
+                tasks.spawn(async move {
+                    if let Err(err) = relay.run(stop).await {
+                        tracing::error!(task = %name, error = format!("{err:#}"), "{}", LOG_RELAY_DEAD);
+                    }
+                });
+                continue;
+            }
             tasks.spawn(supervise(name, shutdown.clone(), move || {
                 relay.clone().run(stop.clone())
             }));

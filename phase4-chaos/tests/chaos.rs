@@ -207,7 +207,7 @@ async fn a_partition_is_waited_out_by_pausing_and_stormed_through_the_retry_topi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_crash_keeps_every_acknowledged_commit_and_loses_some_without_sync_commit() {
+async fn a_database_crash_loses_nothing_and_a_relay_left_dead_by_it_strands_every_later_order() {
     both_ways(
         "db-restart",
         17_000,

@@ -56,18 +56,11 @@ pub struct LocalPostgres {
     root: PathBuf,
     port: u16,
     as_root: bool,
-    /// `name=value` server settings beyond the defaults.
-    settings: Vec<String>,
 }
 
 impl LocalPostgres {
     /// `initdb`, then start on a free port; ready when this returns.
     pub fn start() -> anyhow::Result<LocalPostgres> {
-        LocalPostgres::start_with(&[])
-    }
-
-    /// [`LocalPostgres::start`] with server settings (`"synchronous_commit=off"`).
-    pub fn start_with(settings: &[&str]) -> anyhow::Result<LocalPostgres> {
         let version = installed_versions().into_iter().next().context(
             "no PostgreSQL server in /usr/lib/postgresql: run `cargo xtask up`, which installs it",
         )?;
@@ -81,7 +74,6 @@ impl LocalPostgres {
             port: crate::local_kafka::cluster::free_port()?,
             as_root: running_as_root(),
             root,
-            settings: settings.iter().map(|s| (*s).to_owned()).collect(),
         };
         if server.as_root {
             // The postgres user writes here: the data directory, the socket, the log.
@@ -135,15 +127,12 @@ impl LocalPostgres {
     pub fn start_again(&self) -> anyhow::Result<()> {
         // fsync=off: a crashed *server* leaves what it wrote in the operating system's
         // page cache, which the next start reads; only a crashed machine needs fsync.
-        let mut options = format!(
+        let options = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
              -c max_connections=400 -c fsync=off",
             self.port,
             self.root.display()
         );
-        for setting in &self.settings {
-            options += &format!(" -c {setting}");
-        }
         let log = self.log();
         self.run(
             "pg_ctl",

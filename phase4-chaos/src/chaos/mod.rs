@@ -15,7 +15,7 @@
 //! | `broker-restart` | SIGKILL the broker (one node, the scenario's own), start it again on its storage | the transactional outbox: accepting an order never needs the broker | the order API publishes itself after the commit (`ORDER_PUBLISH=direct`) | nothing lost ✘ (orders stuck `placed`) |
 //! | `latency` | the provider ten times slower, then the inventory's database 50 ms further (fault proxy) | timeouts sized to the dependency (an attempt may take 1 s) | an attempt may take 300 ms | retries within budget ✘ (provider calls per charge) |
 //! | `partition` | the payment service cut off from the broker (held), then the inventory from its database (reset), each healed | consumer offsets and the outbox hold the work; a consumer without its database pauses and probes | consumers retry every event (`CONSUMER_WHEN_DATABASE_UNREACHABLE=retry`) | retries within budget ✘ (events through the retry topics) |
-//! | `db-restart` | PostgreSQL (the scenario's own) crashes, is down a tenth of the run, starts again | a commit is acknowledged once its WAL is written (`synchronous_commit=on`) | `synchronous_commit=off` | nothing lost ✘ (acknowledged work gone with the crash) |
+//! | `db-restart` | PostgreSQL (the scenario's own) crashes, is down a tenth of the run, starts again | what was acknowledged is in the WAL; pools reconnect; the relay's loop runs again on new connections | a failed relay is not restarted (`RELAY_RESTART=false`) | nothing lost ✘ (orders stuck `placed`: their events never left the outbox) |
 //!
 //! | concern | where |
 //! |---|---|
@@ -226,11 +226,13 @@ impl Scenario {
                  is lost."
             }
             Scenario::DbRestart => {
-                "PostgreSQL crashing under load loses nothing it acknowledged: every commit \
-                 it confirmed is in its write-ahead log and is replayed when it starts again; \
-                 requests during the outage are refused (never half-accepted); connection \
-                 pools reconnect, the relays resume the outboxes and the consumers their \
-                 partitions, without a human."
+                "PostgreSQL crashing under load and staying down a while loses nothing it \
+                 acknowledged: every commit it confirmed is in its write-ahead log and is \
+                 replayed when it starts again; requests during the outage are refused \
+                 (never half-accepted); consumers pause and probe; pools reconnect; and \
+                 the long-lived loops whose own connections died with the server (the \
+                 relay's LISTEN and leader lock) are run again on new ones — everything \
+                 resumes without a human."
             }
         }
     }
@@ -259,8 +261,8 @@ impl Scenario {
                 "consumers retry every event through the retry topic (CONSUMER_WHEN_DATABASE_UNREACHABLE=retry)",
             ),
             Scenario::DbRestart => (
-                "a commit is acknowledged once its write-ahead log is written (synchronous_commit=on), so a crash keeps it",
-                "synchronous_commit=off (and the WAL writer every 1 s): commits are acknowledged before their WAL is written, and a crash loses the last of them",
+                "a relay whose connections died with the server runs again, on new ones",
+                "a failed relay is not restarted (RELAY_RESTART=false): the process and its health check carry on, the outbox is never published again",
             ),
         }
     }
@@ -271,8 +273,10 @@ impl Scenario {
             Scenario::BrokerRestart => &[("ORDER_PUBLISH", "direct")],
             Scenario::Latency => &[("PAYMENT_ATTEMPT_TIMEOUT", "300ms")],
             Scenario::Partition => &[("CONSUMER_WHEN_DATABASE_UNREACHABLE", "retry")],
-            // Switched off in the scenario's own servers instead (see `Platform::start`).
-            Scenario::KillService | Scenario::KillBrokerNode | Scenario::DbRestart => &[],
+            Scenario::DbRestart => &[("RELAY_RESTART", "false")],
+            // Switched off in the supervisor and the scenario's own broker instead
+            // (see `Platform::start`).
+            Scenario::KillService | Scenario::KillBrokerNode => &[],
         };
         pairs
             .iter()
@@ -289,8 +293,8 @@ impl Scenario {
         };
         // (what, how long, reads untouched)
         let planned: Vec<(Action, u64, bool)> = match self {
-            // A restart that takes a while (crash recovery, a slow disk): a tenth of
-            // the run.
+            // A restart that takes a while (crash recovery of a large log, a slow
+            // disk): a tenth of the run.
             Scenario::DbRestart => vec![(
                 Action::RestartDatabase,
                 duration.as_millis() as u64 / 10,
@@ -610,16 +614,7 @@ impl Platform {
         };
         let postgres = if scenario.own_postgres() {
             eprintln!("chaos: starting a PostgreSQL server of the scenario's own…");
-            // The defence switched off: commits acknowledged before their WAL is written.
-            // The WAL writer writes what waits every `wal_writer_delay` (200 ms by
-            // default; 1 s here, so that a test-sized run at 100/s has a loss to see:
-            // what a crash takes is up to three of those delays of acknowledged work).
-            let settings: &'static [&'static str] = if off {
-                &["synchronous_commit=off", "wal_writer_delay=1000ms"]
-            } else {
-                &[]
-            };
-            let server = tokio::task::spawn_blocking(move || LocalPostgres::start_with(settings))
+            let server = tokio::task::spawn_blocking(LocalPostgres::start)
                 .await?
                 .context("starting the scenario's own PostgreSQL")?;
             Some(Arc::new(server))

@@ -135,13 +135,21 @@ impl Retries {
     }
 }
 
-/// The provider's request count at `t_ms` (the last sample at or before it).
-fn requests_at(samples: &[Sample], t_ms: u64) -> u64 {
-    samples
-        .iter()
-        .take_while(|s| s.t_ms <= t_ms)
-        .last()
-        .map_or(0, |s| s.provider_requests)
+/// The provider's request count at `t_ms`, interpolated between the samples around
+/// it (a window's edges fall between two samples a second apart; taking either one
+/// would miscount by up to a second of calls).
+fn requests_at(samples: &[Sample], t_ms: u64) -> f64 {
+    let after = samples.iter().position(|s| s.t_ms >= t_ms);
+    match after {
+        None => samples.last().map_or(0.0, |s| s.provider_requests as f64),
+        Some(0) => samples[0].provider_requests as f64,
+        Some(i) => {
+            let (a, b) = (&samples[i - 1], &samples[i]);
+            let share = (t_ms - a.t_ms) as f64 / (b.t_ms - a.t_ms).max(1) as f64;
+            a.provider_requests as f64
+                + share * (b.provider_requests as f64 - a.provider_requests as f64)
+        }
+    }
 }
 
 /// [`Retries`] of the steady state, then of each fault. `started` is the load's time
@@ -193,7 +201,9 @@ pub async fn retries(
         .await??;
         out.push(Retries {
             fault: name,
-            provider_requests: requests_at(samples, to).saturating_sub(requests_at(samples, from)),
+            provider_requests: (requests_at(samples, to) - requests_at(samples, from))
+                .round()
+                .max(0.0) as u64,
             charges,
             retried_events,
             events,
