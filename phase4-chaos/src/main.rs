@@ -74,6 +74,18 @@ enum Command {
     },
     /// The gateway alone, in front of order API replicas already running.
     Gateway(GatewaySettings),
+    /// The payment provider simulator alone (phase 4's defaults), with an ops port.
+    Provider {
+        #[arg(
+            long = "provider-addr",
+            env = "PROVIDER_ADDR",
+            default_value = "127.0.0.1:3001"
+        )]
+        addr: std::net::SocketAddr,
+        /// `/health`, `/ready`, `/metrics`.
+        #[arg(long)]
+        ops_addr: Option<std::net::SocketAddr>,
+    },
     /// Mint a bearer token for the gateway (HS256, key from GATEWAY_JWT_KEY).
     Token {
         /// The customer the token speaks for (its subject).
@@ -180,6 +192,9 @@ fn main() -> anyhow::Result<()> {
                 auth::Keys::hs256(jwt_key.as_bytes())?.mint(&customer, ttl)?
             );
             Ok(())
+        }
+        Command::Provider { addr, ops_addr } => {
+            runtime()?.block_on(phase4_chaos::system::provider(addr, ops_addr))
         }
         Command::Gateway(settings) => runtime()?.block_on(async {
             common::telemetry::init_json_logs();

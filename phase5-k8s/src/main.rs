@@ -1,0 +1,76 @@
+//! `phase5-k8s`: the manifests, checked without a cluster.
+//!
+//!     cargo run -p phase5-k8s -- check                       # the base and the kind overlay
+//!     cargo run -p phase5-k8s -- check phase5-k8s/deploy/overlays/misconfig/no-prestop
+//!     cargo run -p phase5-k8s -- rules                        # what each rule is about
+
+use clap::{Parser, Subcommand};
+use phase5_k8s::policy::{self, Rule};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    about = "FerrisEats phase 5: Kubernetes manifests, rendered, validated and held to policy rules"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Render each kustomization (default: the base and the kind overlay), validate it
+    /// strictly against the Kubernetes schemas, and check the policy rules. Exit 1 if
+    /// any object is invalid or breaks a rule.
+    Check { dirs: Vec<PathBuf> },
+    /// The policy rules and what each protects against.
+    Rules,
+}
+
+/// What `check` checks by default: what must pass (the misconfigurations are named
+/// one by one, to see them fail).
+fn must_pass() -> Vec<PathBuf> {
+    let deploy = common_local::process::workspace_root().join("phase5-k8s/deploy");
+    vec![deploy.join("base"), deploy.join("overlays/kind")]
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Rules => {
+            for rule in Rule::ALL {
+                println!("{rule}");
+            }
+            Ok(())
+        }
+        Command::Check { dirs } => {
+            let dirs = if dirs.is_empty() { must_pass() } else { dirs };
+            let mut failed = false;
+            for dir in dirs {
+                let yaml = phase5_k8s::render(&dir)?;
+                let objects = policy::parse(&yaml)?;
+                let validation = phase5_k8s::validate(&yaml)?;
+                let findings = policy::check(&objects);
+                println!(
+                    "{}: {} objects, {} refused by the schemas (Kubernetes {}), {} policy finding(s)",
+                    dir.display(),
+                    objects.len(),
+                    validation.errors.len(),
+                    phase5_k8s::render::KUBERNETES_VERSION,
+                    findings.len()
+                );
+                for error in &validation.errors {
+                    println!("  ✘ {error}");
+                }
+                failed |= !validation.errors.is_empty();
+                for finding in &findings {
+                    println!("  ✘ {finding}");
+                }
+                failed |= !findings.is_empty();
+            }
+            if failed {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+    }
+}
