@@ -106,6 +106,8 @@ pub struct Node {
     provider: Option<Provider>,
     services: Box<dyn FnOnce(CancellationToken) -> Task + Send>,
     order_addr: Option<SocketAddr>,
+    /// Cancelled at shutdown: `/ready` then says `draining` while the services drain.
+    draining: CancellationToken,
 }
 
 impl std::fmt::Debug for Node {
@@ -219,6 +221,30 @@ impl Node {
             watch(role, &settings).await?,
             observed.probe_interval,
         )?;
+        // Readiness checks the databases this role's services use (a pool of one
+        // connection each, apart from the services' own).
+        let mut databases = Vec::new();
+        for (service, url) in settings.databases() {
+            let used = match role {
+                Role::All | Role::Relay => true,
+                Role::Notification => false,
+                Role::Order => service == Service::Order,
+                Role::Payment => service == Service::Payment,
+                Role::Inventory => service == Service::Inventory,
+                Role::Delivery => service == Service::Delivery,
+            };
+            if used {
+                databases.push((
+                    service.name().to_owned(),
+                    common::db::connect(url, 1).await?,
+                ));
+            }
+        }
+        let draining = CancellationToken::new();
+        let readiness = crate::ops::Readiness {
+            draining: draining.clone(),
+            databases,
+        };
         let ops_addr = observed.ops_addr.unwrap_or_else(|| role.default_ops_addr());
         let ops = TcpListener::bind(ops_addr).await.map_err(|err| {
             anyhow::anyhow!(
@@ -227,13 +253,14 @@ impl Node {
         })?;
         Ok(Node {
             role,
-            ops_router: crate::ops::router(role.name(), metrics, incidents.clone()),
+            ops_router: crate::ops::router(role.name(), metrics, incidents.clone(), readiness),
             ops,
             incidents,
             probes,
             provider,
             services,
             order_addr,
+            draining,
         })
     }
 
@@ -260,12 +287,22 @@ impl Node {
             .provider
             .map(|p| tokio::spawn(p.run(provider_stop.clone())));
         let probes = tokio::spawn(self.probes.run(shutdown.clone()));
+        // The ops server outlives the services: while they drain, `/health` still
+        // answers (nothing kills the process early) and `/ready` says `draining`.
+        let ops_stop = CancellationToken::new();
         let ops = tokio::spawn(
             axum::serve(self.ops, self.ops_router)
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .with_graceful_shutdown(ops_stop.clone().cancelled_owned())
                 .into_future(),
         );
+        let draining = self.draining.clone();
+        let watch_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            watch_shutdown.cancelled().await;
+            draining.cancel();
+        });
         let result = (self.services)(shutdown.clone()).await;
+        ops_stop.cancel();
         self.incidents.clear();
         provider_stop.cancel();
         if let Some(provider) = provider {
