@@ -196,10 +196,11 @@ async fn latency_within_the_timeouts_costs_no_retries_and_a_timeout_too_short_st
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_is_waited_out_by_pausing_and_stormed_through_the_retry_topics_without() {
+    // Two faults in turn: 60 s leaves room to recover after the second.
     both_ways(
         "partition",
         16_000,
-        &[],
+        &["--duration", "60s"],
         "retries within budget",
         "events through the retry topics",
     )

@@ -35,7 +35,9 @@ kubectl -n kube-system patch deployment metrics-server --type=json \
     -p '[{"op":"add","path":"/spec/template/spec/containers/0/args/-","value":"--kubelet-insecure-tls"}]'
 kubectl -n keda wait --for=condition=Available deployment --all --timeout=180s
 
-kubectl kustomize "${root}/phase5-k8s/deploy/overlays/kind" | kubectl apply -f -
+# The base reads phase 3's dashboard and alerts from phase3-observability/deploy/.
+kubectl kustomize --load-restrictor LoadRestrictionsNone "${root}/phase5-k8s/deploy/overlays/kind" \
+    | kubectl apply --server-side -f -
 kubectl -n ferriseats rollout status statefulset --timeout=300s
 kubectl -n ferriseats rollout status deployment --timeout=300s
 echo "up.sh: FerrisEats is up: curl -s http://127.0.0.1:8080/menu"

@@ -48,6 +48,34 @@ fn the_base_renders_validates_and_breaks_no_rule() {
     );
     assert_eq!(kinds("ScaledObject"), 4, "the consumers on lag");
     assert!(kinds("PodDisruptionBudget") >= 3);
+    // Phase 3's dashboard and alerts, as they are in phase 3 (not a copy that drifts).
+    let config_map = |prefix: &str| {
+        objects
+            .iter()
+            .find(|o| o.kind == "ConfigMap" && o.name.starts_with(prefix))
+            .unwrap_or_else(|| panic!("a ConfigMap {prefix}…"))
+    };
+    let phase3 = |path: &str| {
+        std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../phase3-observability/deploy")
+                .join(path),
+        )
+        .unwrap()
+    };
+    let dashboards = config_map("ferriseats-dashboards");
+    assert_eq!(
+        dashboards.value["data"]["ferriseats.json"].as_str(),
+        Some(phase3("grafana/dashboards/ferriseats.json").as_str())
+    );
+    assert_eq!(
+        dashboards.value["metadata"]["labels"]["grafana_dashboard"],
+        "1"
+    );
+    assert_eq!(
+        config_map("ferriseats-alerts").value["data"]["alerts.yml"].as_str(),
+        Some(phase3("prometheus/alerts.yml").as_str())
+    );
 }
 
 #[test]

@@ -13,7 +13,7 @@
 //! | `kill-service` | SIGKILL a consumer (payment), an order API replica, the relay, in turn | the supervisor restarts them; the outbox, offsets and leases let the new process finish what the old one held | the supervisor restarts nothing | nothing lost ✘ (orders left behind), recovered ✘ |
 //! | `kill-broker-node` | SIGKILL one node of a three-node Kafka cluster (the scenario's own), start it again | three copies of each partition, a write acknowledged by two | one copy of each partition | absorbed ✘ (orders accepted meanwhile wait for the node) |
 //! | `broker-restart` | SIGKILL the broker (one node, the scenario's own), start it again on its storage | the transactional outbox: accepting an order never needs the broker | the order API publishes itself after the commit (`ORDER_PUBLISH=direct`) | nothing lost ✘ (orders stuck `placed`) |
-//! | `latency` | the provider ten times slower, then the inventory's database 50 ms further (fault proxy) | timeouts sized to the dependency (an attempt may take 1 s) | an attempt may take 300 ms | retries within budget ✘ (provider calls per charge) |
+//! | `latency` | the provider ten times slower, then the inventory's database 50 ms further (fault proxy) | timeouts sized to the dependency (an attempt may take 1 s), and the payment client's circuit breaker | an attempt may take 300 ms, and the breaker never opens | retries within budget ✘ (provider calls per charge) |
 //! | `partition` | the payment service cut off from the broker (held), then the inventory from its database (reset), each healed | consumer offsets and the outbox hold the work; a consumer without its database pauses and probes | consumers retry every event (`CONSUMER_WHEN_DATABASE_UNREACHABLE=retry`) | retries within budget ✘ (events through the retry topics) |
 //! | `db-restart` | PostgreSQL (the scenario's own) crashes, is down a tenth of the run, starts again | what was acknowledged is in the WAL; pools reconnect; the relay's loop runs again on new connections | a failed relay is not restarted (`RELAY_RESTART=false`) | nothing lost ✘ (orders stuck `placed`: their events never left the outbox) |
 //!
@@ -253,8 +253,8 @@ impl Scenario {
                 "the order API publishes OrderPlaced itself after the commit (ORDER_PUBLISH=direct)",
             ),
             Scenario::Latency => (
-                "timeouts sized to the dependency: a payment attempt may take 1 s",
-                "a payment attempt may take 300 ms (PAYMENT_ATTEMPT_TIMEOUT), less than the slow provider needs",
+                "timeouts sized to the dependency (a payment attempt may take 1 s), and a circuit breaker that stops calling a provider that keeps failing",
+                "a payment attempt may take 300 ms (PAYMENT_ATTEMPT_TIMEOUT), less than the slow provider needs, and the breaker never opens (BREAKER_MIN_CALLS)",
             ),
             Scenario::Partition => (
                 "consumers pause their partitions while their database is unreachable",
@@ -271,7 +271,12 @@ impl Scenario {
     fn defence_off_env(self) -> Vec<(String, String)> {
         let pairs: &[(&str, &str)] = match self {
             Scenario::BrokerRestart => &[("ORDER_PUBLISH", "direct")],
-            Scenario::Latency => &[("PAYMENT_ATTEMPT_TIMEOUT", "300ms")],
+            // Both: with the breaker on, a mis-sized timeout soon opens it and the
+            // breaker alone holds the retries back (sometimes, depending on timing).
+            Scenario::Latency => &[
+                ("PAYMENT_ATTEMPT_TIMEOUT", "300ms"),
+                ("BREAKER_MIN_CALLS", "1000000"),
+            ],
             Scenario::Partition => &[("CONSUMER_WHEN_DATABASE_UNREACHABLE", "retry")],
             Scenario::DbRestart => &[("RELAY_RESTART", "false")],
             // Switched off in the supervisor and the scenario's own broker instead
