@@ -184,10 +184,13 @@ async fn a_broker_restart_loses_nothing_through_the_outbox_and_loses_orders_with
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_within_the_timeouts_costs_no_retries_and_a_timeout_too_short_storms() {
+    // A provider ten times slower leaves a backlog of payments to drain once it is
+    // fast again: in a debug build beside the suite that takes 1–11 s (at full rate,
+    // release, `cargo xtask chaos` holds it to 10 s). The test is about the retries.
     both_ways(
         "latency",
         15_000,
-        &[],
+        &["--recovery-target", "15s"],
         "retries within budget",
         "provider calls for",
     )
@@ -195,14 +198,15 @@ async fn latency_within_the_timeouts_costs_no_retries_and_a_timeout_too_short_st
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partition_is_waited_out_by_pausing_and_stormed_through_the_retry_topics_without() {
-    // Two faults in turn: 60 s leaves room to recover after the second.
+async fn a_partition_is_waited_out_by_pausing_and_loses_orders_when_consumers_retry_instead() {
+    // Two faults in turn: 60 s leaves room to recover after the second, whose 12 s
+    // outlast the retry topic's three retries.
     both_ways(
         "partition",
         16_000,
         &["--duration", "60s"],
-        "retries within budget",
-        "events through the retry topics",
+        "nothing lost",
+        "accepted orders are not final",
     )
     .await;
 }
