@@ -5,27 +5,17 @@
 //! (`draining`) `/ready` is 503 `draining` while `/health` stays 200, so that the
 //! endpoints drop the process while it finishes its work.
 
-use axum::Router;
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
 use phase2_events::fault_proxy::FaultProxy;
 use phase3_observability::incidents::Incidents;
 use phase3_observability::metrics::Metrics;
 use phase3_observability::ops::{Readiness, router};
+use reqwest::StatusCode;
 use std::net::ToSocketAddrs;
-use tower::ServiceExt;
 
-async fn get(app: &Router, path: &str) -> (StatusCode, serde_json::Value) {
-    let response = app
-        .clone()
-        .oneshot(Request::get(path).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    (status, serde_json::from_slice(&body).unwrap())
+/// `GET path` from the ops server at `base`: the status and the JSON body.
+async fn get(base: &str, path: &str) -> (StatusCode, serde_json::Value) {
+    let response = reqwest::get(format!("{base}{path}")).await.unwrap();
+    (response.status(), response.json().await.unwrap())
 }
 
 #[tokio::test]
@@ -59,26 +49,31 @@ async fn a_lost_database_makes_a_process_unready_not_dead_and_so_does_draining()
         ..Readiness::default()
     };
     let draining = readiness.draining.clone();
-    let app = router("order", metrics, incidents, readiness);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(
+        axum::serve(listener, router("order", metrics, incidents, readiness)).into_future(),
+    );
+    let app = base.as_str();
 
-    let (status, body) = get(&app, "/ready").await;
+    let (status, body) = get(app, "/ready").await;
     assert_eq!(
         (status, body["status"].as_str()),
         (StatusCode::OK, Some("ready"))
     );
 
     proxy.faults().set_down(true);
-    let (status, body) = get(&app, "/ready").await;
+    let (status, body) = get(app, "/ready").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["status"], "unready");
     assert_eq!(body["database"], "orders");
-    let (status, _) = get(&app, "/health").await;
+    let (status, _) = get(app, "/health").await;
     assert_eq!(status, StatusCode::OK, "alive while its database is away");
 
     proxy.faults().set_down(false);
     let mut ready = false;
     for _ in 0..20 {
-        if get(&app, "/ready").await.0 == StatusCode::OK {
+        if get(app, "/ready").await.0 == StatusCode::OK {
             ready = true;
             break;
         }
@@ -87,12 +82,13 @@ async fn a_lost_database_makes_a_process_unready_not_dead_and_so_does_draining()
     assert!(ready, "ready again once the database answers");
 
     draining.cancel();
-    let (status, body) = get(&app, "/ready").await;
+    let (status, body) = get(app, "/ready").await;
     assert_eq!(
         (status, body["status"].as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, Some("draining"))
     );
-    let (status, _) = get(&app, "/health").await;
+    let (status, _) = get(app, "/health").await;
     assert_eq!(status, StatusCode::OK, "alive while it drains");
+    server.abort();
     proxy.stop().await;
 }
