@@ -36,9 +36,30 @@ pub fn parse_flags<T: clap::Args>(args: &[&str]) -> Result<T, clap::Error> {
     Ok(<Flags<T> as clap::Parser>::try_parse_from(argv)?.inner)
 }
 
+/// The routes of a small ops server: `/health` and `/ready` (both "ok": such a
+/// process waits on nothing) and `/metrics` from `registry`, `refresh` run before each
+/// scrape to bring gauges up to date. The provider's and a running scenario's.
+pub fn ops_router(
+    registry: std::sync::Arc<prometheus_client::registry::Registry>,
+    refresh: impl Fn() + Clone + Send + Sync + 'static,
+) -> axum::Router {
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/ready", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || {
+                refresh();
+                let registry = registry.clone();
+                async move { metrics_response(&registry) }
+            }),
+        )
+}
+
 /// A Prometheus registry as a `/metrics` answer: the OpenMetrics text format, or a
-/// problem+json 500 if it cannot be encoded. The gateway, the supervisor and a running
-/// chaos scenario serve theirs with it.
+/// problem+json 500 if it cannot be encoded. The gateway, the supervisor and
+/// [`ops_router`] serve theirs with it.
 pub fn metrics_response(
     registry: &prometheus_client::registry::Registry,
 ) -> axum::response::Response {

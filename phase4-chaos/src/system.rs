@@ -320,17 +320,9 @@ pub async fn provider(addr: SocketAddr, ops_addr: Option<SocketAddr>) -> anyhow:
             );
             let registry = std::sync::Arc::new(registry);
             let simulator = provider.simulator.clone();
-            let router = axum::Router::new()
-                .route("/health", axum::routing::get(|| async { "ok" }))
-                .route("/ready", axum::routing::get(|| async { "ok" }))
-                .route(
-                    "/metrics",
-                    axum::routing::get(move || {
-                        requests.set(simulator.requests_received() as i64);
-                        let registry = registry.clone();
-                        async move { crate::metrics_response(&registry) }
-                    }),
-                );
+            let router = crate::ops_router(registry, move || {
+                requests.set(simulator.requests_received() as i64);
+            });
             let listener = tokio::net::TcpListener::bind(ops_addr)
                 .await
                 .with_context(|| format!("the provider's ops port {ops_addr} is taken"))?;

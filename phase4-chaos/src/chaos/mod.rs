@@ -487,16 +487,7 @@ impl Live {
             "Messages published and not yet finished, every consumer group of the run",
             self.lag.clone(),
         );
-        let registry = Arc::new(registry);
-        let router = axum::Router::new()
-            .route("/health", axum::routing::get(|| async { "ok" }))
-            .route(
-                "/metrics",
-                axum::routing::get(move || {
-                    let registry = registry.clone();
-                    async move { crate::metrics_response(&registry) }
-                }),
-            );
+        let router = crate::ops_router(Arc::new(registry), || {});
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("the scenario's ops port {addr} is taken"))?;
