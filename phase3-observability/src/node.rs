@@ -215,31 +215,29 @@ impl Node {
             }
         };
 
-        let probes = Probes::new(
-            &metrics,
-            &settings.brokers,
-            watch(role, &settings).await?,
-            observed.probe_interval,
-        )?;
+        let watch = watch(role, &settings).await?;
         // Readiness checks the databases this role's services use (a pool of one
-        // connection each, apart from the services' own).
-        let mut databases = Vec::new();
-        for (service, url) in settings.databases() {
-            let used = match role {
-                Role::All | Role::Relay => true,
-                Role::Notification => false,
-                Role::Order => service == Service::Order,
-                Role::Payment => service == Service::Payment,
-                Role::Inventory => service == Service::Inventory,
-                Role::Delivery => service == Service::Delivery,
-            };
-            if used {
-                databases.push((
-                    service.name().to_owned(),
-                    common::db::connect(url, 1).await?,
-                ));
-            }
+        // connection each, apart from the services' own; `all` and `relay` share the
+        // outbox probe's).
+        let own = match role {
+            Role::Order => Some(Service::Order),
+            Role::Payment => Some(Service::Payment),
+            Role::Inventory => Some(Service::Inventory),
+            Role::Delivery => Some(Service::Delivery),
+            Role::All | Role::Relay | Role::Notification => None,
+        };
+        let mut databases = watch.outboxes.clone();
+        if let Some((service, url)) = settings
+            .databases()
+            .into_iter()
+            .find(|(s, _)| Some(*s) == own)
+        {
+            databases.push((
+                service.name().to_owned(),
+                common::db::connect(url, 1).await?,
+            ));
         }
+        let probes = Probes::new(&metrics, &settings.brokers, watch, observed.probe_interval)?;
         let draining = CancellationToken::new();
         let readiness = crate::ops::Readiness {
             draining: draining.clone(),
