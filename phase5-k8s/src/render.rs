@@ -33,19 +33,19 @@ fn kustomize() -> anyhow::Result<Command> {
     }
     // Where `cargo xtask test` builds it when kubectl is missing, else on the PATH.
     let built = process::workspace_root().join(".ferriseats/go-bin/kustomize");
-    if built.is_file() || process::on_path("kustomize") {
-        let mut cmd = Command::new(if built.is_file() {
-            built.into_os_string()
-        } else {
-            "kustomize".into()
-        });
-        cmd.arg("build");
-        return Ok(cmd);
-    }
-    bail!(
-        "neither kubectl nor kustomize is installed: `cargo xtask test` builds a pinned \
-         kustomize (go install) and sets KUSTOMIZE, or install kubectl"
-    )
+    let binary = if built.is_file() {
+        built
+    } else if process::on_path("kustomize") {
+        PathBuf::from("kustomize")
+    } else {
+        bail!(
+            "neither kubectl nor kustomize is installed: `cargo xtask test` builds a pinned \
+             kustomize (go install) and sets KUSTOMIZE, or install kubectl"
+        )
+    };
+    let mut cmd = Command::new(binary);
+    cmd.arg("build");
+    Ok(cmd)
 }
 
 /// The YAML `dir` (a kustomization) renders to. Files outside the kustomization may
