@@ -15,7 +15,8 @@
 //!   oldest. A backlog that is high but young is a burst; an old oldest row is a
 //!   relay that is stuck.
 //! * **The process** ([`ProcessCollector`]): resident memory, CPU seconds, threads,
-//!   open file descriptors, read from `/proc/self` at each scrape (Linux).
+//!   open file descriptors, read from `/proc/self` at each scrape (Linux), and the
+//!   async runtime's worker threads (`tokio_workers`).
 
 use crate::metrics::Metrics;
 use common::shutdown::CancellationToken;
@@ -322,6 +323,18 @@ impl prometheus_client::collector::Collector for ProcessCollector {
                     gauge.metric_type(),
                 )?)?;
             }
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            use prometheus_client::encoding::EncodeMetric;
+            let gauge = prometheus_client::metrics::gauge::ConstGauge::new(
+                runtime.metrics().num_workers() as i64,
+            );
+            gauge.encode(encoder.encode_descriptor(
+                "tokio_workers",
+                "Worker threads of the async runtime: one per CPU it found at start, the CPU quota of its cgroup included",
+                None,
+                gauge.metric_type(),
+            )?)?;
         }
         Ok(())
     }

@@ -10,8 +10,10 @@
 //! | rendering an overlay: `kubectl kustomize`, or a pinned `kustomize` | [`render`] |
 //! | validating every object against the Kubernetes schemas, unknown fields refused | [`validate`] |
 //! | the policy rules (in the spirit of kube-linter): limits, probes, non-root, PDBs, HPAs, selectors, termination, scaling within partitions | [`policy`] |
+//! | the behaviour the manifests cause, rehearsed with real processes: cgroups, probes, restarts, a Service, rolling updates, autoscaling | [`rehearse`] |
 
 pub mod policy;
+pub mod rehearse;
 pub mod render;
 
 pub use render::{render, validate};

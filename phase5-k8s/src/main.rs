@@ -3,6 +3,8 @@
 //!     cargo run -p phase5-k8s -- check                       # the base and the kind overlay
 //!     cargo run -p phase5-k8s -- check phase5-k8s/deploy/overlays/misconfig/no-prestop
 //!     cargo run -p phase5-k8s -- rules                        # what each rule is about
+//!     cargo run -p phase5-k8s -- rehearse cpu-starved         # the manifests' behaviour, with processes
+//!     cargo run -p phase5-k8s -- rehearse --all               # all six, one after another
 
 use clap::{Parser, Subcommand};
 use phase5_k8s::policy::{self, Rule};
@@ -25,6 +27,11 @@ enum Command {
     Check { dirs: Vec<PathBuf> },
     /// The policy rules and what each protects against.
     Rules,
+    /// Run the pods of the rendered manifests as processes — their CPU and memory
+    /// limits in cgroups, probed at their intervals, restarted, behind a Service —
+    /// and show what a misconfiguration does beside the base. Needs root (cgroups)
+    /// and `cargo xtask up`. Exit 1 if a check fails.
+    Rehearse(Box<phase5_k8s::rehearse::RehearseArgs>),
 }
 
 /// What `check` checks by default: what must pass (the misconfigurations are named
@@ -36,6 +43,22 @@ fn must_pass() -> Vec<PathBuf> {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Rehearse(args) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "warn".into()),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let runtime = tokio::runtime::Runtime::new()?;
+            let report = runtime.block_on(phase5_k8s::rehearse::run(&args))?;
+            print!("{}", report.print());
+            if !report.passed() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Rules => {
             for rule in Rule::ALL {
                 println!("{rule}");

@@ -122,18 +122,18 @@ impl Object {
         format!("{}/{}", self.kind, self.name)
     }
 
-    fn get(&self, path: &[&str]) -> Option<&Value> {
+    pub fn get(&self, path: &[&str]) -> Option<&Value> {
         get(&self.value, path)
     }
 
     /// The pod template's spec, for workloads.
-    fn pod_spec(&self) -> Option<&Value> {
+    pub fn pod_spec(&self) -> Option<&Value> {
         matches!(self.kind.as_str(), "Deployment" | "StatefulSet")
             .then(|| self.get(&["spec", "template", "spec"]))
             .flatten()
     }
 
-    fn containers(&self) -> Vec<&Value> {
+    pub fn containers(&self) -> Vec<&Value> {
         self.pod_spec()
             .and_then(|s| get(s, &["containers"]))
             .and_then(Value::as_sequence)
@@ -142,11 +142,13 @@ impl Object {
     }
 }
 
-fn get<'a>(value: &'a Value, path: &[&str]) -> Option<&'a Value> {
+/// The value at `path` (mapping keys) under `value`.
+pub fn get<'a>(value: &'a Value, path: &[&str]) -> Option<&'a Value> {
     path.iter().try_fold(value, |v, key| v.get(*key))
 }
 
-fn text(value: Option<&Value>) -> Option<String> {
+/// A scalar as text (`3`, `"3"` and `true` alike).
+pub fn text(value: Option<&Value>) -> Option<String> {
     match value? {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -155,7 +157,8 @@ fn text(value: Option<&Value>) -> Option<String> {
     }
 }
 
-fn number(value: Option<&Value>) -> Option<f64> {
+/// A scalar as a number.
+pub fn number(value: Option<&Value>) -> Option<f64> {
     text(value)?.parse().ok()
 }
 

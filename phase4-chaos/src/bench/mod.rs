@@ -140,7 +140,7 @@ pub(crate) fn build_release(package: &str) -> anyhow::Result<std::path::PathBuf>
 }
 
 /// The order every benchmark places (phase 1 and 2); each `n` is another customer.
-pub(crate) fn order_body(n: u64) -> String {
+pub fn order_body(n: u64) -> String {
     format!(
         r#"{{"customer_id":"bench-{n}","items":[{{"sku":"pizza-margherita","qty":1}},{{"sku":"cola","qty":2}}]}}"#
     )

@@ -1131,6 +1131,7 @@ pub(crate) async fn latency_run(
         duration: plan.duration,
         max_in_flight: MAX_IN_FLIGHT,
         body: order_body,
+        fresh_connections: false,
     };
     let report = open::open_loop(&load).await?;
     let measure_from = report.start + plan.warmup;
@@ -1481,6 +1482,7 @@ async fn overload_run(
         duration: p2.overload_duration,
         max_in_flight: MAX_IN_FLIGHT,
         body: order_body,
+        fresh_connections: false,
     };
     let report = open::open_loop(&load).await?;
     let from = report.start + args.warmup;

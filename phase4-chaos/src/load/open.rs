@@ -34,6 +34,10 @@ pub struct OpenLoad {
     pub max_in_flight: usize,
     /// The JSON body of request `n`.
     pub body: fn(u64) -> String,
+    /// A new connection for every request (no keep-alive): each request is routed
+    /// afresh by a connection-level balancer (a Kubernetes Service), as a client
+    /// that reconnects would be.
+    pub fresh_connections: bool,
 }
 
 /// One request: when it was due, when it ended, and how.
@@ -83,7 +87,11 @@ pub async fn open_loop(load: &OpenLoad) -> anyhow::Result<OpenReport> {
         // Only local traffic: never route through an HTTP(S)_PROXY from the environment.
         .no_proxy()
         .timeout(REQUEST_TIMEOUT)
-        .pool_max_idle_per_host(load.max_in_flight)
+        .pool_max_idle_per_host(if load.fresh_connections {
+            0
+        } else {
+            load.max_in_flight
+        })
         .build()
         .context("building the HTTP client")?;
     let slots = Arc::new(Semaphore::new(load.max_in_flight));
