@@ -207,11 +207,12 @@ pub fn objects(overlay: Option<&str>) -> anyhow::Result<Vec<Object>> {
 /// third party, in this process), and the kubelet's node.
 #[derive(Debug)]
 pub struct Cluster {
-    pub node: Arc<Node>,
     pub brokers: String,
     pub admin_url: String,
-    pub namespace: String,
-    databases: Vec<String>,
+    /// The kubelet's node of the current variant ([`Cluster::variant`]).
+    node: std::sync::Mutex<Arc<Node>>,
+    namespaces: std::sync::Mutex<Vec<String>>,
+    databases: std::sync::Mutex<Vec<String>>,
     provider: Option<phase4_chaos::system::RunningProvider>,
     deployments: std::sync::Mutex<Vec<Arc<Deployment>>>,
 }
@@ -267,36 +268,64 @@ impl Cluster {
             common_local::local_kafka::cluster::free_port()?,
         ));
         let provider = phase4_chaos::system::RunningProvider::start(provider_addr).await?;
-        let namespace = format!("rehearse-{run_id}");
         let mut env = BTreeMap::new();
-        let mut databases = Vec::new();
-        for (key, name) in DATABASES {
-            let database = format!("ferriseats_rehearse_{run_id}_{name}");
-            env.insert(
-                key.to_owned(),
-                common_local::endpoints::with_database(&admin_url, &database),
-            );
-            databases.push(database);
-        }
         env.insert("KAFKA_BROKERS".to_owned(), brokers.clone());
         env.insert("REDIS_URL".to_owned(), common_local::endpoints::REDIS.url());
         env.insert("PAYMENT_URL".to_owned(), format!("http://{provider_addr}"));
-        env.insert("TOPIC_NAMESPACE".to_owned(), namespace.clone());
         let logs = args.runs.join(format!("{}-{run_id}", args.scenario.name()));
         let node = Node::new(binary, logs, env, run_id)?;
         eprintln!(
             "rehearsal: cgroup v{version}; pods' logs in {}",
             node.logs.display()
         );
-        Ok(Cluster {
-            node: Arc::new(node),
+        let cluster = Cluster {
             brokers,
             admin_url,
-            namespace,
-            databases,
+            node: std::sync::Mutex::new(Arc::new(node)),
+            namespaces: std::sync::Mutex::default(),
+            databases: std::sync::Mutex::default(),
             provider: Some(provider),
             deployments: std::sync::Mutex::default(),
-        })
+        };
+        cluster.variant("base")?;
+        Ok(cluster)
+    }
+
+    /// From now on, pods get databases and topics of their own, named after `label`:
+    /// the base and a misconfiguration run side by side without sharing a backlog,
+    /// a consumer group's offsets or an outbox.
+    pub fn variant(&self, label: &str) -> anyhow::Result<()> {
+        let mut node = self.node.lock().expect("node");
+        let suffix = label.replace('-', "_");
+        let mut env = node.env.clone();
+        for (key, name) in DATABASES {
+            let database = format!("ferriseats_rehearse_{}_{suffix}_{name}", node.run_id);
+            env.insert(
+                key.to_owned(),
+                common_local::endpoints::with_database(&self.admin_url, &database),
+            );
+            self.databases.lock().expect("databases").push(database);
+        }
+        let namespace = format!("rehearse-{}-{label}", node.run_id);
+        env.insert("TOPIC_NAMESPACE".to_owned(), namespace.clone());
+        self.namespaces.lock().expect("namespaces").push(namespace);
+        *node = Arc::new(Node::new(
+            node.binary.clone(),
+            node.logs.clone(),
+            env,
+            node.run_id.clone(),
+        )?);
+        Ok(())
+    }
+
+    /// The current variant's node.
+    pub fn node(&self) -> Arc<Node> {
+        self.node.lock().expect("node").clone()
+    }
+
+    /// The current variant's topic namespace.
+    pub fn namespace(&self) -> String {
+        self.node().env["TOPIC_NAMESPACE"].clone()
     }
 
     /// A Deployment of `template`, renamed `name` (two of the same Deployment side
@@ -308,7 +337,7 @@ impl Cluster {
         replicas: usize,
     ) -> anyhow::Result<Arc<Deployment>> {
         template.deployment = name.to_owned();
-        let deployment = Deployment::new(self.node.clone(), template);
+        let deployment = Deployment::new(self.node(), template);
         deployment.scale(replicas)?;
         self.deployments
             .lock()
@@ -319,7 +348,7 @@ impl Cluster {
 
     /// A topic or consumer group of this run (`orders` → `rehearse-….orders`).
     pub fn topic(&self, name: &str) -> String {
-        format!("{}.{name}", self.namespace)
+        format!("{}.{name}", self.namespace())
     }
 
     /// A consumer group of this run (`payment-service` → `rehearse-….payment-service`).
@@ -340,7 +369,7 @@ impl Cluster {
             provider.stop().await?;
         }
         let admin_url = self.admin_url.clone();
-        let databases = self.databases.clone();
+        let databases = self.databases.lock().expect("databases").clone();
         tokio::task::spawn_blocking(move || {
             for name in databases {
                 let _ = common_local::psql::execute(
@@ -350,7 +379,10 @@ impl Cluster {
             }
         })
         .await?;
-        let _ = phase2_events::kafka::delete_namespace(&self.brokers, &self.namespace).await;
+        let namespaces = self.namespaces.lock().expect("namespaces").clone();
+        for namespace in namespaces {
+            let _ = phase2_events::kafka::delete_namespace(&self.brokers, &namespace).await;
+        }
         Ok(())
     }
 }
@@ -358,7 +390,7 @@ impl Cluster {
 /// Runs `args.scenario` and returns its report (written to `--json` if asked).
 pub async fn run(args: &RehearseArgs) -> anyhow::Result<Report> {
     let cluster = Cluster::start(args).await?;
-    let logs = cluster.node.logs.clone();
+    let logs = cluster.node().logs.clone();
     let result = scenarios::run(args, &cluster).await;
     cluster.stop().await?;
     let mut report = result?;

@@ -147,6 +147,7 @@ pub async fn cpu_starved(args: &RehearseArgs, cluster: &Cluster) -> anyhow::Resu
     let duration = args.duration.unwrap_or(Duration::from_secs(20));
     let mut runs = Vec::new();
     for overlay in [None, Scenario::CpuStarved.overlay()] {
+        cluster.variant(label(overlay))?;
         let template = template(overlay, "order")?;
         let limit = template.cpu_limit_millis;
         let deployment = cluster.deploy(template, &format!("order-{}", label(overlay)), 1)?;
@@ -270,6 +271,7 @@ pub async fn memory_tight(args: &RehearseArgs, cluster: &Cluster) -> anyhow::Res
     let duration = args.duration.unwrap_or(Duration::from_secs(40));
     let mut runs = Vec::new();
     for overlay in [None, Scenario::MemoryTight.overlay()] {
+        cluster.variant(label(overlay))?;
         let template = template(overlay, "order")?;
         let limit = template.memory_limit_bytes.unwrap_or(0) as f64 / 1048576.0;
         let deployment = cluster.deploy(template, &format!("order-{}", label(overlay)), 1)?;
@@ -406,7 +408,7 @@ pub async fn liveness_on_database(
     let postgres = postgres_addr(&cluster.admin_url)?;
     let proxy =
         phase2_events::fault_proxy::FaultProxy::start("127.0.0.1:0".parse()?, postgres).await?;
-    let through = cluster.node.env["ORDER_DATABASE_URL"]
+    let through = cluster.node().env["ORDER_DATABASE_URL"]
         .replace(&postgres.to_string(), &proxy.addr().to_string());
     let mut deployments = Vec::new();
     let mut longest = Duration::ZERO;
@@ -562,6 +564,7 @@ pub async fn termination_during_traffic(
     let duration = args.duration.unwrap_or(Duration::from_secs(45));
     let mut runs = Vec::new();
     for overlay in [None, Scenario::TerminationDuringTraffic.overlay()] {
+        cluster.variant(label(overlay))?;
         let objects = objects(overlay)?;
         let name = |d: &str| format!("{d}-{}", label(overlay));
         let relay = cluster.deploy(Template::of(&objects, "relay")?, &name("relay"), 1)?;
@@ -592,7 +595,7 @@ pub async fn termination_during_traffic(
         for pod in old_orders.iter().chain(&old_payments) {
             wait_gone(pod).await;
         }
-        let group = phase2_events::flow::Topics::new(&cluster.namespace)
+        let group = phase2_events::flow::Topics::new(&cluster.namespace())
             .group(phase2_events::flow::Service::Payment);
         let members = if rolled_payments {
             Some(group_members(&cluster.brokers, &group).await?)
@@ -859,6 +862,7 @@ pub async fn autoscaling(args: &RehearseArgs, cluster: &Cluster) -> anyhow::Resu
     let backlog_for = Duration::from_secs(10);
     let mut runs = Vec::new();
     for overlay in [None, Scenario::Autoscaling.overlay()] {
+        cluster.variant(label(overlay))?;
         let objects = objects(overlay)?;
         let name = |d: &str| format!("{d}-{}", label(overlay));
         let order_scaler = Scaler::of(&objects, "order")?;
