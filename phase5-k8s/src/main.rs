@@ -52,9 +52,8 @@ fn main() -> anyhow::Result<()> {
                 .with_writer(std::io::stderr)
                 .init();
             let runtime = tokio::runtime::Runtime::new()?;
-            let report = runtime.block_on(phase5_k8s::rehearse::run(&args))?;
-            print!("{}", report.print());
-            if !report.passed() {
+            let reports = runtime.block_on(phase5_k8s::rehearse::run_all(&args))?;
+            if !reports.iter().all(phase5_k8s::rehearse::Report::passed) {
                 std::process::exit(1);
             }
             Ok(())

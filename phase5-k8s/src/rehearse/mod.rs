@@ -87,8 +87,11 @@ impl Scenario {
 /// `phase5-k8s rehearse`'s flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RehearseArgs {
-    #[arg(value_enum)]
-    pub scenario: Scenario,
+    #[arg(value_enum, required_unless_present = "all")]
+    pub scenario: Option<Scenario>,
+    /// Every scenario, one after another, and a table of their verdicts.
+    #[arg(long, conflicts_with = "scenario")]
+    pub all: bool,
     /// Orders per second sent through the Service (default: the scenario's).
     #[arg(long)]
     pub rate: Option<f64>,
@@ -117,10 +120,19 @@ pub struct RehearseArgs {
 }
 
 impl RehearseArgs {
+    /// The scenarios these flags ask for.
+    pub fn scenarios(&self) -> Vec<Scenario> {
+        match self.scenario {
+            Some(scenario) if !self.all => vec![scenario],
+            _ => Scenario::ALL.to_vec(),
+        }
+    }
+
     /// The flags for `scenario` with every default (how tests start one).
     pub fn new(scenario: Scenario) -> RehearseArgs {
         RehearseArgs {
-            scenario,
+            scenario: Some(scenario),
+            all: false,
             rate: None,
             duration: None,
             endpoint_lag: Duration::from_secs(2),
@@ -227,7 +239,7 @@ const DATABASES: [(&str, &str); 4] = [
 ];
 
 impl Cluster {
-    pub async fn start(args: &RehearseArgs) -> anyhow::Result<Cluster> {
+    pub async fn start(args: &RehearseArgs, scenario: Scenario) -> anyhow::Result<Cluster> {
         let version = cgroup::Cgroup::check()?;
         let admin_url = common_local::endpoints::POSTGRES.url();
         let brokers = common_local::endpoints::KAFKA.url();
@@ -272,7 +284,7 @@ impl Cluster {
         env.insert("KAFKA_BROKERS".to_owned(), brokers.clone());
         env.insert("REDIS_URL".to_owned(), common_local::endpoints::REDIS.url());
         env.insert("PAYMENT_URL".to_owned(), format!("http://{provider_addr}"));
-        let logs = args.runs.join(format!("{}-{run_id}", args.scenario.name()));
+        let logs = args.runs.join(format!("{}-{run_id}", scenario.name()));
         let node = Node::new(binary, logs, env, run_id)?;
         eprintln!(
             "rehearsal: cgroup v{version}; pods' logs in {}",
@@ -387,17 +399,43 @@ impl Cluster {
     }
 }
 
-/// Runs `args.scenario` and returns its report (written to `--json` if asked).
-pub async fn run(args: &RehearseArgs) -> anyhow::Result<Report> {
-    let cluster = Cluster::start(args).await?;
+/// Runs `scenario` and returns its report (written to `--json` if asked: one report,
+/// or an array of them with `--all`).
+pub async fn run(args: &RehearseArgs, scenario: Scenario) -> anyhow::Result<Report> {
+    let cluster = Cluster::start(args, scenario).await?;
     let logs = cluster.node().logs.clone();
-    let result = scenarios::run(args, &cluster).await;
+    let result = scenarios::run(args, scenario, &cluster).await;
     cluster.stop().await?;
     let mut report = result?;
     report.logs = logs;
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
     Ok(report)
+}
+
+/// Runs every scenario `args` asks for, printing each report as it ends; writes
+/// `--json`. Returns the reports.
+pub async fn run_all(args: &RehearseArgs) -> anyhow::Result<Vec<Report>> {
+    let mut reports = Vec::new();
+    for scenario in args.scenarios() {
+        let report = run(args, scenario).await?;
+        print!("{}", report.print());
+        reports.push(report);
+    }
+    if reports.len() > 1 {
+        println!("\n| scenario | verdict |\n|---|---|");
+        for report in &reports {
+            println!(
+                "| {} | {} |",
+                report.scenario.name(),
+                if report.passed() { "PASS" } else { "FAIL" }
+            );
+        }
+    }
+    if let Some(path) = &args.json {
+        let json = match reports.as_slice() {
+            [one] => serde_json::to_string_pretty(one)?,
+            all => serde_json::to_string_pretty(all)?,
+        };
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(reports)
 }
