@@ -226,11 +226,16 @@ pub async fn cpu_starved(args: &RehearseArgs, cluster: &Cluster) -> anyhow::Resu
             format!("{:.1} %", base.throttled_periods_percent),
         ),
         check(
-            "starved: throttled in most CPU periods",
-            starved.throttled_periods_percent > 50.0,
+            "starved: its whole quota used, throttled in a quarter of its CPU periods or more",
+            starved.throttled_periods_percent >= 25.0
+                && starved.cpu_used_cores
+                    >= 0.8 * starved.cpu_limit_millis.unwrap_or(0) as f64 / 1000.0,
             format!(
-                "{:.0} % of periods, {:.1} s throttled",
-                starved.throttled_periods_percent, starved.throttled_s
+                "{:.3} cores of {:.3}; {:.0} % of periods, {:.1} s throttled",
+                starved.cpu_used_cores,
+                starved.cpu_limit_millis.unwrap_or(0) as f64 / 1000.0,
+                starved.throttled_periods_percent,
+                starved.throttled_s
             ),
         ),
         check(
