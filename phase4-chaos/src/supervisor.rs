@@ -280,11 +280,7 @@ impl Supervisor {
         let mut quick = 0;
         let mut first = true;
         loop {
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log_path)
-                .with_context(|| format!("opening {}", log_path.display()))?;
+            let log = common_local::process::append_log(&log_path)?;
             let mut child = tokio::process::Command::new(&self.binary)
                 .args(&program.args)
                 .envs(program.env.iter().map(|(k, v)| (k, v)))

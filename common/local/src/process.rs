@@ -231,6 +231,16 @@ pub fn tail(path: &Path, lines: usize) -> String {
     }
 }
 
+/// `path` opened for appending (created if missing): where a process's output goes,
+/// kept across its restarts.
+pub fn append_log(path: &Path) -> anyhow::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))
+}
+
 /// Starts `cmd` in the background, detached from us: in its own session (via
 /// `setsid` where it exists, else its own process group), so neither Ctrl-C in
 /// this terminal nor closing it reaches the server; stdin closed; stdout and stderr
@@ -245,11 +255,7 @@ pub fn spawn_detached(cmd: &Command, log: &Path) -> anyhow::Result<Child> {
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .with_context(|| format!("opening {}", log.display()))?;
+    let mut file = append_log(log)?;
     writeln!(file, "--- xtask: {shown}")?;
     // `setsid PROGRAM` execs PROGRAM in place (we are not a group leader), so the
     // pid we get back is the server's own.

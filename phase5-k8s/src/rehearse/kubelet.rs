@@ -289,11 +289,7 @@ impl Pod {
         let log_path = node.logs.join(format!("{}.log", self.name));
         let mut in_a_row = 0;
         loop {
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log_path)
-                .with_context(|| format!("opening {}", log_path.display()))?;
+            let log = common_local::process::append_log(&log_path)?;
             let mut env = self.template.env.clone();
             env.extend(node.env.clone());
             env.extend(self.template.overrides.clone());

@@ -113,10 +113,7 @@ impl LocalCluster {
 
     fn spawn(&mut self, id: u32) -> anyhow::Result<()> {
         let mut cmd = self.cluster.prepare(&self.runtime, id)?;
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.cluster.node_dir(id).join("stdout.log"))?;
+        let out = crate::process::append_log(&self.cluster.node_dir(id).join("stdout.log"))?;
         let child = cmd
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
