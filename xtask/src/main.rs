@@ -10,10 +10,12 @@
 //! | `cargo xtask up [--observability] [--brokers 3]` / `down` / `status` | [`services`] (the generic flow), [`postgres`], [`redis`], [`kafka`] (with `common_local::local_kafka`), [`prometheus`] |
 //! | `cargo xtask broker restart [--down-for 5s]` / `kill N` / `start N` | [`kafka`] |
 //! | `cargo xtask test [-- ARGS]` | [`test`] |
+//! | `cargo xtask book [--serve]` | [`book`] (a pinned mdBook, installed once) |
 //! | `cargo xtask bench [phase1\|phase2\|phase3] [FLAGS]` | runs `phase4-chaos bench …` in release mode (the benchmarks are phase 4's library: `phase4-chaos/src/bench/`) |
 //!
 //! This file only parses the command line and dispatches.
 
+mod book;
 mod kafka;
 mod postgres;
 mod process;
@@ -51,6 +53,9 @@ enum Command {
     Broker(kafka::BrokerArgs),
     /// `up`, then the whole test suite (nextest if installed, plus doctests).
     Test(test::TestArgs),
+    /// Build the workshop's book (docs/) with a pinned mdBook, installed once;
+    /// `--serve` serves it on http://127.0.0.1:3400.
+    Book(book::BookArgs),
     /// A chaos scenario under load, ending in a verdict: builds and runs
     /// `phase4-chaos scenario ARGS` (`cargo xtask chaos kill-service`, `--all`); the
     /// exit status is the verdict's (0 pass, 1 fail, 2 not judged).
@@ -113,6 +118,7 @@ fn main() -> std::process::ExitCode {
         Command::Status => services::status(),
         Command::Broker(args) => kafka::run(&args),
         Command::Test(args) => test::run(&args),
+        Command::Book(args) => book::run(&args),
         Command::Bench { args } => bench(&args),
         // The verdict's exit status, as it is: 1 fail, 2 not judged.
         Command::Chaos { args } => match phase4("scenario", &args) {

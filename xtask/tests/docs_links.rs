@@ -19,6 +19,8 @@ fn markdown_files(root: &Path) -> Vec<PathBuf> {
         "phase1-monolith/migrations",
         "phase2-events",
         "phase3-observability",
+        "phase4-chaos",
+        "phase5-k8s",
         "tui",
         "exercises",
         "exercises/mine",
