@@ -603,10 +603,18 @@ impl Deployment {
     }
 
     /// A rolling update (`kubectl rollout restart`) with `maxUnavailable: 0` and
-    /// `maxSurge: 1`: for each old pod, a new pod is started and, once it is ready,
+    /// `maxSurge: 1`, the template's (any other is refused): for each old pod, a new pod is started and, once it is ready,
     /// the old one is deleted. Returns when every old pod has been deleted (their
     /// terminations may still be running).
     pub async fn rolling_restart(&self, limit: Duration) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (self.template.max_surge, self.template.max_unavailable) == (1, 0),
+            "{}: the rehearsal rolls with maxSurge 1 and maxUnavailable 0 (what every \
+             Deployment of the base sets); this one says {} and {}",
+            self.name(),
+            self.template.max_surge,
+            self.template.max_unavailable
+        );
         let old = self.pods();
         for pod in old {
             let new = self.add_pod()?;

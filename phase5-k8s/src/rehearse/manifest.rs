@@ -216,6 +216,9 @@ pub enum Scaler {
         lag_threshold: f64,
         topic: String,
         group: String,
+        /// KEDA's `allowIdleConsumers`: when false, it never asks for more replicas
+        /// than the topic has partitions, whatever `maxReplicaCount` says.
+        allow_idle: bool,
     },
 }
 
@@ -263,6 +266,7 @@ impl Scaler {
                         topic: meta("topic").context("a Kafka trigger without a topic")?,
                         group: meta("consumerGroup")
                             .context("a Kafka trigger without a consumerGroup")?,
+                        allow_idle: meta("allowIdleConsumers").as_deref() == Some("true"),
                     });
                 }
                 _ => {}
@@ -381,6 +385,7 @@ spec:
             lag_threshold: 100.0,
             topic: "orders".into(),
             group: "payment-service".into(),
+            allow_idle: true,
         };
         assert_eq!(lag.desired(1, 0.0), 1);
         assert_eq!(lag.desired(1, 250.0), 3);

@@ -887,9 +887,16 @@ pub async fn autoscaling(args: &RehearseArgs, cluster: &Cluster) -> anyhow::Resu
         let name = |d: &str| format!("{d}-{}", label(overlay));
         let order_scaler = Scaler::of(&objects, "order")?;
         let payment_scaler = Scaler::of(&objects, "payment")?;
-        let Scaler::Lag { topic, group, .. } = &payment_scaler else {
+        let Scaler::Lag {
+            topic,
+            group,
+            allow_idle,
+            ..
+        } = &payment_scaler
+        else {
             anyhow::bail!("the payment service is not scaled on lag");
         };
+        let allow_idle = *allow_idle;
         let payment_template = Template::of(&objects, "payment")?;
         let partitions: u32 = payment_template
             .env
@@ -954,7 +961,11 @@ pub async fn autoscaling(args: &RehearseArgs, cluster: &Cluster) -> anyhow::Resu
             } else {
                 order_scaler.desired(order_now, cpu)
             };
-            let payment_desired = payment_scaler.desired(payment_now, lag as f64);
+            let mut payment_desired = payment_scaler.desired(payment_now, lag as f64);
+            if !allow_idle {
+                // KEDA's own cap (`allowIdleConsumers: "false"`).
+                payment_desired = payment_desired.min(partitions);
+            }
             ticks.push(Tick {
                 at_s: start.elapsed().as_secs_f64(),
                 order_replicas: order_now,
