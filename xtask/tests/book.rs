@@ -143,25 +143,35 @@ fn normalise(path: &Path) -> PathBuf {
     out
 }
 
-#[test]
-fn a_chapter_listed_without_its_file_fails_the_build() {
-    let book = temp_dir("broken");
+/// A book of its own under the temporary directory: the workshop's `book.toml` and
+/// `files` (paths under `src/`, contents).
+fn small_book(name: &str, files: &[(&str, &str)]) -> PathBuf {
+    let book = temp_dir(name);
     std::fs::copy(
         workspace_root().join("docs/book.toml"),
         book.join("book.toml"),
     )
     .unwrap();
-    std::fs::create_dir_all(book.join("src")).unwrap();
-    std::fs::write(
-        book.join("src/SUMMARY.md"),
-        "# Summary\n\n- [Here](here.md)\n- [Missing](missing.md)\n",
-    )
-    .unwrap();
-    std::fs::write(
-        book.join("src/here.md"),
-        "# Here\n\n[the missing one](missing.md)\n",
-    )
-    .unwrap();
+    for (path, text) in files {
+        let path = book.join("src").join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    book
+}
+
+#[test]
+fn a_chapter_listed_without_its_file_fails_the_build() {
+    let book = small_book(
+        "broken",
+        &[
+            (
+                "SUMMARY.md",
+                "# Summary\n\n- [Here](here.md)\n- [Missing](missing.md)\n",
+            ),
+            ("here.md", "# Here\n\n[the missing one](missing.md)\n"),
+        ],
+    );
     let built = build(&book, &book.join("out"));
     assert!(
         !built.status.success(),
@@ -181,28 +191,20 @@ fn a_chapter_listed_without_its_file_fails_the_build() {
 
 #[test]
 fn a_link_to_a_page_that_does_not_exist_is_found() {
-    let book = temp_dir("dead-link");
-    std::fs::copy(
-        workspace_root().join("docs/book.toml"),
-        book.join("book.toml"),
-    )
-    .unwrap();
-    std::fs::create_dir_all(book.join("src/part")).unwrap();
-    std::fs::write(
-        book.join("src/SUMMARY.md"),
-        "# Summary\n\n- [Intro](README.md)\n- [Part](part/README.md)\n",
-    )
-    .unwrap();
-    std::fs::write(
-        book.join("src/README.md"),
-        "# Intro\n\n[the part](part/README.md)\n",
-    )
-    .unwrap();
-    std::fs::write(
-        book.join("src/part/README.md"),
-        "# Part\n\n[gone](gone.md), [here](README.md#part), [elsewhere](https://example.org/x.html)\n",
-    )
-    .unwrap();
+    let book = small_book(
+        "dead-link",
+        &[
+            (
+                "SUMMARY.md",
+                "# Summary\n\n- [Intro](README.md)\n- [Part](part/README.md)\n",
+            ),
+            ("README.md", "# Intro\n\n[the part](part/README.md)\n"),
+            (
+                "part/README.md",
+                "# Part\n\n[gone](gone.md), [here](README.md#part), [elsewhere](https://example.org/x.html)\n",
+            ),
+        ],
+    );
     let out = book.join("out");
     assert!(build(&book, &out).status.success());
     let broken = broken_links(&out);
