@@ -87,13 +87,11 @@ pub struct Exit {
 
 #[derive(Debug, Default)]
 struct Status {
-    pid: Option<u32>,
     ready: bool,
     terminating: bool,
     gone: bool,
     restarts: u32,
     exits: Vec<Exit>,
-    ready_at: Option<Instant>,
 }
 
 /// What every pod of a rehearsal shares: the image's binary, where logs go, the
@@ -106,8 +104,6 @@ pub struct Node {
     /// Set over the manifest's environment (addresses of this machine's Kafka,
     /// PostgreSQL, Redis and provider; this run's databases and topics).
     pub env: BTreeMap<String, String>,
-    /// Apply the manifest's CPU and memory limits (off: the process runs unlimited).
-    pub limits: bool,
     pub epoch: Instant,
     pub run_id: String,
     http: reqwest::Client,
@@ -125,7 +121,6 @@ impl Node {
             binary,
             logs,
             env,
-            limits: true,
             epoch: Instant::now(),
             run_id,
             http: reqwest::Client::builder().no_proxy().build()?,
@@ -164,13 +159,9 @@ impl Pod {
         for port in template.ports.values() {
             ports.insert(*port, common_local::local_kafka::cluster::free_port()?);
         }
-        let limits = if node.limits {
-            Limits {
-                cpu_millis: template.cpu_limit_millis,
-                memory_bytes: template.memory_limit_bytes,
-            }
-        } else {
-            Limits::default()
+        let limits = Limits {
+            cpu_millis: template.cpu_limit_millis,
+            memory_bytes: template.memory_limit_bytes,
         };
         let cgroup = Cgroup::create(&format!("{}-{name}", node.run_id), limits)?;
         let pod = Arc::new(Pod {
@@ -191,7 +182,6 @@ impl Pod {
             running.update(|s| {
                 s.gone = true;
                 s.ready = false;
-                s.pid = None;
             });
             running.done.notify_waiters();
         });
@@ -222,10 +212,6 @@ impl Pod {
             .collect()
     }
 
-    pub fn pid(&self) -> Option<u32> {
-        self.update(|s| s.pid)
-    }
-
     pub fn is_ready(&self) -> bool {
         self.update(|s| s.ready)
     }
@@ -245,11 +231,6 @@ impl Pod {
 
     pub fn exits(&self) -> Vec<Exit> {
         self.update(|s| s.exits.clone())
-    }
-
-    /// When it last became ready.
-    pub fn ready_at(&self) -> Option<Instant> {
-        self.update(|s| s.ready_at)
     }
 
     /// What its control group has used so far.
@@ -310,10 +291,7 @@ impl Pod {
             let pid = child.id();
             let started = Instant::now();
             let oom_before = self.cgroup.usage().oom_kills;
-            self.update(|s| {
-                s.pid = pid;
-                s.ready = false;
-            });
+            self.update(|s| s.ready = false);
             tracing::info!(pod = %self.name, pid, "rehearsal: container started");
             let container = CancellationToken::new();
             let liveness_failed = CancellationToken::new();
@@ -367,7 +345,6 @@ impl Pod {
                 .code()
                 .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
             self.update(|s| {
-                s.pid = None;
                 s.ready = false;
                 s.exits.push(Exit {
                     at_ms: node.ms(),
@@ -471,12 +448,7 @@ impl Pod {
             match check {
                 Check::Readiness => {
                     if ok && successes >= probe.success_threshold {
-                        self.update(|s| {
-                            if !s.ready {
-                                s.ready = true;
-                                s.ready_at = Some(Instant::now());
-                            }
-                        });
+                        self.update(|s| s.ready = true);
                     } else if !ok && failures >= probe.failure_threshold {
                         self.update(|s| s.ready = false);
                     }

@@ -172,11 +172,6 @@ impl Report {
         !self.checks.is_empty() && self.checks.iter().all(|c| c.passed)
     }
 
-    /// The check whose text starts with `what`.
-    pub fn check(&self, what: &str) -> Option<&Check> {
-        self.checks.iter().find(|c| c.what.starts_with(what))
-    }
-
     pub fn print(&self) -> String {
         let mut out = format!("rehearsal {}\n\n{}\n", self.scenario.name(), self.table);
         for check in &self.checks {
@@ -223,8 +218,9 @@ pub struct Cluster {
     pub admin_url: String,
     /// The kubelet's node of the current variant ([`Cluster::variant`]).
     node: std::sync::Mutex<Arc<Node>>,
-    namespaces: std::sync::Mutex<Vec<String>>,
-    databases: std::sync::Mutex<Vec<String>>,
+    /// Every variant's, to drop at the end (a variant named twice is one set).
+    namespaces: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    databases: std::sync::Mutex<std::collections::BTreeSet<String>>,
     provider: Option<phase4_chaos::system::RunningProvider>,
     deployments: std::sync::Mutex<Vec<Arc<Deployment>>>,
 }
@@ -316,11 +312,14 @@ impl Cluster {
                 key.to_owned(),
                 common_local::endpoints::with_database(&self.admin_url, &database),
             );
-            self.databases.lock().expect("databases").push(database);
+            self.databases.lock().expect("databases").insert(database);
         }
         let namespace = format!("rehearse-{}-{label}", node.run_id);
         env.insert("TOPIC_NAMESPACE".to_owned(), namespace.clone());
-        self.namespaces.lock().expect("namespaces").push(namespace);
+        self.namespaces
+            .lock()
+            .expect("namespaces")
+            .insert(namespace);
         *node = Arc::new(Node::new(
             node.binary.clone(),
             node.logs.clone(),

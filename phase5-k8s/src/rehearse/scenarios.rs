@@ -624,13 +624,9 @@ pub async fn termination_during_traffic(
         let measured = traffic.await??;
         let lag = if rolled_payments {
             Some(
-                wait_lag_zero(
-                    &cluster.brokers,
-                    &group,
-                    &cluster.topic("orders"),
-                    Duration::from_secs(60),
-                )
-                .await?,
+                GroupLag::new(&cluster.brokers, &group, &cluster.topic("orders"))?
+                    .wait_zero(Duration::from_secs(60))
+                    .await?,
             )
         } else {
             None
@@ -811,33 +807,40 @@ fn assigned_partitions(bytes: &[u8]) -> usize {
     partitions
 }
 
-/// The group's lag on `topic`, sampled until it is 0 or `limit` passes.
-async fn wait_lag_zero(
-    brokers: &str,
-    group: &str,
-    topic: &str,
-    limit: Duration,
-) -> anyhow::Result<i64> {
-    let start = Instant::now();
-    loop {
-        let lag = group_lag(brokers, group, topic).await?;
-        if lag == 0 || start.elapsed() > limit {
-            return Ok(lag);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
+/// A consumer group's lag on one topic, measured from outside the group by one Kafka
+/// client kept for the whole run (phase 2's `LagProbe`).
+struct GroupLag(Arc<phase2_events::kafka::LagProbe>);
 
-async fn group_lag(brokers: &str, group: &str, topic: &str) -> anyhow::Result<i64> {
-    let probe = phase2_events::kafka::LagProbe::new(brokers, group, vec![topic.to_owned()])?;
-    tokio::task::spawn_blocking(move || {
-        Ok(probe
-            .sample(Duration::from_secs(5))?
-            .iter()
-            .map(phase2_events::kafka::PartitionLag::lag)
-            .sum())
-    })
-    .await?
+impl GroupLag {
+    fn new(brokers: &str, group: &str, topic: &str) -> anyhow::Result<GroupLag> {
+        let probe = phase2_events::kafka::LagProbe::new(brokers, group, vec![topic.to_owned()])?;
+        Ok(GroupLag(Arc::new(probe)))
+    }
+
+    /// Messages published but not yet committed by the group, over every partition.
+    async fn now(&self) -> anyhow::Result<i64> {
+        let probe = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            Ok(probe
+                .sample(Duration::from_secs(5))?
+                .iter()
+                .map(phase2_events::kafka::PartitionLag::lag)
+                .sum())
+        })
+        .await?
+    }
+
+    /// The lag, sampled until it is 0 or `limit` passes.
+    async fn wait_zero(&self, limit: Duration) -> anyhow::Result<i64> {
+        let start = Instant::now();
+        loop {
+            let lag = self.now().await?;
+            if lag == 0 || start.elapsed() > limit {
+                return Ok(lag);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------
@@ -930,6 +933,7 @@ pub async fn autoscaling(args: &RehearseArgs, cluster: &Cluster) -> anyhow::Resu
         let start = Instant::now();
         let group = cluster.namespaced(group);
         let topic = cluster.topic(topic);
+        let payment_lag = GroupLag::new(&cluster.brokers, &group, &topic)?;
         let mut ticks = Vec::new();
         let mut cpu_before: BTreeMap<String, u64> = BTreeMap::new();
         let mut last = Instant::now();
@@ -952,7 +956,7 @@ pub async fn autoscaling(args: &RehearseArgs, cluster: &Cluster) -> anyhow::Resu
             } else {
                 utilisation.iter().sum::<f64>() / utilisation.len() as f64
             };
-            let lag = group_lag(&cluster.brokers, &group, &topic).await?;
+            let lag = payment_lag.now().await?;
             let order_now = pods.len() as u32;
             let payment_now = payment.pods().len() as u32;
             // No figure for a pod yet: the HPA leaves the count alone.
@@ -997,7 +1001,7 @@ pub async fn autoscaling(args: &RehearseArgs, cluster: &Cluster) -> anyhow::Resu
         let _ = payment
             .wait_ready(payment.pods().len(), Duration::from_secs(30))
             .await;
-        let lag = wait_lag_zero(&cluster.brokers, &group, &topic, Duration::from_secs(60)).await?;
+        let lag = payment_lag.wait_zero(Duration::from_secs(60)).await?;
         let members = group_assignments(&cluster.brokers, &group).await?;
         let window = start.elapsed().as_secs_f64();
         let payment_cpu = payment
@@ -1050,17 +1054,14 @@ pub async fn autoscaling(args: &RehearseArgs, cluster: &Cluster) -> anyhow::Resu
                 t.payment_desired
             ));
         }
-        let members = run
-            .members
-            .iter()
-            .zip(run.payment_cpu.iter().chain(std::iter::repeat(&0.0)))
-            .map(|((_, partitions), _)| partitions.to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = |items: Vec<String>| items.join(", ");
         table.push_str(&format!(
-            "\npayment group members: {} (partitions each: {members}); idle members: {}\n",
+            "\npayment group members: {} (partitions each: {}); idle members: {}\n\
+             payment pods' CPU, each averaged over the run: {} cores\n",
             run.members.len(),
-            run.members.iter().filter(|(_, p)| *p == 0).count()
+            list(run.members.iter().map(|(_, p)| p.to_string()).collect()),
+            run.members.iter().filter(|(_, p)| *p == 0).count(),
+            list(run.payment_cpu.iter().map(|c| format!("{c:.3}")).collect()),
         ));
     }
     let (base, over) = (&runs[0], &runs[1]);
@@ -1150,7 +1151,6 @@ pub async fn pod_killer(args: &RehearseArgs, cluster: &Cluster) -> anyhow::Resul
     let traffic = tokio::spawn(load(service.addr(), rate, duration));
     let mut rng = StdRng::seed_from_u64(args.seed);
     let mut rounds = Vec::new();
-    let start = Instant::now();
     for _ in 0..args.rounds {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let deployment = targets[rng.random_range(0..targets.len())].clone();
@@ -1178,7 +1178,6 @@ pub async fn pod_killer(args: &RehearseArgs, cluster: &Cluster) -> anyhow::Resul
         });
     }
     let measured = traffic.await??;
-    let _ = start;
     let mut table = format!(
         "{rate} orders/s through the order API's Service; {} rounds of SIGKILL to a random pod of order (×{}) or payment (×{})\n\n\
          | round | pod killed | all replicas ready again after |\n|---|---|---|\n",
