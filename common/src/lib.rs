@@ -20,6 +20,21 @@
 //! Nothing here depends on Kafka or OpenTelemetry: the phases that introduce them
 //! (2 and 3) carry those dependencies, so phase 1 builds without them.
 
+/// Implements utoipa's `ToSchema` for a value type from an `ObjectBuilder` recipe:
+/// `schema_of!(Sku, |s| s.schema_type(Type::String).pattern(Some(SKU_PATTERN)))`.
+/// Defined before the modules (macros are scoped by text order).
+macro_rules! schema_of {
+    ($ty:ty, |$b:ident| $build:expr) => {
+        impl utoipa::PartialSchema for $ty {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                let $b = utoipa::openapi::ObjectBuilder::new();
+                $build.into()
+            }
+        }
+        impl utoipa::ToSchema for $ty {}
+    };
+}
+
 pub mod db;
 pub mod domain;
 pub mod http;

@@ -51,6 +51,17 @@ impl IdempotencyKey {
     }
 }
 
+/// The header as the OpenAPI document describes it (the parsing is above).
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyHeader {
+    /// Makes a retry safe: the same key and body answer with the first response
+    /// (`Idempotent-Replayed: true`); nothing is charged twice. A different body
+    /// under a used key is a 422.
+    #[param(rename = "idempotency-key", required = false, min_length = 1, max_length = 255, pattern = "^[\\x21-\\x7e]+$")]
+    pub idempotency_key: String,
+}
+
 /// What the database remembers about a key.
 #[derive(Debug, Clone)]
 pub struct Saved {

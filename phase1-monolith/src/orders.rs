@@ -27,10 +27,13 @@ use std::time::Duration;
 
 /// The body of `POST /orders`. Field types parse on deserialization, so a negative
 /// quantity or a malformed sku is rejected (422) before the handler runs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(examples(json!({"customer_id": "alice", "items": [{"sku": "pizza-margherita", "qty": 2}, {"sku": "cola", "qty": 1}]})))]
 pub struct PlaceOrder {
     pub customer_id: CustomerId,
+    /// One line per sku (a sku twice is refused: put the total on one line).
+    #[schema(min_items = 1, max_items = 20)]
     pub items: Vec<LineItem>,
 }
 
@@ -91,12 +94,26 @@ impl From<Problem> for OrderError {
     }
 }
 
+/// The menu with current prices, sorted by sku.
+#[utoipa::path(get, path = "/menu", tag = "orders",
+    responses(
+        (status = 200, description = "Everything that can be ordered", body = [MenuItem]),
+        (status = 500, description = "Unexpected (the cause is in the log, under the request id)", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn menu(State(store): State<OrderStore>) -> Result<Json<Vec<MenuItem>>, OrderError> {
     let mut items: Vec<_> = store.menu().await?.into_values().collect();
     items.sort_by(|a, b| a.sku.cmp(&b.sku));
     Ok(Json(items))
 }
 
+/// One order, as stored now (poll it after a 202).
+#[utoipa::path(get, path = "/orders/{id}", tag = "orders",
+    params(("id" = String, Path, description = "The order id from `POST /orders` (its `Location` header)")),
+    responses(
+        (status = 200, description = "The order", body = Order),
+        (status = 404, description = "No such order (or not an order id)", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Unexpected (the cause is in the log, under the request id)", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn get_order(
     State(store): State<OrderStore>,
     Path(id): Path<String>,
@@ -110,6 +127,25 @@ pub async fn get_order(
     Ok(Json(order))
 }
 
+/// Place an order: it is stored (`placed`), charged, settled, and answered.
+#[utoipa::path(post, path = "/orders", tag = "orders",
+    params(idempotency::IdempotencyHeader),
+    request_body = PlaceOrder,
+    responses(
+        (status = 201, description = "Settled: `paid`, or `cancelled` when the card was declined", body = Order,
+            headers(("location" = String, description = "`/orders/{id}`")),
+            links(("GetOrder" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")), description = "The order just placed")))),
+        (status = 202, description = "Stored, payment in doubt (`placed`): the reconciler settles it; poll `Location`", body = Order,
+            headers(("location" = String, description = "`/orders/{id}`")),
+            links(("GetOrder" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")), description = "The order just placed")))),
+        (status = 400, description = "Malformed JSON, or a malformed Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The first request with this Idempotency-Key is still running; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not `Content-Type: application/json`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid order: unknown sku, a sku twice, a bad field; or an Idempotency-Key reused with a different body", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Unexpected (the cause is in the log, under the request id)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The request took longer than --request-timeout", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn place_order(
     State(app): State<AppState>,
     RequestId(request_id): RequestId,

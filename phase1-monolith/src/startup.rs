@@ -10,13 +10,14 @@ use crate::reconciler::Reconciler;
 use crate::store::OrderStore;
 use crate::{health, orders};
 use axum::Router;
-use axum::routing::get;
 use common::http::{HttpLimits, with_standard_layers};
 use common::payment::{PaymentClient, Simulator};
 use common::shutdown::CancellationToken;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -57,14 +58,27 @@ impl axum::extract::FromRef<AppState> for OrderStore {
 
 /// The router alone, for tests that call it without a socket.
 pub fn router(state: AppState, limits: HttpLimits) -> Router {
-    let api = Router::new()
-        .route("/menu", get(orders::menu))
-        .route("/orders", axum::routing::post(orders::place_order))
-        .route("/orders/{id}", get(orders::get_order))
-        .route("/health", get(health::health))
-        .route("/ready", get(health::ready))
-        .with_state(state);
-    with_standard_layers(api, limits)
+    let (api, _doc) = api();
+    with_standard_layers(api.with_state(state), limits)
+}
+
+/// The routes and their OpenAPI document (served at `GET /openapi.json`, checked in
+/// as `openapi/orders.json`). `routes!` registers a handler and its `#[utoipa::path]`
+/// documentation together, so the two cannot drift apart.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let routes = OpenApiRouter::new()
+        .routes(routes!(orders::menu))
+        .routes(routes!(orders::place_order))
+        .routes(routes!(orders::get_order))
+        .routes(routes!(common::http::health))
+        .routes(routes!(health::ready));
+    common::http::openapi::serve(
+        routes,
+        "FerrisEats phase 1: orders API",
+        "A resilient monolith: an order is stored before it is paid, payments are retried \
+         with backoff behind a circuit breaker, `Idempotency-Key` makes retries safe, and \
+         in-doubt orders are settled by a reconciler. Every error is application/problem+json.",
+    )
 }
 
 impl Application {

@@ -81,6 +81,23 @@ impl Quantity {
     }
 }
 
+schema_of!(Cents, |s| s
+    .schema_type(utoipa::openapi::Type::Integer)
+    .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+        utoipa::openapi::KnownFormat::Int64
+    )))
+    .minimum(Some(0))
+    .description(Some("An amount of money in cents; never negative."))
+    .examples([1250]));
+schema_of!(Quantity, |s| s
+    .schema_type(utoipa::openapi::Type::Integer)
+    .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+        utoipa::openapi::KnownFormat::Int32
+    )))
+    .minimum(Some(1))
+    .maximum(Some(Quantity::MAX))
+    .examples([2]));
+
 impl<'de> Deserialize<'de> for Cents {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Cents::new(i64::deserialize(d)?).map_err(serde::de::Error::custom)

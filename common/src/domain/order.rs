@@ -55,7 +55,7 @@ pub struct Sku(String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {
-    #[error("customer_id must be 1 to 64 printable characters")]
+    #[error("customer_id must be 1 to 64 printable characters, with no space at either end")]
     InvalidCustomerId,
     #[error("sku must be 1 to 64 characters of a-z, A-Z, 0-9, '-' or '_'")]
     InvalidSku,
@@ -73,12 +73,45 @@ pub enum DomainError {
 
 pub const MAX_LINE_ITEMS: usize = 20;
 
+/// [`CustomerId::parse`]'s rule as a regular expression, for the OpenAPI schema: a
+/// non-space, non-control first and last character, no control character between.
+pub const CUSTOMER_ID_PATTERN: &str = r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$";
+
+/// [`Sku::parse`]'s rule as a regular expression, for the OpenAPI schema.
+pub const SKU_PATTERN: &str = "^[A-Za-z0-9_-]{1,64}$";
+
+// OpenAPI schemas of the identifiers: written by hand because their rules live in
+// `parse`, which a derive cannot see (a derived schema would say only "string").
+schema_of!(OrderId, |s| s
+    .schema_type(utoipa::openapi::Type::String)
+    .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+        utoipa::openapi::KnownFormat::Uuid
+    )))
+    .description(Some("A UUIDv7, chosen by the server.")));
+schema_of!(CustomerId, |s| s
+    .schema_type(utoipa::openapi::Type::String)
+    .min_length(Some(1))
+    .max_length(Some(64))
+    .pattern(Some(CUSTOMER_ID_PATTERN))
+    .description(Some("Who ordered: 1 to 64 characters, no control characters, no space at either end."))
+    .examples(["alice"]));
+schema_of!(Sku, |s| s
+    .schema_type(utoipa::openapi::Type::String)
+    .min_length(Some(1))
+    .max_length(Some(64))
+    .pattern(Some(SKU_PATTERN))
+    .description(Some("A menu item's stock-keeping unit."))
+    .examples(["pizza-margherita"]));
+
 impl CustomerId {
+    /// The rule is exactly what the OpenAPI schema says ([`CUSTOMER_ID_PATTERN`]), so
+    /// an API fuzzer's valid ids are accepted and its invalid ones refused: 1 to 64
+    /// characters, none of them control characters, no space at either end.
     pub fn parse(raw: &str) -> Result<Self, DomainError> {
-        let trimmed = raw.trim();
-        let ok =
-            (1..=64).contains(&trimmed.chars().count()) && !trimmed.chars().any(char::is_control);
-        ok.then(|| CustomerId(trimmed.to_owned()))
+        let ok = (1..=64).contains(&raw.chars().count())
+            && !raw.chars().any(char::is_control)
+            && raw.trim() == raw;
+        ok.then(|| CustomerId(raw.to_owned()))
             .ok_or(DomainError::InvalidCustomerId)
     }
     pub fn as_str(&self) -> &str {
@@ -113,14 +146,14 @@ macro_rules! deserialize_by_parsing {
 deserialize_by_parsing!(CustomerId, Sku);
 
 /// What the customer asked for: a sku and how many.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LineItem {
     pub sku: Sku,
     pub qty: Quantity,
 }
 
 /// Something on the menu, with its current price.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MenuItem {
     pub sku: Sku,
     pub name: String,
@@ -129,7 +162,7 @@ pub struct MenuItem {
 
 /// A priced line of an order. The unit price is copied from the menu at order time:
 /// a later price change must not change what the customer agreed to pay.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderLine {
     pub sku: Sku,
     pub name: String,
@@ -198,7 +231,7 @@ impl NewOrder {
 }
 
 /// A stored order, as the API returns it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Order {
     pub id: OrderId,
     pub customer_id: CustomerId,
@@ -296,8 +329,8 @@ mod tests {
         assert!(CustomerId::parse("").is_err());
         assert!(CustomerId::parse("   ").is_err());
         assert!(
-            CustomerId::parse("bob\n").is_ok(),
-            "surrounding whitespace is trimmed"
+            CustomerId::parse("bob\n").is_err(),
+            "surrounding whitespace is refused, not trimmed: the schema's pattern says so"
         );
         assert!(CustomerId::parse("bo\u{7}b").is_err());
         assert!(CustomerId::parse(&"x".repeat(65)).is_err());

@@ -13,11 +13,16 @@ use serde_json::{Map, Value};
 
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
-#[derive(Debug, Clone, Serialize)]
+/// An error answer (`application/problem+json`, RFC 9457). Match on `type`; show
+/// `detail` to a human. Some problems carry extension members, e.g. `unknown_skus`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(examples(json!({"type": "urn:ferriseats:problem:unknown-sku", "title": "Invalid order", "status": 422, "detail": "unknown sku: sushi", "unknown_skus": ["sushi"]})))]
 pub struct Problem {
+    /// A stable identifier, `urn:ferriseats:problem:<slug>`.
     #[serde(rename = "type")]
     pub kind: String,
     pub title: String,
+    /// The HTTP status, repeated.
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,

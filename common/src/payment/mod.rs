@@ -29,13 +29,16 @@ pub use simulator::{LatencyRange, Simulator, SimulatorConfig};
 /// Header carrying the client's idempotency key.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `POST /payments` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChargeRequest {
+    #[schema(min_length = 1)]
     pub order_id: String,
+    #[schema(minimum = 1)]
     pub amount_cents: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChargeStatus {
     Captured,
@@ -43,7 +46,7 @@ pub enum ChargeStatus {
 }
 
 /// One line of the provider's ledger.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChargeRecord {
     pub charge_id: String,
     pub order_id: String,
@@ -60,7 +63,7 @@ pub struct ChargeRecord {
 }
 
 /// The provider's books, as `GET /ledger` returns them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Ledger {
     /// Every `POST /payments` that reached the provider, including failed ones.
     pub requests_received: u64,
@@ -92,7 +95,7 @@ impl Ledger {
 }
 
 /// `GET /payments/{order_id}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderCharges {
     pub order_id: String,
     pub charges: Vec<ChargeRecord>,

@@ -7,12 +7,11 @@
 use super::{
     ChargeRecord, ChargeRequest, ChargeStatus, IDEMPOTENCY_KEY_HEADER, Ledger, OrderCharges,
 };
-use crate::http::{ApiJson, HttpLimits, Problem, RequestId, with_standard_layers};
+use crate::http::{ApiJson, HttpLimits, Problem, RequestId, openapi, with_standard_layers};
 use crate::shutdown::CancellationToken;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
@@ -23,6 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// A latency range such as `2s..5s`, `150ms` or `0`; each request sleeps a uniformly
 /// random time inside it.
@@ -43,6 +44,24 @@ impl LatencyRange {
         self.min + spread.mul_f64(rand::random::<f64>())
     }
 }
+
+// Serialized as serde does a `Duration`: `{"secs": 2, "nanos": 0}`.
+schema_of!(LatencyRange, |s| {
+    use utoipa::openapi::{ObjectBuilder, Type};
+    let duration = || {
+        ObjectBuilder::new()
+            .property("secs", ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)))
+            .property("nanos", ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)))
+            .required("secs")
+            .required("nanos")
+    };
+    s.schema_type(Type::Object)
+        .property("min", duration())
+        .property("max", duration())
+        .required("min")
+        .required("max")
+        .description(Some("Each request sleeps a uniformly random time in min..=max."))
+});
 
 impl FromStr for LatencyRange {
     type Err = String;
@@ -113,7 +132,7 @@ impl SimulatorConfig {
 }
 
 /// The runtime-adjustable part of the configuration (`GET`/`PUT /control`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Behaviour {
     pub failure_rate: f64,
     pub decline_rate: f64,
@@ -121,12 +140,15 @@ pub struct Behaviour {
 }
 
 /// `PUT /control` body: only the fields given are changed.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BehaviourPatch {
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub failure_rate: Option<f64>,
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub decline_rate: Option<f64>,
-    /// e.g. `"2s..5s"`, `"0"`.
+    /// e.g. `"2s..5s"`, `"300ms"`, `"0"`.
+    #[schema(examples("2s..5s"))]
     pub latency: Option<String>,
 }
 
@@ -265,17 +287,27 @@ impl Simulator {
         Ok(Decision::Charged(record))
     }
 
-    /// The provider's HTTP API.
+    /// The provider's HTTP API, with its OpenAPI document at `GET /openapi.json`.
     pub fn router(&self, limits: HttpLimits) -> Router {
-        let api = Router::new()
-            .route("/payments", post(charge))
-            .route("/payments/{order_id}", get(charges_for_order))
-            .route("/payments/{order_id}/refund", post(refund))
-            .route("/ledger", get(ledger))
-            .route("/control", get(get_control).put(put_control))
-            .route("/health", get(|| async { "ok" }))
-            .with_state(self.clone());
-        with_standard_layers(api, limits)
+        let (api, _doc) = Self::api();
+        with_standard_layers(api.with_state(self.clone()), limits)
+    }
+
+    /// The routes and the OpenAPI document they generate.
+    pub fn api() -> (Router<Simulator>, utoipa::openapi::OpenApi) {
+        let routes = OpenApiRouter::new()
+            .routes(routes!(charge))
+            .routes(routes!(charges_for_order))
+            .routes(routes!(refund))
+            .routes(routes!(ledger))
+            .routes(routes!(get_control, put_control))
+            .routes(routes!(crate::http::health));
+        openapi::serve(
+            routes,
+            "FerrisEats payment provider simulator",
+            "A card processor that is slow, fails transiently, declines some cards and \
+             charges before it answers. Every behaviour can be changed live with PUT /control.",
+        )
     }
 
     /// Serves the provider on `listener` until `shutdown` is cancelled.
@@ -292,6 +324,20 @@ impl Simulator {
     }
 }
 
+/// Charge an order. Honours `Idempotency-Key`: the same key and body answer with the
+/// first charge (`Idempotent-Replayed: true`); nothing is charged twice.
+#[utoipa::path(post, path = "/payments", tag = "payments",
+    params(("idempotency-key" = Option<String>, Header, description = "Makes a retry safe: the same key answers with the first charge.")),
+    request_body = ChargeRequest,
+    responses(
+        (status = 201, description = "Captured", body = ChargeRecord),
+        (status = 402, description = "Card declined (recorded, final)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not `Content-Type: application/json`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid charge, or an idempotency key reused for another charge", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Simulated transient failure: nothing charged, retry", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn charge(
     State(sim): State<Simulator>,
     RequestId(request_id): RequestId,
@@ -368,6 +414,12 @@ fn charge_response(record: ChargeRecord) -> Response {
     }
 }
 
+#[utoipa::path(get, path = "/payments/{order_id}", tag = "payments",
+    params(("order_id" = String, Path, description = "The order whose charges to list")),
+    responses(
+        (status = 200, description = "Every charge recorded for the order (reconciliation)", body = OrderCharges),
+        (status = 503, description = "Simulated transient failure, as for charges", body = Problem, content_type = "application/problem+json"),
+    ))]
 /// Lookups are as flaky as charges: a provider that is down is down for every call
 /// (so a successful lookup never closes a breaker that charges would trip again).
 async fn charges_for_order(State(sim): State<Simulator>, Path(order_id): Path<String>) -> Response {
@@ -388,6 +440,13 @@ async fn charges_for_order(State(sim): State<Simulator>, Path(order_id): Path<St
     Json(OrderCharges { order_id, charges }).into_response()
 }
 
+#[utoipa::path(post, path = "/payments/{order_id}/refund", tag = "payments",
+    params(("order_id" = String, Path, description = "The order to refund")),
+    responses(
+        (status = 200, description = "The refunded charges (refunding twice changes nothing)", body = OrderCharges),
+        (status = 404, description = "The order has no captured charge", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Simulated transient failure: nothing refunded, retry", body = Problem, content_type = "application/problem+json"),
+    ))]
 /// Refunds every captured charge of an order. Refunding twice changes nothing (the
 /// first refund time stays), so a caller may retry freely. 404 when the order has no
 /// captured charge: there is nothing to give back.
@@ -430,14 +489,29 @@ async fn refund(State(sim): State<Simulator>, Path(order_id): Path<String>) -> R
     .into_response()
 }
 
+/// Every charge, and how many charge requests arrived: duplicates can be counted.
+#[utoipa::path(get, path = "/ledger", tag = "provider",
+    responses((status = 200, description = "The provider's books", body = Ledger)))]
 async fn ledger(State(sim): State<Simulator>) -> Json<Ledger> {
     Json(sim.ledger())
 }
 
+/// How the provider behaves now.
+#[utoipa::path(get, path = "/control", tag = "provider",
+    responses((status = 200, description = "Failure rate, decline rate and latency", body = Behaviour)))]
 async fn get_control(State(sim): State<Simulator>) -> Json<Behaviour> {
     Json(sim.behaviour())
 }
 
+/// Change how the provider behaves, live; only the fields given change.
+#[utoipa::path(put, path = "/control", tag = "provider",
+    request_body = BehaviourPatch,
+    responses(
+        (status = 200, description = "The behaviour now", body = Behaviour),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not `Content-Type: application/json`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A rate outside 0..=1, a bad latency or an unknown field", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn put_control(
     State(sim): State<Simulator>,
     ApiJson(patch): ApiJson<BehaviourPatch>,

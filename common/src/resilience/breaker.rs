@@ -65,7 +65,7 @@ impl Default for BreakerConfig {
 }
 
 /// The publicly visible state (for `/ready`, logs and metrics).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BreakerState {
     Closed,

@@ -8,6 +8,32 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use std::time::Duration;
 
+async fn both_apis_serve_their_checked_in_openapi_document(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for (base, file) in [
+        (&app.address, "orders.json"),
+        (&app.provider_url, "provider.json"),
+    ] {
+        let response = app
+            .http
+            .get(format!("{base}/openapi.json"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-type"], "application/json");
+        let served = response.text().await.unwrap();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi").join(file);
+        assert_eq!(
+            served,
+            std::fs::read_to_string(&path).unwrap(),
+            "{base}/openapi.json differs from {}",
+            path.display()
+        );
+    }
+    app.stop().await;
+}
+
 async fn the_menu_lists_what_can_be_ordered(backend: Backend) {
     let app = spawn_app(backend).await;
     let menu: Vec<Value> = app.get("/menu").await.json().await.unwrap();
@@ -204,6 +230,7 @@ crate::on_both_backends!(
     the_order_is_stored_before_the_provider_is_called,
     health_is_liveness_and_ready_reports_dependencies,
     responses_carry_the_callers_request_id,
+    both_apis_serve_their_checked_in_openapi_document,
 );
 
 /// Readiness needs the database and nothing else: drop the database under a running

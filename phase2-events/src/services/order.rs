@@ -22,7 +22,6 @@ use axum::Router;
 use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use common::domain::{NewOrder, Order, OrderEvent, OrderStatus};
 use common::http::{ApiJson, HttpLimits, Problem, RequestId, with_standard_layers};
 use common::shutdown::CancellationToken;
@@ -34,6 +33,8 @@ use sqlx::{Any, AnyPool, Row, Transaction};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub const SERVICE: Service = Service::Order;
 
@@ -88,16 +89,46 @@ impl FromRef<OrderApi> for OrderStore {
 }
 
 pub fn router(api: OrderApi, limits: HttpLimits) -> Router {
-    let routes = Router::new()
-        .route("/menu", get(phase1_monolith::orders::menu))
-        .route("/orders", post(place_order))
-        .route("/orders/{id}", get(phase1_monolith::orders::get_order))
-        .route("/health", get(|| async { "ok" }))
-        .route("/ready", get(ready))
-        .with_state(api);
-    with_standard_layers(routes, limits)
+    let (routes, _doc) = routes();
+    with_standard_layers(routes.with_state(api), limits)
 }
 
+/// The routes and their OpenAPI document (`GET /openapi.json`, checked in as
+/// `openapi/order.json`): phase 1's menu and order lookup, reused as they are, and a
+/// `POST /orders` that answers 202 because the order now moves through events.
+pub fn routes() -> (Router<OrderApi>, utoipa::openapi::OpenApi) {
+    let routes = OpenApiRouter::new()
+        .routes(routes!(phase1_monolith::orders::menu))
+        .routes(routes!(place_order))
+        .routes(routes!(phase1_monolith::orders::get_order))
+        .routes(routes!(common::http::health))
+        .routes(routes!(ready));
+    common::http::openapi::serve(
+        routes,
+        "FerrisEats phase 2: order API",
+        "Phase 1's API over a transactional outbox: `POST /orders` stores the order and its \
+         `OrderPlaced` event in one transaction and answers 202; payment, stock and delivery \
+         follow as events (watch them on the notification service's WebSocket). Every error \
+         is application/problem+json.",
+    )
+}
+
+/// Place an order: stored with its `OrderPlaced` event in one transaction; the rest
+/// happens through events, so the answer is always 202 (poll `Location`).
+#[utoipa::path(post, path = "/orders", tag = "orders",
+    params(idempotency::IdempotencyHeader),
+    request_body = PlaceOrder,
+    responses(
+        (status = 202, description = "Stored (`placed`), `OrderPlaced` in the outbox; poll `Location`", body = Order,
+            headers(("location" = String, description = "`/orders/{id}`")),
+            links(("GetOrder" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")), description = "The order just placed")))),
+        (status = 400, description = "Malformed JSON, or a malformed Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not `Content-Type: application/json`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid order: unknown sku, a sku twice, a bad field; or an Idempotency-Key reused with a different body", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Unexpected (the cause is in the log, under the request id)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The request took longer than --request-timeout", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn place_order(
     State(api): State<OrderApi>,
     RequestId(request_id): RequestId,
@@ -177,7 +208,7 @@ pub const FINISH_WINDOW_SECONDS: i64 = 5;
 
 /// What the order API's `/ready` says besides "ready": how the pipeline is doing.
 /// Phase 4's gateway reads it to decide whether to let new orders in.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Readiness {
     pub status: String,
     /// Events committed and not yet published.
@@ -221,6 +252,11 @@ async fn readiness(pool: &AnyPool) -> anyhow::Result<Readiness> {
 /// on these two numbers (`open_orders / finished_per_second`) is how long a new order
 /// can expect to take, end to end — phase 4's gateway admits new orders while that
 /// stays under its target.
+#[utoipa::path(get, path = "/ready", tag = "health",
+    responses(
+        (status = 200, description = "Ready, with the pipeline's figures", body = Readiness),
+        (status = 503, description = "The order database is unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn ready(State(api): State<OrderApi>) -> Response {
     match readiness(api.store.pool()).await {
         Ok(readiness) => axum::Json(readiness).into_response(),

@@ -29,7 +29,7 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRef, Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use common::http::{HttpLimits, Problem, with_standard_layers};
 use common::shutdown::CancellationToken;
 use gcra::{Decision, Gcra, Quota};
@@ -43,6 +43,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Where phase 4 runs the order API (phase 1–3 ran it on 3000, now the gateway's).
 pub const DEFAULT_UPSTREAM: &str = "http://127.0.0.1:3100";
@@ -407,13 +409,9 @@ impl Gateway {
 
     /// The client-facing routes.
     pub fn router(&self) -> Router {
-        let routes = Router::new()
-            .route("/menu", get(menu))
-            .route("/orders", post(place_order))
-            .route("/orders/{id}", get(get_order))
-            .with_state(self.clone());
+        let (routes, _doc) = routes();
         with_standard_layers(
-            routes,
+            routes.with_state(self.clone()),
             HttpLimits {
                 body_limit: 64 * 1024,
                 request_timeout: self.inner.settings.upstream_timeout + Duration::from_secs(1),
@@ -890,6 +888,80 @@ impl Gateway {
     }
 }
 
+/// The client-facing routes and their OpenAPI document (`GET /openapi.json`, checked
+/// in as `openapi/gateway.json`): phase 2's order API behind a bearer token, rate
+/// limits and load shedding — which is what the extra statuses document.
+pub fn routes() -> (Router<Gateway>, utoipa::openapi::OpenApi) {
+    use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+    let routes = OpenApiRouter::new()
+        .routes(routes!(menu))
+        .routes(routes!(place_order))
+        .routes(routes!(get_order));
+    let (router, mut doc) = common::http::openapi::serve(
+        routes,
+        "FerrisEats phase 4: gateway",
+        "The only door for clients. Who is calling (an HS256 bearer token, `sub` = the \
+         customer), how often (GCRA limits shared through Redis: 429 with `Retry-After` and \
+         `RateLimit` headers), and how much at once (a cheap 503 beyond its slots, writes \
+         shed before reads) are decided here; what passes goes to phase 2's order API.",
+    );
+    doc.components.get_or_insert_with(Default::default).add_security_scheme(
+        BEARER,
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("JWT")
+                .description(Some(
+                    "HS256, issuer `ferriseats`, subject = the customer: \
+                     `phase4-chaos token alice` prints one.",
+                ))
+                .build(),
+        ),
+    );
+    (router, doc)
+}
+
+/// The name of the security scheme in the OpenAPI document (the `security(...)` of
+/// each path names it too: utoipa takes only a literal there).
+const BEARER: &str = "bearer";
+
+/// What the gateway itself can answer instead of forwarding; every route can.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // a description for the OpenAPI document, never built
+enum Refusals {
+    /// No bearer token, or one that does not verify (`WWW-Authenticate: Bearer`).
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    /// A rate limit is used up: `Retry-After`, `RateLimit`, `RateLimit-Policy` say when.
+    #[response(status = 429, content_type = "application/problem+json",
+        headers(("retry-after" = u64, description = "Seconds until a retry can pass"),
+                ("ratelimit" = String, description = "IETF draft: remaining and reset"),
+                ("ratelimit-policy" = String, description = "IETF draft: quota and window")))]
+    TooManyRequests(Problem),
+    /// No order API replica answered usefully.
+    #[response(status = 502, content_type = "application/problem+json")]
+    BadGateway(Problem),
+    /// Shed (too much in flight, or the pipeline is behind), or no replica is ready;
+    /// `Retry-After` says when to try again.
+    #[response(status = 503, content_type = "application/problem+json",
+        headers(("retry-after" = u64, description = "Seconds to wait")))]
+    Unavailable(Problem),
+    /// The order API did not answer in time.
+    #[response(status = 504, content_type = "application/problem+json")]
+    GatewayTimeout(Problem),
+}
+
+/// `POST /orders` through the gateway: phase 2's body, but the customer is the token's.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[schema(examples(json!({"items": [{"sku": "pizza-margherita", "qty": 2}]})))]
+#[allow(dead_code)] // describes the body for the OpenAPI document; the gateway forwards bytes
+struct GatewayOrder {
+    /// Ignored: replaced by the token's subject.
+    customer_id: Option<String>,
+    #[schema(min_items = 1, max_items = 20)]
+    items: Vec<common::domain::LineItem>,
+}
+
 fn answer(status: StatusCode, mut headers: HeaderMap, limits: HeaderMap, body: Bytes) -> Response {
     headers.extend(limits);
     (status, headers, body).into_response()
@@ -898,6 +970,11 @@ fn answer(status: StatusCode, mut headers: HeaderMap, limits: HeaderMap, body: B
 /// `GET /menu`: public. Limited per customer when a token comes with it (a signed-in
 /// customer browsing), per client IP when none does; a token that does not verify is
 /// a 401 all the same.
+#[utoipa::path(get, path = "/menu", tag = "orders", security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The menu, from the order API", body = [common::domain::MenuItem]),
+        Refusals,
+    ))]
 async fn menu(
     State(gateway): State<Gateway>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -919,6 +996,17 @@ async fn menu(
 
 /// `POST /orders`: the customer comes from the token; any `customer_id` in the body
 /// is replaced by it.
+#[utoipa::path(post, path = "/orders", tag = "orders", security(("bearer" = [])),
+    params(phase1_monolith::idempotency::IdempotencyHeader),
+    request_body = GatewayOrder,
+    responses(
+        (status = 202, description = "Accepted by the order API (`placed`); poll `Location`", body = common::domain::Order,
+            headers(("location" = String, description = "`/orders/{id}`")),
+            links(("GetOrder" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")), description = "The order just placed")))),
+        (status = 400, description = "Malformed JSON, or a malformed Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid order (from the order API), or a body that is not an object", body = Problem, content_type = "application/problem+json"),
+        Refusals,
+    ))]
 async fn place_order(
     State(gateway): State<Gateway>,
     customer: Result<Customer, auth::Unauthorized>,
@@ -969,6 +1057,13 @@ fn with_customer(body: &[u8], customer: &str) -> Result<Bytes, Problem> {
 /// `GET /orders/{id}`: a customer sees only their own orders; another customer's
 /// order is answered exactly like one that does not exist (404), so ids cannot be
 /// probed.
+#[utoipa::path(get, path = "/orders/{id}", tag = "orders", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The order id from `POST /orders`")),
+    responses(
+        (status = 200, description = "The order, if it is the caller's", body = common::domain::Order),
+        (status = 404, description = "No such order, or another customer's", body = Problem, content_type = "application/problem+json"),
+        Refusals,
+    ))]
 async fn get_order(
     State(gateway): State<Gateway>,
     customer: Result<Customer, auth::Unauthorized>,
