@@ -58,7 +58,13 @@ pub struct IdempotencyHeader {
     /// Makes a retry safe: the same key and body answer with the first response
     /// (`Idempotent-Replayed: true`); nothing is charged twice. A different body
     /// under a used key is a 422.
-    #[param(rename = "idempotency-key", required = false, min_length = 1, max_length = 255, pattern = "^[\\x21-\\x7e]+$")]
+    #[param(
+        rename = "idempotency-key",
+        required = false,
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[\\x21-\\x7e]+$"
+    )]
     pub idempotency_key: String,
 }
 

@@ -12,7 +12,12 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = common::shutdown::on_signal();
     let result = match cli.command {
         Some(Command::Provider(config)) => {
-            let listener = tokio::net::TcpListener::bind(config.addr).await?;
+            let listener = common::http::listen(
+                config.addr,
+                "the payment provider simulator",
+                "--provider-addr",
+            )
+            .await?;
             tracing::info!(addr = %listener.local_addr()?, "listening");
             let sim = common::payment::Simulator::new(&config);
             sim.serve(listener, shutdown)

@@ -10,7 +10,7 @@ use crate::reconciler::Reconciler;
 use crate::store::OrderStore;
 use crate::{health, orders};
 use axum::Router;
-use common::http::{HttpLimits, with_standard_layers};
+use common::http::{HttpLimits, listen, with_standard_layers};
 use common::payment::{PaymentClient, Simulator};
 use common::shutdown::CancellationToken;
 use std::net::SocketAddr;
@@ -92,7 +92,12 @@ impl Application {
         let (provider, payment_url) = match &settings.payment_url {
             Some(url) => (None, url.clone()),
             None => {
-                let listener = bind(settings.provider.addr, "payment provider simulator").await?;
+                let listener = listen(
+                    settings.provider.addr,
+                    "the payment provider simulator",
+                    "--provider-addr",
+                )
+                .await?;
                 let url = format!("http://{}", listener.local_addr()?);
                 (Some((listener, Simulator::new(&settings.provider))), url)
             }
@@ -114,7 +119,7 @@ impl Application {
             settings.reconcile_after,
         );
         Ok(Application {
-            listener: bind(settings.addr, "order API").await?,
+            listener: listen(settings.addr, "the order API", "--addr").await?,
             router: router(state.clone(), limits),
             provider,
             reconciler,
@@ -170,10 +175,4 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
-}
-
-async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|err| {
-        anyhow::anyhow!("cannot listen on {addr} for the {what}: {err} (is another instance running? choose another address with the flags in --help)")
-    })
 }

@@ -15,10 +15,16 @@ fn checked_in(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn the_orders_api_document_is_checked_in() {
-    assert_checked_in(&phase1_monolith::startup::api().1, &checked_in("orders.json"));
+    assert_checked_in(
+        &phase1_monolith::startup::api().1,
+        &checked_in("orders.json"),
+    );
 }
 
 #[test]
 fn the_provider_simulator_document_is_checked_in() {
-    assert_checked_in(&common::payment::Simulator::api().1, &checked_in("provider.json"));
+    assert_checked_in(
+        &common::payment::Simulator::api().1,
+        &checked_in("provider.json"),
+    );
 }

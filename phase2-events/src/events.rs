@@ -66,6 +66,15 @@ impl Envelope {
         }
     }
 
+    /// The trace id in `traceparent` (32 hex digits), the id a trace viewer finds
+    /// the order's whole flow by.
+    pub fn trace_id(&self) -> Option<&str> {
+        let mut fields = self.traceparent.as_deref()?.split('-');
+        let (_version, trace_id) = (fields.next()?, fields.next()?);
+        (trace_id.len() == 32 && trace_id.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then_some(trace_id)
+    }
+
     /// A new event caused by `self`: same flow, same order, `causation_id` = self.
     pub fn caused(&self, event_type: &str, payload: serde_json::Value) -> Self {
         Envelope {
@@ -120,6 +129,18 @@ mod tests {
         assert_eq!(paid.correlation_id, "req-1");
         assert_eq!(paid.causation_id, Some(placed.event_id));
         assert_ne!(paid.event_id, placed.event_id);
+    }
+
+    #[test]
+    fn the_trace_id_is_read_from_a_well_formed_traceparent_only() {
+        let mut event = Envelope::new("OrderPlaced", OrderId::new(), "c", serde_json::json!({}));
+        event.traceparent =
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned());
+        assert_eq!(event.trace_id(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        event.traceparent = Some("00-not-a-trace".to_owned());
+        assert_eq!(event.trace_id(), None);
+        event.traceparent = None;
+        assert_eq!(event.trace_id(), None);
     }
 
     #[test]

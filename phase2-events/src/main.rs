@@ -93,7 +93,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Delivery(settings) => DeliveryService::build(&settings).await?.run(shutdown).await,
         Command::Relay(settings) => Relays::build(&settings).await?.run(shutdown).await,
         Command::Provider(config) => {
-            let listener = tokio::net::TcpListener::bind(config.addr).await?;
+            let listener = common::http::listen(
+                config.addr,
+                "the payment provider simulator",
+                "--provider-addr",
+            )
+            .await?;
             common::payment::Simulator::new(&config)
                 .serve(listener, shutdown)
                 .await?;

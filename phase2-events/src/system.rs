@@ -97,9 +97,9 @@ pub struct Provider {
 impl Provider {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
         let addr = settings.provider.addr;
-        let listener = TcpListener::bind(addr).await.map_err(|err| {
-            anyhow::anyhow!("cannot listen on {addr} for the payment provider simulator: {err} (use --provider-addr, or --payment-url for one already running)")
-        })?;
+        // Already running elsewhere? `--payment-url` points at it instead.
+        let listener =
+            common::http::listen(addr, "the payment provider simulator", "--provider-addr").await?;
         Ok(Provider {
             listener,
             simulator: Simulator::new(&settings.provider),

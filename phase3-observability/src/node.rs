@@ -244,11 +244,7 @@ impl Node {
             databases,
         };
         let ops_addr = observed.ops_addr.unwrap_or_else(|| role.default_ops_addr());
-        let ops = TcpListener::bind(ops_addr).await.map_err(|err| {
-            anyhow::anyhow!(
-                "cannot listen on {ops_addr} for the ops server: {err} (use --ops-addr)"
-            )
-        })?;
+        let ops = common::http::listen(ops_addr, "the ops server", "--ops-addr").await?;
         Ok(Node {
             role,
             ops_router: crate::ops::router(role.name(), metrics, incidents.clone(), readiness),

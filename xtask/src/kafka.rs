@@ -103,8 +103,13 @@ fn is_up() -> bool {
         .is_ok_and(|view| !view.brokers.is_empty())
 }
 
+/// Kafka's jars are in `.ferriseats/kafka/<version>/lib` and a Java runtime is found.
+fn installed() -> bool {
+    local_kafka::installed(&local_kafka::lib_dir()) && local_kafka::java().is_some()
+}
+
 fn start(_privilege: Privilege) -> anyhow::Result<Option<Stop>> {
-    if !local_kafka::installed(&local_kafka::lib_dir()) || local_kafka::java().is_none() {
+    if !installed() {
         return Ok(None); // not installed: `up` installs, then calls us again
     }
     // Installed: anything still wrong (a Java too old) is an error to show.

@@ -12,15 +12,20 @@
 //! | `cargo xtask test [-- ARGS]` | [`test`] |
 //! | `cargo xtask book [--serve]` | [`book`] (a pinned mdBook, installed once) |
 //! | `cargo xtask bench [phase1\|phase2\|phase3] [FLAGS]` | runs `phase4-chaos bench …` in release mode (the benchmarks are phase 4's library: `phase4-chaos/src/bench/`) |
+//! | `cargo xtask prefetch [--skip-build]` | [`prefetch`]: a list of steps downloading and building everything the workshop needs (with the installers of `up`, `test` and `book`), so a room can work offline |
+//! | `cargo xtask reset [--exercises]` | [`reset`]: the workshop's databases, topics, Redis keys and run state in `.ferriseats/` removed (DeleteTopics from [`kafka_topics`]); installed tools and running services kept |
 //!
 //! This file only parses the command line and dispatches.
 
 mod book;
 mod kafka;
+mod kafka_topics;
 mod postgres;
+mod prefetch;
 mod process;
 mod prometheus;
 mod redis;
+mod reset;
 mod services;
 mod test;
 
@@ -56,6 +61,28 @@ enum Command {
     /// Build the workshop's book (docs/) with a pinned mdBook, installed once;
     /// `--serve` serves it on http://127.0.0.1:3400.
     Book(book::BookArgs),
+    /// Download and build everything the workshop needs, so a room can work offline
+    /// afterwards.
+    ///
+    /// Crates, the workspace's debug and release builds, PostgreSQL, Redis, Kafka and
+    /// Prometheus (installed, not started), the test suite's tools and the book's
+    /// mdBook. Each step prints one line with its duration and what it fetched; a
+    /// failed step says what to do, the others still run, and the exit status is
+    /// non-zero. Running it again only does what is missing.
+    Prefetch(prefetch::PrefetchArgs),
+    /// Back to a clean state in seconds: the workshop's databases, topics, Redis keys
+    /// and run state removed; installed tools kept, services left running.
+    ///
+    /// Drops phase 2's databases (phases 3 and 4 use the same), phase 1's tables and
+    /// SQLite file and leftover benchmark databases; deletes the Kafka topics orders,
+    /// payments, inventory and delivery with their .retry and .dlq, and the
+    /// notification service's Redis keys; removes run state from .ferriseats/ (chaos
+    /// runs, rehearsals, the game day's answer; logs emptied). Only these default
+    /// names: never a test's. Installed tools, Kafka's installation and storage and
+    /// started.json are kept, and the services keep running (`cargo xtask down` stops
+    /// them). Refuses, touching nothing, while a phase is connected to its databases;
+    /// do not run it during `cargo xtask test` or a game day.
+    Reset(reset::ResetArgs),
     /// A chaos scenario under load, ending in a verdict: builds and runs
     /// `phase4-chaos scenario ARGS` (`cargo xtask chaos kill-service`, `--all`); the
     /// exit status is the verdict's (0 pass, 1 fail, 2 not judged).
@@ -120,6 +147,8 @@ fn main() -> std::process::ExitCode {
         Command::Test(args) => test::run(&args),
         Command::Book(args) => book::run(&args),
         Command::Bench { args } => bench(&args),
+        Command::Prefetch(args) => prefetch::run(&args),
+        Command::Reset(args) => reset::run(&args),
         // The verdict's exit status, as it is: 1 fail, 2 not judged.
         Command::Chaos { args } => match phase4("scenario", &args) {
             Ok(status) => {

@@ -93,6 +93,11 @@ fn stop_command(cmd: &Command) -> Stop {
     )
 }
 
+/// A server is installed the Debian way (`/usr/lib/postgresql/<version>/bin/postgres`).
+fn installed() -> bool {
+    !common_local::local_postgres::installed_versions().is_empty()
+}
+
 fn start(privilege: Privilege) -> anyhow::Result<Option<Stop>> {
     let versions = common_local::local_postgres::installed_versions();
     if versions.is_empty() {

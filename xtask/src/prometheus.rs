@@ -82,6 +82,10 @@ fn find(program: &str) -> Option<PathBuf> {
     process::find(program, Some(Path::new("/usr/bin")))
 }
 
+fn installed() -> bool {
+    find(PROGRAM).is_some()
+}
+
 fn start(_privilege: Privilege) -> anyhow::Result<Option<Stop>> {
     let Some(prometheus) = find(PROGRAM) else {
         return Ok(None);

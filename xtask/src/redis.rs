@@ -53,8 +53,12 @@ fn is_up() -> bool {
     }
 }
 
+fn installed() -> bool {
+    process::on_path("redis-server")
+}
+
 fn start(_privilege: Privilege) -> anyhow::Result<Option<Stop>> {
-    if !process::on_path("redis-server") {
+    if !installed() {
         return Ok(None);
     }
     if is_up() {

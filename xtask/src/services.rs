@@ -17,7 +17,8 @@
 //! those: a server you were already running is never touched.
 //!
 //! Adding a service is one module (like [`crate::postgres`]), whose `SERVICE` is
-//! made with [`service!`], and one entry in [`SERVICES`]; the flow does not change.
+//! made with [`service!`], and one entry in [`SERVICES`]; the flow does not change,
+//! and `cargo xtask prefetch` installs the new service too ([`crate::prefetch`]).
 //!
 //! [`OBSERVABILITY`] lists the services that only `up --observability` brings up
 //! (Prometheus, [`crate::prometheus`]): the same flow, for whoever wants to look at
@@ -48,6 +49,10 @@ pub struct Service {
     pub local_urls: &'static [&'static str],
     /// Does the service answer on 127.0.0.1:`port`? Cheap, no side effects.
     pub is_up: fn() -> bool,
+    /// Is it installed here (ready to start, nothing to download)? Cheap, no side
+    /// effects: `start` answers `Ok(None)` exactly when this is false, and `cargo
+    /// xtask prefetch` installs what it is false for.
+    pub installed: fn() -> bool,
     /// Start it if it is installed. `Ok(Some(stop))`: it is running now and `stop`
     /// says how to stop it again; `Ok(None)`: it is not installed.
     pub start: fn(Privilege) -> anyhow::Result<Option<Stop>>,
@@ -68,8 +73,8 @@ pub struct Service {
 
 /// The [`Service`] of a service module: `name`, `port`, `env_override` and
 /// `default_url` are given, and the hooks are the module's own functions of the same
-/// names (`is_up`, `start`, `install`, `prepare`, `check_url`, `manual`,
-/// `details`), which every service module defines.
+/// names (`is_up`, `installed`, `start`, `install`, `prepare`, `check_url`,
+/// `manual`, `details`), which every service module defines.
 macro_rules! service {
     (@or $given:expr) => { $given };
     (@or) => { &[] };
@@ -87,6 +92,7 @@ macro_rules! service {
             default_url: $default_url,
             local_urls: $crate::services::service!(@or $($local_urls)?),
             is_up,
+            installed,
             start,
             install,
             prepare,
@@ -120,7 +126,7 @@ pub const SERVICES: &[Service] = &[postgres::SERVICE, redis::SERVICE, kafka::SER
 pub const OBSERVABILITY: &[Service] = &[prometheus::SERVICE];
 
 /// Every service xtask knows, in start order.
-fn all_services() -> impl Iterator<Item = &'static Service> {
+pub fn all_services() -> impl Iterator<Item = &'static Service> {
     SERVICES.iter().chain(OBSERVABILITY)
 }
 

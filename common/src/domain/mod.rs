@@ -9,7 +9,7 @@ mod status;
 
 pub use money::{Cents, MoneyError, Quantity};
 pub use order::{
-    CUSTOMER_ID_PATTERN, CustomerId, DomainError, LineItem, MAX_LINE_ITEMS, MenuItem, NewOrder, Order, OrderId,
-    OrderLine, SKU_PATTERN, Sku,
+    CUSTOMER_ID_PATTERN, CustomerId, DomainError, LineItem, MAX_LINE_ITEMS, MenuItem, NewOrder,
+    Order, OrderId, OrderLine, SKU_PATTERN, Sku,
 };
 pub use status::{CancellationReason, IllegalTransition, OrderEvent, OrderStatus};

@@ -75,7 +75,8 @@ pub const MAX_LINE_ITEMS: usize = 20;
 
 /// [`CustomerId::parse`]'s rule as a regular expression, for the OpenAPI schema: a
 /// non-space, non-control first and last character, no control character between.
-pub const CUSTOMER_ID_PATTERN: &str = r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$";
+pub const CUSTOMER_ID_PATTERN: &str =
+    r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$";
 
 /// [`Sku::parse`]'s rule as a regular expression, for the OpenAPI schema.
 pub const SKU_PATTERN: &str = "^[A-Za-z0-9_-]{1,64}$";
@@ -93,7 +94,9 @@ schema_of!(CustomerId, |s| s
     .min_length(Some(1))
     .max_length(Some(64))
     .pattern(Some(CUSTOMER_ID_PATTERN))
-    .description(Some("Who ordered: 1 to 64 characters, no control characters, no space at either end."))
+    .description(Some(
+        "Who ordered: 1 to 64 characters, no control characters, no space at either end."
+    ))
     .examples(["alice"]));
 schema_of!(Sku, |s| s
     .schema_type(utoipa::openapi::Type::String)

@@ -5,8 +5,8 @@
 //! and only change the body, so the client always gets `application/problem+json`.
 
 use super::problem::Problem;
-use axum::extract::rejection::JsonRejection;
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;

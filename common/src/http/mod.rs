@@ -6,16 +6,20 @@
 //!   size) becomes a problem with the right 4xx.
 //! - [`layers`]: request ids, structured request logging, body limit, timeout, panic
 //!   catching — and the fallback that turns bare error responses into problems.
+//! - [`listen`]: binding a port, with an error that says what holds it and which
+//!   flag moves it.
 //! - [`openapi`]: the OpenAPI document generated from the handlers, served at
 //!   `GET /openapi.json` and checked in per phase.
 
 pub mod json;
 pub mod layers;
+pub mod listen;
 pub mod openapi;
 pub mod problem;
 
 pub use json::ApiJson;
 pub use layers::{HttpLimits, REQUEST_ID_HEADER, RequestId, with_standard_layers};
+pub use listen::listen;
 pub use problem::Problem;
 
 /// Liveness, for every service: the process answers. Nothing else is checked — a

@@ -51,7 +51,9 @@ where
 
 /// The document as checked in: pretty JSON with a final newline.
 pub fn to_json(doc: &OpenApi) -> String {
-    let mut json = doc.to_pretty_json().expect("an OpenAPI document serializes");
+    let mut json = doc
+        .to_pretty_json()
+        .expect("an OpenAPI document serializes");
     json.push('\n');
     json
 }

@@ -50,8 +50,18 @@ schema_of!(LatencyRange, |s| {
     use utoipa::openapi::{ObjectBuilder, Type};
     let duration = || {
         ObjectBuilder::new()
-            .property("secs", ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)))
-            .property("nanos", ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)))
+            .property(
+                "secs",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0)),
+            )
+            .property(
+                "nanos",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0)),
+            )
             .required("secs")
             .required("nanos")
     };
@@ -60,7 +70,9 @@ schema_of!(LatencyRange, |s| {
         .property("max", duration())
         .required("min")
         .required("max")
-        .description(Some("Each request sleeps a uniformly random time in min..=max."))
+        .description(Some(
+            "Each request sleeps a uniformly random time in min..=max.",
+        ))
 });
 
 impl FromStr for LatencyRange {

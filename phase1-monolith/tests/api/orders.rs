@@ -23,7 +23,9 @@ async fn both_apis_serve_their_checked_in_openapi_document(backend: Backend) {
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()["content-type"], "application/json");
         let served = response.text().await.unwrap();
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi").join(file);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("openapi")
+            .join(file);
         assert_eq!(
             served,
             std::fs::read_to_string(&path).unwrap(),

@@ -73,7 +73,10 @@ async fn invalid_orders_are_422_problems_that_store_nothing(backend: Backend) {
         (order_body("", &[("cola", 1)]), "invalid-body"),
         (order_body(" alice", &[("cola", 1)]), "invalid-body"),
         // serde would take a struct's fields as an array, in order; the API does not.
-        (json!(["alice", [{"sku": "cola", "qty": 1}]]), "invalid-body"),
+        (
+            json!(["alice", [{"sku": "cola", "qty": 1}]]),
+            "invalid-body",
+        ),
         (
             order_body("alice", &[("cola", 1), ("cola", 2)]),
             "invalid-order",

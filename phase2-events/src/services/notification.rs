@@ -76,6 +76,13 @@ pub struct Notification {
     pub order_id: String,
     #[serde(flatten)]
     pub change: StatusChanged,
+    /// The flow's correlation id: the `x-request-id` of the `POST /orders`.
+    #[serde(default)]
+    pub request_id: String,
+    /// The flow's trace id when tracing is on (phase 3): find the whole order in the
+    /// trace viewer with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 #[derive(Clone)]
@@ -121,6 +128,8 @@ impl Effect for Notifier {
             event_id,
             order_id: order_id.clone(),
             change,
+            request_id: event.correlation_id.clone(),
+            trace_id: event.trace_id().map(str::to_owned),
         };
         let text = serde_json::to_string(&notification)?;
         let sent: Result<(), _> = redis::pipe()
@@ -261,12 +270,12 @@ impl NotificationService {
                 keys: keys.clone(),
             },
         );
-        let listener = TcpListener::bind(settings.notification_addr).await.map_err(|err| {
-            anyhow::anyhow!(
-                "cannot listen on {} for the notification service: {err} (use --notification-addr)",
-                settings.notification_addr
-            )
-        })?;
+        let listener = common::http::listen(
+            settings.notification_addr,
+            "the notification service",
+            "--notification-addr",
+        )
+        .await?;
         let limits = HttpLimits {
             body_limit: settings.body_limit,
             request_timeout: settings.request_timeout,

@@ -70,6 +70,8 @@ pub struct OrderApi {
     /// `--publish direct`: the producer `OrderPlaced` goes to after the commit,
     /// instead of the outbox (the dual write, kept to be seen failing).
     direct: Option<FutureProducer>,
+    /// The page at `GET /`, with the notification service's port filled in.
+    page: Arc<str>,
 }
 
 impl std::fmt::Debug for OrderApi {
@@ -102,7 +104,8 @@ pub fn routes() -> (Router<OrderApi>, utoipa::openapi::OpenApi) {
         .routes(routes!(place_order))
         .routes(routes!(phase1_monolith::orders::get_order))
         .routes(routes!(common::http::health))
-        .routes(routes!(ready));
+        .routes(routes!(ready))
+        .routes(routes!(index));
     common::http::openapi::serve(
         routes,
         "FerrisEats phase 2: order API",
@@ -111,6 +114,21 @@ pub fn routes() -> (Router<OrderApi>, utoipa::openapi::OpenApi) {
          follow as events (watch them on the notification service's WebSocket). Every error \
          is application/problem+json.",
     )
+}
+
+/// The page to watch orders move (`static/index.html`): the menu, a button to order,
+/// and each order's status pushed live by the notification service on `live_port`
+/// (its host is the page's own, so the page works on whatever address it was
+/// opened at). No build step: the file is served as written.
+pub fn page(live_port: u16) -> String {
+    include_str!("../../static/index.html").replace("{{LIVE_PORT}}", &live_port.to_string())
+}
+
+/// A page to watch orders move through the services, live.
+#[utoipa::path(get, path = "/", tag = "page",
+    responses((status = 200, description = "An HTML page: order, then watch the order's status change live", body = String, content_type = "text/html")))]
+async fn index(State(api): State<OrderApi>) -> axum::response::Html<String> {
+    axum::response::Html(api.page.to_string())
 }
 
 /// Place an order: stored with its `OrderPlaced` event in one transaction; the rest
@@ -434,14 +452,13 @@ impl OrderService {
             store: OrderStore::new(pool.clone()),
             topics: topics.clone(),
             direct,
+            page: Arc::from(page(settings.notification_addr.port())),
         };
         let limits = HttpLimits {
             body_limit: settings.body_limit,
             request_timeout: settings.request_timeout,
         };
-        let listener = TcpListener::bind(settings.addr).await.map_err(|err| {
-            anyhow::anyhow!("cannot listen on {} for the order API: {err} (is another instance running? use --addr)", settings.addr)
-        })?;
+        let listener = common::http::listen(settings.addr, "the order API", "--addr").await?;
         let consumer = super::consumer(
             settings,
             &topics,

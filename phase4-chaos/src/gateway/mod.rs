@@ -422,21 +422,12 @@ impl Gateway {
     /// Serves clients and the ops port until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let settings = &self.inner.settings;
-        let listener = listen(settings.addr, settings.reuse_port).with_context(|| {
-            format!(
-                "cannot listen on {} for the gateway (is another process using it? \
-                 phase 1–3's `all` listens there too: stop it, or pass --addr)",
-                settings.addr
-            )
+        // phase 1–3's `all` listen on 3000 too: the usual reason it is taken.
+        let listener = listen(settings.addr, settings.reuse_port).map_err(|err| {
+            common::http::listen::bind_error(&err, settings.addr, "the gateway", "--addr")
         })?;
-        let ops = TcpListener::bind(settings.ops_addr)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot listen on {} for the gateway's ops port",
-                    settings.ops_addr
-                )
-            })?;
+        let ops =
+            common::http::listen(settings.ops_addr, "the gateway's ops port", "--ops-addr").await?;
         self.serve(listener, ops, shutdown).await
     }
 
@@ -905,19 +896,21 @@ pub fn routes() -> (Router<Gateway>, utoipa::openapi::OpenApi) {
          `RateLimit` headers), and how much at once (a cheap 503 beyond its slots, writes \
          shed before reads) are decided here; what passes goes to phase 2's order API.",
     );
-    doc.components.get_or_insert_with(Default::default).add_security_scheme(
-        BEARER,
-        SecurityScheme::Http(
-            HttpBuilder::new()
-                .scheme(HttpAuthScheme::Bearer)
-                .bearer_format("JWT")
-                .description(Some(
-                    "HS256, issuer `ferriseats`, subject = the customer: \
+    doc.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            BEARER,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "HS256, issuer `ferriseats`, subject = the customer: \
                      `phase4-chaos token alice` prints one.",
-                ))
-                .build(),
-        ),
-    );
+                    ))
+                    .build(),
+            ),
+        );
     (router, doc)
 }
 
