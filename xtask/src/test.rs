@@ -104,6 +104,12 @@ pub const TOOLS: &[Tool] = &[
         source: "the npm registry (`npm install`)",
         get: playwright,
     },
+    // The READMEs' checked tours use what a learner's terminal has: curl, jq, sqlite3.
+    Tool {
+        name: "tour-clis",
+        source: "Debian's package archive (the packages `curl`, `jq`, `sqlite3`, as root)",
+        get: tour_clis,
+    },
     // The dashboard's end-to-end test drives it in a tmux pane.
     Tool {
         name: "tmux",
@@ -291,6 +297,21 @@ fn playwright() -> anyhow::Result<Vec<(&'static str, String)>> {
         "PLAYWRIGHT_NODE_PATH",
         dir.join("node_modules").display().to_string(),
     )])
+}
+
+/// The command-line programs the READMEs' tours call (found on `PATH`).
+fn tour_clis() -> anyhow::Result<Vec<(&'static str, String)>> {
+    for program in ["curl", "jq", "sqlite3"] {
+        if !process::on_path(program) {
+            println!(
+                "{program}: not installed; installing the Debian package (the README tours use it)"
+            );
+            process::apt_install(process::privilege(), program).map_err(|err| {
+                err.context(format!("{program} is used by the README tours: install it (`apt-get install {program}`)"))
+            })?;
+        }
+    }
+    Ok(Vec::new())
 }
 
 /// tmux from Debian's packages when it is missing (no variable: it is found on `PATH`).

@@ -13,6 +13,7 @@
 //! | [`local_postgres`] | a PostgreSQL server of a test's own, to crash and start again |
 //! | [`process`]     | commands echoed and run with deadlines, detached servers, signals, the workspace's paths |
 //! | [`psql`]        | a login check and single statements through PostgreSQL's own client |
+//! | [`tour`]        | the READMEs' ```` ```console ```` tours, run for real and compared with what they show |
 //!
 //! `common` re-exports [`endpoints`] and [`local_kafka`], so the phases reach them as
 //! `common::endpoints` and `common::local_kafka`.
@@ -22,3 +23,4 @@ pub mod local_kafka;
 pub mod local_postgres;
 pub mod process;
 pub mod psql;
+pub mod tour;
