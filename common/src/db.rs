@@ -20,6 +20,7 @@ use std::time::Duration;
 /// (`aliveBypassWindowMs`, also 500 ms).
 const ALIVE_BYPASS: Duration = Duration::from_millis(500);
 
+use common_local::endpoints::POSTGRES;
 // Plain string work on URLs, shared with xtask (which has no sqlx).
 pub use common_local::endpoints::{LOCAL_POSTGRES_URL, redact, with_database};
 
@@ -78,14 +79,32 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<AnyPool>
         }
         Backend::Postgres => url.to_owned(),
     };
-    options.connect(&url).await.with_context(|| match backend {
-        Backend::Postgres => format!(
-            "cannot connect to PostgreSQL at {}; start it with `cargo xtask up` \
-             (or unset DATABASE_URL to use the embedded SQLite file)",
-            redact(&url)
-        ),
-        Backend::Sqlite => format!("cannot open SQLite database {url}"),
+    if backend == Backend::Postgres {
+        // Fails at once when nothing listens (sqlx would retry for `acquire_timeout`).
+        crate::unreachable::check(&POSTGRES, &url).await?;
+    }
+    options.connect(&url).await.map_err(|err| match backend {
+        Backend::Postgres => postgres_error(&url, err),
+        Backend::Sqlite => {
+            anyhow::Error::new(err).context(format!("cannot open SQLite database {url}"))
+        }
     })
+}
+
+/// A connection that never reached PostgreSQL (no answer, TLS, a timeout) is
+/// [`Unreachable`](crate::unreachable::Unreachable): the one line naming the server
+/// and `cargo xtask up`. One that PostgreSQL turned away (a wrong password, a missing
+/// database) says so in PostgreSQL's words: starting the server would not help.
+fn postgres_error(url: &str, err: sqlx::Error) -> anyhow::Error {
+    match err {
+        sqlx::Error::Database(_) | sqlx::Error::Configuration(_) | sqlx::Error::Protocol(_) => {
+            anyhow::Error::new(err).context(format!("connecting to {}", redact(url)))
+        }
+        other => POSTGRES
+            .unreachable(POSTGRES.address(url))
+            .because(other)
+            .into(),
+    }
 }
 
 /// Creates the PostgreSQL database named in `url` if it does not exist yet (connecting
@@ -185,17 +204,33 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_postgres_is_named_with_the_command_that_starts_it() {
-        // Port 9 (discard) is closed on any sane machine: connection refused.
-        let err = connect("postgres://postgres:secret@127.0.0.1:9/none", 1)
-            .await
-            .unwrap_err();
-        let message = format!("{err:#}");
-        assert!(message.contains("PostgreSQL"), "{message}");
-        assert!(message.contains("cargo xtask up"), "{message}");
-        assert!(
-            !message.contains("secret"),
-            "the password leaked: {message}"
+        // A port nothing listens on: bound, then let go.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let started = std::time::Instant::now();
+        let err = connect(
+            &format!("postgres://postgres:secret@127.0.0.1:{port}/none"),
+            1,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            format!(
+                "cannot reach PostgreSQL at 127.0.0.1:{port} (connection refused): \
+                 start it with `cargo xtask up`"
+            )
         );
+        assert!(
+            err.downcast_ref::<crate::unreachable::Unreachable>()
+                .is_some(),
+            "callers can add their own way out"
+        );
+        // At once, not after the pool's 10 s acquire timeout.
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! | [`db`]          | one connection function for SQLite and PostgreSQL                    |
 //! | [`telemetry`]   | JSON logs where every line carries the request id                    |
 //! | [`shutdown`]    | Ctrl-C / SIGTERM as a `CancellationToken`                            |
+//! | [`unreachable`] | "cannot reach PostgreSQL at …: start it with `cargo xtask up`", in one line, at once |
 //! | [`endpoints`]   | (from `common-local`) where PostgreSQL, Redis and Kafka listen, and the variables that move them |
 //! | [`local_kafka`] | (from `common-local`) Apache Kafka on this machine: configuration, readiness probe, test clusters |
 //! | `testing`       | (feature `testing`) a fresh database per test, logs kept in memory   |
@@ -42,6 +43,7 @@ pub mod payment;
 pub mod resilience;
 pub mod shutdown;
 pub mod telemetry;
+pub mod unreachable;
 
 // The local infrastructure lives in `common-local` (std only, so xtask can use it
 // without compiling the rest); the phases reach it from here.

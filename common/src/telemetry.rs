@@ -36,6 +36,24 @@ pub fn init_json_logs() {
     let _ = tracing::subscriber::set_global_default(subscriber);
 }
 
+/// How a binary ends: `main` returns `exit_code(run().await)`. A failure is logged
+/// (one JSON line, `"message":"fatal"`, for whoever reads the logs) and printed to
+/// stderr as one line, `error: ` and the error's chain joined by `: ` — the last line
+/// a learner sees, ending with what to do (see [`crate::unreachable`]). Returning the
+/// error from `main` instead would print Rust's `Error: …` / `Caused by:` block, and
+/// a backtrace after it whenever `RUST_BACKTRACE` is set, below the line that matters.
+pub fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            let line = format!("{err:#}");
+            tracing::error!(error = line, "fatal");
+            eprintln!("error: {line}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // Trace context: a seam that phase 3 fills in.
 // ---------------------------------------------------------------------------------

@@ -113,3 +113,43 @@ impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for LogBuffer {
         self.clone()
     }
 }
+
+/// A port nothing listens on: bound by the OS, then let go.
+pub fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Runs a binary that is meant to fail at once, the way a newcomer meets it (with
+/// `RUST_BACKTRACE=1`, so a backtrace pushing the one-line error off the screen would
+/// show); returns its exit status, stderr and how long it took. Stops it and fails
+/// the test after `limit`.
+pub fn run_to_failure(
+    mut command: std::process::Command,
+    limit: std::time::Duration,
+) -> (std::process::ExitStatus, String, std::time::Duration) {
+    use std::process::Stdio;
+    let started = std::time::Instant::now();
+    let mut child = command
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    while child.try_wait().expect("waiting for it").is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("{command:?} still runs after {limit:?}; it should have failed at once");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("its output");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        started.elapsed(),
+    )
+}

@@ -6,11 +6,15 @@ use phase1_monolith::config::{Cli, Command};
 use phase1_monolith::startup::Application;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     common::telemetry::init_json_logs();
-    let cli = Cli::parse();
+    // Logged as "fatal", then one line on stderr: the last a learner sees.
+    common::telemetry::exit_code(run(Cli::parse()).await)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let shutdown = common::shutdown::on_signal();
-    let result = match cli.command {
+    match cli.command {
         Some(Command::Provider(config)) => {
             let listener = common::http::listen(
                 config.addr,
@@ -24,13 +28,11 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .map_err(anyhow::Error::from)
         }
-        None => match Application::build(cli.settings).await {
-            Ok(app) => app.run_until_stopped(shutdown).await,
-            Err(err) => Err(err),
-        },
-    };
-    if let Err(err) = &result {
-        tracing::error!(error = format!("{err:#}"), "fatal");
+        None => {
+            Application::build(cli.settings)
+                .await?
+                .run_until_stopped(shutdown)
+                .await
+        }
     }
-    result
 }

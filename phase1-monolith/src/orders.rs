@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use common::domain::{
     CustomerId, DomainError, LineItem, MenuItem, NewOrder, Order, OrderId, OrderStatus,
 };
+use common::http::openapi::{JsonBodyProblems, ServerProblems};
 use common::http::{ApiJson, Problem, RequestId};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -98,7 +99,7 @@ impl From<Problem> for OrderError {
 #[utoipa::path(get, path = "/menu", tag = "orders",
     responses(
         (status = 200, description = "Everything that can be ordered", body = [MenuItem]),
-        (status = 500, description = "Unexpected (the cause is in the log, under the request id)", body = Problem, content_type = "application/problem+json"),
+        ServerProblems,
     ))]
 pub async fn menu(State(store): State<OrderStore>) -> Result<Json<Vec<MenuItem>>, OrderError> {
     let mut items: Vec<_> = store.menu().await?.into_values().collect();
@@ -112,7 +113,7 @@ pub async fn menu(State(store): State<OrderStore>) -> Result<Json<Vec<MenuItem>>
     responses(
         (status = 200, description = "The order", body = Order),
         (status = 404, description = "No such order (or not an order id)", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "Unexpected (the cause is in the log, under the request id)", body = Problem, content_type = "application/problem+json"),
+        ServerProblems,
     ))]
 pub async fn get_order(
     State(store): State<OrderStore>,
@@ -138,13 +139,10 @@ pub async fn get_order(
         (status = 202, description = "Stored, payment in doubt (`placed`): the reconciler settles it; poll `Location`", body = Order,
             headers(("location" = String, description = "`/orders/{id}`")),
             links(("GetOrder" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")), description = "The order just placed")))),
-        (status = 400, description = "Malformed JSON, or a malformed Idempotency-Key", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The first request with this Idempotency-Key is still running; see Retry-After", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not `Content-Type: application/json`", body = Problem, content_type = "application/problem+json"),
+        JsonBodyProblems,
         (status = 422, description = "Invalid order: unknown sku, a sku twice, a bad field; or an Idempotency-Key reused with a different body", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "Unexpected (the cause is in the log, under the request id)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The request took longer than --request-timeout", body = Problem, content_type = "application/problem+json"),
+        ServerProblems,
     ))]
 pub async fn place_order(
     State(app): State<AppState>,

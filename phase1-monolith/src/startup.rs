@@ -85,7 +85,15 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         settings.validate()?;
         let backend = common::db::Backend::of(&settings.database_url)?;
-        let pool = common::db::connect(&settings.database_url, settings.db_max_connections).await?;
+        let pool = common::db::connect(&settings.database_url, settings.db_max_connections)
+            .await
+            .map_err(|err| match err.downcast::<common::unreachable::Unreachable>() {
+                // Phase 1 needs no server at all unless told to use one.
+                Ok(unreachable) => unreachable
+                    .or("or drop --database-url / DATABASE_URL: the default SQLite file needs nothing")
+                    .into(),
+                Err(err) => err,
+            })?;
         MIGRATOR.run(&pool).await?;
         let store = OrderStore::new(pool);
 

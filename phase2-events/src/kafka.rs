@@ -108,20 +108,39 @@ fn admin(brokers: &str) -> anyhow::Result<AdminClient<DefaultClientContext>> {
 /// without losing an acknowledged write).
 const BROKER_DEFAULT: TopicReplication<'static> = TopicReplication::Fixed(-1);
 
+/// Fails at once, with the one line naming Kafka, the address and `cargo xtask up`,
+/// when nothing listens at any of `brokers` — rather than after librdkafka's own
+/// timeouts (a minute for an admin request), in its own words. What every service
+/// and tool that needs the broker calls before anything else.
+pub async fn check_reachable(brokers: &str) -> anyhow::Result<()> {
+    common::unreachable::check(&common::endpoints::KAFKA, brokers).await?;
+    Ok(())
+}
+
+/// How long creating topics may wait for the broker (librdkafka's default request
+/// timeout is a minute): a broker that accepts connections but does not answer
+/// within this is reported as unreachable. Generous for a busy broker: the quick
+/// look in [`check_reachable`] has already caught the usual case, nothing listening.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Creates `topics` with `partitions` each and the broker's default replication
 /// factor; topics that already exist are fine.
 pub async fn ensure_topics(brokers: &str, topics: &[&str], partitions: i32) -> anyhow::Result<()> {
+    check_reachable(brokers).await?;
     let admin = admin(brokers)?;
     let new_topics: Vec<NewTopic> = topics
         .iter()
         .map(|name| NewTopic::new(name, partitions, BROKER_DEFAULT))
         .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let options = AdminOptions::new()
+        .operation_timeout(Some(ADMIN_TIMEOUT))
+        .request_timeout(Some(ADMIN_TIMEOUT));
     let results = admin
         .create_topics(&new_topics, &options)
         .await
-        .with_context(|| {
-            format!("cannot reach the Kafka broker at {brokers}; start it with `cargo xtask up`")
+        .map_err(|err| {
+            let kafka = &common::endpoints::KAFKA;
+            kafka.unreachable(kafka.address(brokers)).because(err)
         })?;
     for result in results {
         match result {

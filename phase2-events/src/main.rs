@@ -71,10 +71,17 @@ struct DlqArgs {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     common::telemetry::init_json_logs();
+    // Logged as "fatal", then one line on stderr: the last a learner sees (e.g.
+    // "error: cannot reach Kafka at 127.0.0.1:9092 (connection refused): start it
+    // with `cargo xtask up`").
+    common::telemetry::exit_code(run(Cli::parse().command).await)
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
     let shutdown = common::shutdown::on_signal();
-    match Cli::parse().command {
+    match command {
         Command::All(settings) => System::build(*settings).await?.run(shutdown).await,
         Command::Order(settings) => OrderService::build(&settings).await?.run(shutdown).await,
         Command::Payment(settings) => PaymentService::build(&settings).await?.run(shutdown).await,
@@ -105,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dlq(Dlq::List(args)) => {
+            phase2_events::kafka::check_reachable(&args.brokers).await?;
             let dlq = phase2_events::consumer::dlq_topic(&args.topic);
             for letter in phase2_events::dlq::list(&args.brokers, &dlq)? {
                 println!("{}", serde_json::to_string(&letter)?);
@@ -112,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dlq(Dlq::Replay(args)) => {
+            phase2_events::kafka::check_reachable(&args.brokers).await?;
             let dlq = phase2_events::consumer::dlq_topic(&args.topic);
             let producer = phase2_events::kafka::producer(&args.brokers)?;
             let replayed = phase2_events::dlq::replay(&args.brokers, &dlq, &producer).await?;

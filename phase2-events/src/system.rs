@@ -33,6 +33,9 @@ pub struct Relays {
 
 impl Relays {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        // A producer is made without a broker, and would then wait for one in
+        // silence: a relay started before `cargo xtask up` says so instead.
+        crate::kafka::check_reachable(&settings.brokers).await?;
         let producer = crate::kafka::producer(&settings.brokers)?;
         let mut relays = Vec::new();
         for (service, url) in settings.databases() {

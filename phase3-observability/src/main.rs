@@ -55,8 +55,14 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let (role, observed) = match Cli::parse().command {
+async fn main() -> std::process::ExitCode {
+    // One line on stderr for a failure (e.g. "error: cannot reach PostgreSQL at …:
+    // start it with `cargo xtask up`"), logged as "fatal" too.
+    common::telemetry::exit_code(run(Cli::parse().command).await)
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    let (role, observed) = match command {
         Command::Incident { ops, command } => {
             for status in client::run(&ops, &command).await? {
                 let state = if status.active { "ON " } else { "off" };

@@ -59,6 +59,11 @@ enum Command {
         one_process: bool,
         #[command(flatten)]
         supervisor: phase4_chaos::supervisor::SupervisorSettings,
+        /// Moves every port up by N — the gateway's 3000, the order APIs', every ops
+        /// port, the supervisor's: a second platform beside the first (the README's
+        /// tour runs this way in the tests). Not with --one-process.
+        #[arg(long, env = "PORT_OFFSET", default_value_t = 0)]
+        port_offset: u16,
         /// The gateways' flags (see `phase4-chaos gateway --help`).
         #[arg(last = true)]
         gateway_args: Vec<String>,
@@ -110,8 +115,14 @@ enum Command {
     Bench(phase4_chaos::bench::BenchArgs),
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+fn main() -> std::process::ExitCode {
+    // One line on stderr for a failure (e.g. "error: cannot reach Redis at …: start
+    // it with `cargo xtask up` …"), logged as "fatal" where logs are set up.
+    common::telemetry::exit_code(run(Cli::parse().command))
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Bench(args) => phase4_chaos::bench::run(&args),
         Command::Gameday(args) => {
             use phase4_chaos::chaos::{self, ScenarioArgs, gameday};
@@ -206,12 +217,22 @@ fn main() -> anyhow::Result<()> {
             stock,
             without_gateway,
             one_process,
-            supervisor,
+            mut supervisor,
+            port_offset,
             gateway_args,
         } => {
-            let [first, second] = order_addrs[..] else {
+            let [mut first, mut second] = order_addrs[..] else {
                 anyhow::bail!("--order-addrs takes two addresses");
             };
+            if port_offset > 0 {
+                anyhow::ensure!(
+                    !one_process,
+                    "--port-offset is for the supervised platform, not --one-process"
+                );
+                for addr in [&mut first, &mut second, &mut supervisor.supervisor_ops_addr] {
+                    addr.set_port(addr.port() + port_offset);
+                }
+            }
             let args: Vec<&str> = gateway_args.iter().map(String::as_str).collect();
             // Checked here, so that a wrong flag fails now and not in each gateway.
             let gateway: GatewaySettings = phase4_chaos::parse_flags(&args)
@@ -224,7 +245,9 @@ fn main() -> anyhow::Result<()> {
                 ));
             }
             common::telemetry::init_json_logs();
-            let layout = phase4_chaos::system::Layout::STANDARD;
+            let layout = phase4_chaos::system::Layout {
+                offset: port_offset,
+            };
             let programs = phase4_chaos::system::platform(
                 layout,
                 [first, second],

@@ -29,6 +29,7 @@
 //! on the same storage. `broker kill N` / `broker start N` do it to one node of the
 //! three (phase 4's "lose a node under load").
 
+use crate::doctor::Machine;
 use crate::process::{self, Privilege};
 use crate::services::{self, Service, Started, State, Stop};
 use anyhow::{Context, bail};
@@ -103,9 +104,92 @@ fn is_up() -> bool {
         .is_ok_and(|view| !view.brokers.is_empty())
 }
 
-/// Kafka's jars are in `.ferriseats/kafka/<version>/lib` and a Java runtime is found.
+/// Kafka's jars are in `.ferriseats/kafka/<version>/lib` and a Java 17 or newer is
+/// found (an older one is for [`install`] to replace).
 fn installed() -> bool {
-    local_kafka::installed(&local_kafka::lib_dir()) && local_kafka::java().is_some()
+    local_kafka::installed(&local_kafka::lib_dir())
+        && lacking(&Machine::from_env(), false).is_empty()
+}
+
+/// What the local Kafka needs from the machine and does not find there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lack {
+    /// No `java` in `$JAVA_HOME/bin` or on `PATH`.
+    Java,
+    /// A `java` older than [`local_kafka::MIN_JAVA`] (`None`: it does not say).
+    OldJava { java: PathBuf, major: Option<u32> },
+    /// No `mvn` on `PATH`: needed once, to fetch Kafka's jars.
+    Maven,
+}
+
+/// The `java` Kafka would run on `machine`: `$JAVA_HOME/bin/java`, else the first on
+/// its `PATH`.
+pub fn java_on(machine: &Machine) -> Option<PathBuf> {
+    local_kafka::java_in(machine.java_home.as_deref(), Some(&machine.path))
+}
+
+/// What `machine` lacks to run Kafka, and to fetch its jars when `need_maven`.
+pub fn lacking(machine: &Machine, need_maven: bool) -> Vec<Lack> {
+    let mut lacks = Vec::new();
+    match java_on(machine) {
+        None => lacks.push(Lack::Java),
+        Some(java) => match local_kafka::java_major(&java) {
+            Some(major) if major >= local_kafka::MIN_JAVA => {}
+            major => lacks.push(Lack::OldJava { java, major }),
+        },
+    }
+    if need_maven && machine.find("mvn").is_none() {
+        lacks.push(Lack::Maven);
+    }
+    lacks
+}
+
+/// The Debian packages that bring what `lacks` names.
+fn packages(lacks: &[Lack]) -> Vec<&'static str> {
+    let java = lacks.iter().any(|lack| *lack != Lack::Maven);
+    let maven = lacks.contains(&Lack::Maven);
+    [(java, JAVA_PACKAGE), (maven, MAVEN_PACKAGE)]
+        .into_iter()
+        .filter_map(|(needed, package)| needed.then_some(package))
+        .collect()
+}
+
+/// The one line for `lacks` (not empty): what Kafka needs, what is wrong, and the
+/// command that fixes it. `attempt`: how installing it ourselves failed.
+pub fn lack_line(lacks: &[Lack], machine: &Machine, attempt: Option<&str>) -> String {
+    let java = lacks.iter().any(|lack| *lack != Lack::Maven);
+    let maven = lacks.contains(&Lack::Maven);
+    let needs = match (java, maven) {
+        (true, true) => "Java 17 or newer and Maven",
+        (true, false) => "Java 17 or newer",
+        _ => "Maven (once, to fetch its jars from Maven Central)",
+    };
+    let problems: Vec<String> = lacks
+        .iter()
+        .map(|lack| match lack {
+            Lack::Java => "there is no `java` on PATH (or in $JAVA_HOME/bin)".to_owned(),
+            Lack::OldJava {
+                java,
+                major: Some(major),
+            } => format!("{} is Java {major}", java.display()),
+            Lack::OldJava { java, major: None } => {
+                format!("{} does not say which Java it is", java.display())
+            }
+            Lack::Maven => "there is no `mvn` on PATH".to_owned(),
+        })
+        .collect();
+    let mut fix = machine.install_command(&packages(lacks), needs);
+    if lacks
+        .iter()
+        .any(|lack| matches!(lack, Lack::OldJava { .. }))
+    {
+        fix += " (or point JAVA_HOME at a Java 17 or newer)";
+    }
+    let attempt = attempt.map(|why| format!(" ({why})")).unwrap_or_default();
+    format!(
+        "Apache Kafka needs {needs}, and {}{attempt}: {fix}, then `cargo xtask up` again",
+        problems.join(" and ")
+    )
 }
 
 fn start(_privilege: Privilege) -> anyhow::Result<Option<Stop>> {
@@ -196,16 +280,33 @@ fn wait_ready(
 }
 
 /// Java and Maven (apt, as root, on Debian/Ubuntu), then the jars from Maven Central.
+/// What cannot be installed here ends in one line saying what to run
+/// ([`process::Fix`]).
 fn install(privilege: Privilege) -> anyhow::Result<()> {
-    for (program, package) in [("java", JAVA_PACKAGE), ("mvn", MAVEN_PACKAGE)] {
-        let found = match program {
-            "java" => local_kafka::java().is_some(),
-            _ => process::on_path(program),
-        };
-        if !found {
-            println!("kafka: `{program}` is not installed; installing Debian's {package}");
-            process::apt_install(privilege, package)?;
+    let machine = Machine::from_env();
+    let jars = local_kafka::installed(&local_kafka::lib_dir());
+    if !lacking(&machine, !jars).is_empty() {
+        let mut attempt = None;
+        if privilege != Privilege::User && machine.find("apt-get").is_some() {
+            for package in packages(&lacking(&machine, !jars)) {
+                println!("kafka: installing Debian's {package} (Apache Kafka needs it)");
+                if let Err(err) = process::apt_install(privilege, package) {
+                    let why = format!("{err:#}");
+                    attempt = Some(format!(
+                        "installing {package} failed: {}",
+                        why.split_whitespace().collect::<Vec<_>>().join(" ")
+                    ));
+                    break;
+                }
+            }
         }
+        let lacks = lacking(&machine, !jars);
+        if !lacks.is_empty() {
+            return Err(process::Fix(lack_line(&lacks, &machine, attempt.as_deref())).into());
+        }
+    }
+    if jars {
+        return Ok(());
     }
     let lib = local_kafka::lib_dir();
     let partial = lib.with_extension("partial");

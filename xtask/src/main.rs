@@ -7,19 +7,25 @@
 //!
 //! | command | module |
 //! |---|---|
+//! | `cargo xtask doctor` | [`doctor`]: one line per thing the workshop needs (toolchain, C compiler, Java/Maven, Node.js, Python, the servers), `ok` or `fix` with what to run |
 //! | `cargo xtask up [--observability] [--brokers 3]` / `down` / `status` | [`services`] (the generic flow), [`postgres`], [`redis`], [`kafka`] (with `common_local::local_kafka`), [`prometheus`] |
 //! | `cargo xtask broker restart [--down-for 5s]` / `kill N` / `start N` | [`kafka`] |
 //! | `cargo xtask test [-- ARGS]` | [`test`] |
 //! | `cargo xtask book [--serve]` | [`book`] (a pinned mdBook, installed once) |
 //! | `cargo xtask bench [phase1\|phase2\|phase3] [FLAGS]` | runs `phase4-chaos bench …` in release mode (the benchmarks are phase 4's library: `phase4-chaos/src/bench/`) |
 //! | `cargo xtask prefetch [--skip-build]` | [`prefetch`]: a list of steps downloading and building everything the workshop needs (with the installers of `up`, `test` and `book`), so a room can work offline |
-//! | `cargo xtask reset [--exercises]` | [`reset`]: the workshop's databases, topics, Redis keys and run state in `.ferriseats/` removed (DeleteTopics from [`kafka_topics`]); installed tools and running services kept |
+//! | `cargo xtask reset [--exercises]` | [`reset`]: the workshop's databases, topics, Redis keys and run state in `.ferriseats/` removed (DeleteTopics from `common_local::local_kafka::topics`); installed tools and running services kept |
 //!
-//! This file only parses the command line and dispatches.
+//! This file only parses the command line and dispatches — after one check that
+//! comes before everything: a Rust older than the workspace's `rust-version` stops
+//! every command but `doctor` with one line, "Rust 1.94 or newer is needed, this is
+//! 1.88.0: run `rustup update stable`" ([`doctor::toolchain`]). So that this line can
+//! be printed at all, xtask and `common-local` ask for an older Rust than the rest of
+//! the workspace (their `Cargo.toml`s say why).
 
 mod book;
+mod doctor;
 mod kafka;
-mod kafka_topics;
 mod postgres;
 mod prefetch;
 mod process;
@@ -45,6 +51,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// A newcomer's first command: one line per thing the workshop needs — the Rust
+    /// toolchain, a C compiler, Java and Maven (Kafka), Node.js and Python (the test
+    /// suite's tools), PostgreSQL, Redis and Kafka running — each `ok`, or `fix` with
+    /// what to run. Exit status 1 when something needs fixing.
+    Doctor,
     /// Make local infrastructure available on its standard port: reuse what is
     /// running, start what is installed, install what is missing (where possible).
     Up(UpArgs),
@@ -139,7 +150,16 @@ fn phase4(subcommand: &str, args: &[String]) -> anyhow::Result<std::process::Exi
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Before anything else: nothing but `up` would work on an old toolchain, and
+    // cargo's own refusal comes later, below a page of output.
+    if !matches!(cli.command, Command::Doctor)
+        && let Some(line) = doctor::refuse_old_toolchain()
+    {
+        eprintln!("error: {line}");
+        return std::process::ExitCode::FAILURE;
+    }
     let result = match cli.command {
+        Command::Doctor => doctor::run(),
         Command::Up(args) => services::up(args.observability, args.brokers),
         Command::Down => services::down(),
         Command::Status => services::status(),

@@ -32,6 +32,19 @@ pub fn apt_install(privilege: Privilege, package: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An error that already says, in one line, what to run: `up` shows it as it is,
+/// without the service's page of alternatives (`manual`) after it.
+#[derive(Debug)]
+pub struct Fix(pub String);
+
+impl std::fmt::Display for Fix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Fix {}
+
 /// How we can run commands that need root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Privilege {

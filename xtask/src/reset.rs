@@ -11,7 +11,7 @@
 //! | PostgreSQL | phase 2's four databases (phases 3 and 4 run the same services), and the benchmarks' scratch databases an interrupted `cargo xtask bench` left | `DROP DATABASE`; the phases create and migrate them again when they start |
 //! | PostgreSQL, database `postgres` | phase 1's tables, when it ran there (`DATABASE_URL=…/postgres`, as its README shows) | `DROP TABLE`; phase 1 migrates again when it starts |
 //! | workspace root | phase 1's SQLite file `ferriseats-phase1.db` (its default) | deleted |
-//! | Kafka | phase 2's topics `orders`, `payments`, `inventory`, `delivery`, each with its `.retry` and `.dlq` | `DeleteTopics` ([`crate::kafka_topics`]); the consumer groups' offsets of those topics go with them |
+//! | Kafka | phase 2's topics `orders`, `payments`, `inventory`, `delivery`, each with its `.retry` and `.dlq` | `DeleteTopics` (`common_local::local_kafka::topics`); the consumer groups' offsets of those topics go with them |
 //! | Redis | the notification service's keys, `ferriseats:notification:*` | `redis-cli --scan`, then `UNLINK` |
 //! | `.ferriseats/` | run state: results of chaos runs, game days and rehearsals, logs; exercise progress only with `--exercises` | deleted, logs emptied — see [`STATE`] for every entry |
 //!
@@ -29,8 +29,9 @@
 //! databases, topics, keys and a state directory of its own.
 
 use crate::services::{self, State};
-use crate::{kafka, kafka_topics, postgres, process, redis};
+use crate::{kafka, postgres, process, redis};
 use anyhow::{Context, bail, ensure};
+use common_local::local_kafka::topics as kafka_topics;
 use common_local::{endpoints, psql};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};

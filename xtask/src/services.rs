@@ -161,14 +161,18 @@ pub fn up(observability: bool, brokers: u32) -> anyhow::Result<()> {
         // Asking about sudo can take a moment: only do it when something must change.
         let mut privilege = || *cached.get_or_insert_with(process::privilege);
         if let Err(err) = up_one(service, &mut state, &mut privilege) {
-            eprintln!("{}: {err:#}", service.name);
-            failed.push(service.name);
+            failed.push(err.context(service.name));
         }
     }
-    if !failed.is_empty() {
-        bail!("not available: {}", failed.join(", "));
+    // Every failure but the last is printed here; the last is the error `main` prints,
+    // so the last line on the terminal says what to do.
+    let Some(last) = failed.pop() else {
+        return Ok(());
+    };
+    for err in &failed {
+        eprintln!("{err:#}");
     }
-    Ok(())
+    Err(last)
 }
 
 fn up_one(
@@ -229,8 +233,15 @@ fn up_one(
                 .with_context(|| format!("{name} was installed but cannot be found"))
         }
     });
-    // 5. We cannot: say exactly what to do.
-    let stop = started.map_err(|err| anyhow::anyhow!("{err:#}\n\n{}", (service.manual)()))?;
+    // 5. We cannot: say exactly what to do — the error itself when it already says it
+    //    in one line, else the service's page of alternatives after it.
+    let stop = started.map_err(|err| {
+        if err.downcast_ref::<process::Fix>().is_some() {
+            err
+        } else {
+            anyhow::anyhow!("{err:#}\n\n{}", (service.manual)())
+        }
+    })?;
     state.record(Started {
         name: name.to_owned(),
         address: addr.to_string(),

@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 /// The same DeleteTopics framing xtask uses; here for CreateTopics (to make topics,
 /// and with `validate_only` to ask whether one exists).
 #[allow(dead_code)]
-#[path = "../src/kafka_topics.rs"]
-mod kafka_topics;
+use common_local::local_kafka::topics as kafka_topics;
 
 const CREATE_TOPICS: i16 = 19;
 const TOPIC_ALREADY_EXISTS: i16 = 36;

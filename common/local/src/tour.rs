@@ -147,6 +147,8 @@ pub struct Tour {
     ports: BTreeMap<u16, u16>,
     /// Package name → its built binary.
     binaries: BTreeMap<String, PathBuf>,
+    /// Text of the README → the text used instead (a database of the test's own).
+    substitutions: Vec<(String, String)>,
     services: Vec<Child>,
     /// How long one command may take.
     pub timeout: Duration,
@@ -161,6 +163,7 @@ impl Tour {
             env: Vec::new(),
             ports: BTreeMap::new(),
             binaries: BTreeMap::new(),
+            substitutions: Vec::new(),
             services: Vec::new(),
             timeout: Duration::from_secs(60),
         })
@@ -169,6 +172,14 @@ impl Tour {
     /// `cargo run -p NAME` runs `binary`.
     pub fn binary(mut self, name: &str, binary: &Path) -> Self {
         self.binaries.insert(name.to_owned(), binary.to_owned());
+        self
+    }
+
+    /// `readme` in a command is run as `actual` (and `actual` in the output is shown
+    /// as `readme`): a database or a key prefix of the test's own.
+    pub fn substitute(mut self, readme: &str, actual: &str) -> Self {
+        self.substitutions
+            .push((readme.to_owned(), actual.to_owned()));
         self
     }
 
@@ -190,6 +201,13 @@ impl Tour {
         Ok(self)
     }
 
+    /// `well_known` is at `actual` (the service was told some other way, e.g. a port
+    /// offset); the tour waits for it like the others.
+    pub fn shifted_port(mut self, well_known: u16, actual: u16) -> Self {
+        self.ports.insert(well_known, actual);
+        self
+    }
+
     /// The free port standing in for `well_known`.
     pub fn port_of(&self, well_known: u16) -> Option<u16> {
         self.ports.get(&well_known).copied()
@@ -197,21 +215,9 @@ impl Tour {
 
     /// The command as it is run: binaries for `cargo run`, free ports for well-known.
     pub fn rewrite(&self, command: &str) -> String {
-        let mut command = command.to_owned();
-        for (name, binary) in &self.binaries {
-            let binary = binary.display().to_string();
-            for form in [
-                format!("cargo run -p {name} -- "),
-                format!("cargo run -p {name} "),
-                format!("cargo run -p {name}"),
-            ] {
-                let with = if form.ends_with(' ') {
-                    format!("{binary} ")
-                } else {
-                    binary.clone()
-                };
-                command = command.replace(&form, &with);
-            }
+        let mut command = self.cargo_run(command);
+        for (readme, actual) in &self.substitutions {
+            command = command.replace(readme, actual);
         }
         for (well_known, free) in &self.ports {
             for host in ["localhost", "127.0.0.1"] {
@@ -222,8 +228,51 @@ impl Tour {
         command
     }
 
+    /// Each `cargo run [-q|--quiet|--release] -p NAME [--]` of a known NAME becomes
+    /// the binary's path; its arguments follow as they were.
+    fn cargo_run(&self, command: &str) -> String {
+        let mut out = String::new();
+        let mut rest = command;
+        while let Some(at) = rest.find("cargo run ") {
+            out.push_str(&rest[..at]);
+            let mut words = rest[at..].split(' ').skip(2).peekable();
+            let mut used = "cargo run ".len();
+            let mut binary = None;
+            while let Some(word) = words.next() {
+                match word {
+                    "-q" | "--quiet" | "--release" => used += word.len() + 1,
+                    "-p" => {
+                        let name = words.next().unwrap_or_default();
+                        binary = self.binaries.get(name);
+                        used += "-p ".len() + name.len();
+                        if words.peek() == Some(&"--") {
+                            used += " --".len();
+                        }
+                        break;
+                    }
+                    _ => break,
+                }
+            }
+            match binary {
+                Some(binary) => {
+                    out.push_str(&binary.display().to_string());
+                    rest = &rest[at + used.min(rest.len() - at)..];
+                }
+                None => {
+                    out.push_str("cargo run ");
+                    rest = &rest[at + "cargo run ".len()..];
+                }
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+
     fn unrewrite(&self, output: &str) -> String {
         let mut output = output.to_owned();
+        for (readme, actual) in &self.substitutions {
+            output = output.replace(actual, readme);
+        }
         for (well_known, free) in &self.ports {
             output = output.replace(&format!(":{free}"), &format!(":{well_known}"));
         }
@@ -436,6 +485,14 @@ mod tests {
         assert_eq!(
             tour.rewrite("cargo run -p phase1-monolith"),
             "/t/phase1-monolith"
+        );
+        assert_eq!(
+            tour.rewrite("T=$(cargo run -q -p phase1-monolith -- token) && cargo run -p other"),
+            "T=$(/t/phase1-monolith token) && cargo run -p other"
+        );
+        assert_eq!(
+            tour.rewrite("cargo run --release -p phase1-monolith > log &"),
+            "/t/phase1-monolith > log &"
         );
         assert_eq!(
             tour.unrewrite(&format!("http://127.0.0.1:{free}/x")),

@@ -12,6 +12,7 @@
 //! an updated file fails the build, and the file in the repository is always what a
 //! client generator or an API fuzzer (Schemathesis) should be pointed at.
 
+use super::Problem;
 use axum::Router;
 use axum::routing::get;
 use std::path::Path;
@@ -81,4 +82,32 @@ pub fn assert_checked_in(doc: &OpenApi, file: &Path) {
             first_difference + 1,
         );
     }
+}
+
+/// What any handler taking a JSON body can answer before it runs ([`super::ApiJson`]
+/// and the body limit), documented once: list `JsonBodyProblems` in `responses(...)`.
+#[derive(Debug, utoipa::IntoResponses)]
+#[allow(dead_code)] // describes responses for the OpenAPI document; never built
+pub enum JsonBodyProblems {
+    /// Malformed JSON, or a malformed header (such as `Idempotency-Key`).
+    #[response(status = 400, content_type = "application/problem+json")]
+    Malformed(Problem),
+    /// The body is larger than the limit.
+    #[response(status = 413, content_type = "application/problem+json")]
+    TooLarge(Problem),
+    /// Not `Content-Type: application/json`.
+    #[response(status = 415, content_type = "application/problem+json")]
+    NotJson(Problem),
+}
+
+/// What every route of an order API can answer whatever it does, documented once.
+#[derive(Debug, utoipa::IntoResponses)]
+#[allow(dead_code)] // describes responses for the OpenAPI document; never built
+pub enum ServerProblems {
+    /// Unexpected: the cause is in the log, under the request id.
+    #[response(status = 500, content_type = "application/problem+json")]
+    Unexpected(Problem),
+    /// The request took longer than `--request-timeout`.
+    #[response(status = 503, content_type = "application/problem+json")]
+    TimedOut(Problem),
 }

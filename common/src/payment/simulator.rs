@@ -7,7 +7,8 @@
 use super::{
     ChargeRecord, ChargeRequest, ChargeStatus, IDEMPOTENCY_KEY_HEADER, Ledger, OrderCharges,
 };
-use crate::http::{ApiJson, HttpLimits, Problem, RequestId, openapi, with_standard_layers};
+use crate::http::openapi::{self, JsonBodyProblems};
+use crate::http::{ApiJson, HttpLimits, Problem, RequestId, with_standard_layers};
 use crate::shutdown::CancellationToken;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -344,9 +345,7 @@ impl Simulator {
     responses(
         (status = 201, description = "Captured", body = ChargeRecord),
         (status = 402, description = "Card declined (recorded, final)", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not `Content-Type: application/json`", body = Problem, content_type = "application/problem+json"),
+        JsonBodyProblems,
         (status = 422, description = "Invalid charge, or an idempotency key reused for another charge", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Simulated transient failure: nothing charged, retry", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -520,8 +519,7 @@ async fn get_control(State(sim): State<Simulator>) -> Json<Behaviour> {
     request_body = BehaviourPatch,
     responses(
         (status = 200, description = "The behaviour now", body = Behaviour),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not `Content-Type: application/json`", body = Problem, content_type = "application/problem+json"),
+        JsonBodyProblems,
         (status = 422, description = "A rate outside 0..=1, a bad latency or an unknown field", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn put_control(

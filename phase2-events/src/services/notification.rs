@@ -242,16 +242,15 @@ pub struct NotificationService {
     consumer: EventConsumer<Notifier>,
 }
 
-/// Connects to Redis, failing with a message that names it and `cargo xtask up`.
+/// Connects to Redis, failing at once with the one line naming Redis, its address and
+/// `cargo xtask up` when it is not there.
 pub async fn connect_redis(url: &str) -> anyhow::Result<(redis::Client, ConnectionManager)> {
+    let redis = &common::endpoints::REDIS;
+    common::unreachable::check(redis, url).await?;
     let client = redis::Client::open(url)?;
     let manager = ConnectionManager::new(client.clone())
         .await
-        .map_err(|err| {
-            anyhow::anyhow!(
-                "cannot connect to Redis at {url}: {err}; start it with `cargo xtask up`"
-            )
-        })?;
+        .map_err(|err| redis.unreachable(redis.address(url)).because(err))?;
     Ok((client, manager))
 }
 

@@ -23,6 +23,7 @@ use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use common::domain::{NewOrder, Order, OrderEvent, OrderStatus};
+use common::http::openapi::{JsonBodyProblems, ServerProblems};
 use common::http::{ApiJson, HttpLimits, Problem, RequestId, with_standard_layers};
 use common::shutdown::CancellationToken;
 use phase1_monolith::idempotency::{self, IdempotencyKey};
@@ -140,12 +141,9 @@ async fn index(State(api): State<OrderApi>) -> axum::response::Html<String> {
         (status = 202, description = "Stored (`placed`), `OrderPlaced` in the outbox; poll `Location`", body = Order,
             headers(("location" = String, description = "`/orders/{id}`")),
             links(("GetOrder" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")), description = "The order just placed")))),
-        (status = 400, description = "Malformed JSON, or a malformed Idempotency-Key", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not `Content-Type: application/json`", body = Problem, content_type = "application/problem+json"),
+        JsonBodyProblems,
         (status = 422, description = "Invalid order: unknown sku, a sku twice, a bad field; or an Idempotency-Key reused with a different body", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "Unexpected (the cause is in the log, under the request id)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The request took longer than --request-timeout", body = Problem, content_type = "application/problem+json"),
+        ServerProblems,
     ))]
 async fn place_order(
     State(api): State<OrderApi>,

@@ -5,6 +5,7 @@
 //! | [`Scratch`] | four fresh PostgreSQL databases, a topic namespace of its own and the [`Settings`] that point at them; removed again by [`Scratch::remove`] |
 //! | [`TestSystem`] | a whole phase 2 system on a [`Scratch`]: the provider simulator, the relays and the chosen [`Service`]s, all in the test's process |
 //! | [`checker`] | the no-loss checker: what clients were told against the databases, the provider's ledger, Redis and the outboxes |
+//! | [`tour`] | a README's checked tour on a [`Scratch`] of its own |
 //! | [`page`] | the page to watch, ordered from in a headless browser until `delivered` |
 //! | [`Setup`] | a smaller fixture: one database with the outbox migrations and a topic of the test's own |
 //!
@@ -18,6 +19,7 @@
 pub mod checker;
 pub mod page;
 mod system;
+pub mod tour;
 
 pub use system::{Options, Scratch, TestSystem, place_order};
 

@@ -357,6 +357,12 @@ impl Gateway {
         let redis = if settings.no_rate_limit {
             None
         } else {
+            // Fails at once, in one line, when nothing listens (the manager would retry).
+            const WITHOUT: &str = "or pass --no-rate-limit to run without rate limits";
+            let redis = &common::endpoints::REDIS;
+            common::unreachable::check(redis, &settings.redis_url)
+                .await
+                .map_err(|err| err.or(WITHOUT))?;
             let client = redis::Client::open(settings.redis_url.as_str())
                 .with_context(|| format!("bad REDIS_URL {}", settings.redis_url))?;
             let config = redis::aio::ConnectionManagerConfig::new()
@@ -364,12 +370,9 @@ impl Gateway {
                 .set_response_timeout(Some(settings.redis_timeout));
             let manager = redis::aio::ConnectionManager::new_with_config(client, config)
                 .await
-                .with_context(|| {
-                    format!(
-                        "the gateway keeps its rate limits in Redis and cannot reach it at {}; \
-                         start it with `cargo xtask up` (or pass --no-rate-limit)",
-                        settings.redis_url
-                    )
+                .map_err(|err| {
+                    let address = redis.address(&settings.redis_url);
+                    redis.unreachable(address).because(err).or(WITHOUT)
                 })?;
             Some(manager)
         };
@@ -919,7 +922,7 @@ pub fn routes() -> (Router<Gateway>, utoipa::openapi::OpenApi) {
 const BEARER: &str = "bearer";
 
 /// What the gateway itself can answer instead of forwarding; every route can.
-#[derive(utoipa::IntoResponses)]
+#[derive(Debug, utoipa::IntoResponses)]
 #[allow(dead_code)] // a description for the OpenAPI document, never built
 enum Refusals {
     /// No bearer token, or one that does not verify (`WWW-Authenticate: Bearer`).

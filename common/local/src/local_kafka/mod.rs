@@ -24,6 +24,7 @@
 
 pub mod cluster;
 pub mod probe;
+pub mod topics;
 
 pub use cluster::LocalCluster;
 
@@ -56,11 +57,24 @@ pub fn installed(lib: &Path) -> bool {
 
 /// The `java` to run: `$JAVA_HOME/bin/java`, else the first on `$PATH`.
 pub fn java() -> Option<PathBuf> {
-    let from_home = std::env::var_os("JAVA_HOME")
+    java_in(
+        std::env::var_os("JAVA_HOME").as_deref(),
+        std::env::var_os("PATH").as_deref(),
+    )
+}
+
+/// [`java`] with `JAVA_HOME` and `PATH` given (`cargo xtask doctor`'s tests look on a
+/// `PATH` of their own).
+pub fn java_in(
+    java_home: Option<&std::ffi::OsStr>,
+    path: Option<&std::ffi::OsStr>,
+) -> Option<PathBuf> {
+    let from_home = java_home
+        .filter(|home| !home.is_empty())
         .map(|home| PathBuf::from(home).join("bin").join("java"))
         .filter(|path| path.is_file());
     from_home.or_else(|| {
-        std::env::split_paths(&std::env::var_os("PATH")?)
+        std::env::split_paths(path?)
             .map(|dir| dir.join("java"))
             .find(|path| path.is_file())
     })

@@ -96,7 +96,12 @@ pub fn metadata(addr: &str, timeout: Duration) -> anyhow::Result<ClusterView> {
 }
 
 /// Connects to `addr`, writes `frame`, and returns the body of the one response.
-fn exchange(addr: &str, frame: &[u8], what: &str, timeout: Duration) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn exchange(
+    addr: &str,
+    frame: &[u8],
+    what: &str,
+    timeout: Duration,
+) -> anyhow::Result<Vec<u8>> {
     let addrs: Vec<_> = addr
         .to_socket_addrs()
         .with_context(|| format!("{addr:?} is not HOST:PORT, or the host is unknown"))?
@@ -144,7 +149,7 @@ fn exchange(addr: &str, frame: &[u8], what: &str, timeout: Duration) -> anyhow::
 
 /// A correlation id that differs between runs, so an answer meant for someone else
 /// (or a server that echoes a constant) is not taken for ours.
-fn correlation_id() -> i32 {
+pub(crate) fn correlation_id() -> i32 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
@@ -153,7 +158,7 @@ fn correlation_id() -> i32 {
 }
 
 /// The request header every request starts with, then `rest`, with the size prefix.
-fn frame(api_key: i16, api_version: i16, correlation_id: i32, rest: &[u8]) -> Vec<u8> {
+pub(crate) fn frame(api_key: i16, api_version: i16, correlation_id: i32, rest: &[u8]) -> Vec<u8> {
     let client_id = CLIENT_ID.as_bytes();
     let mut body = Vec::with_capacity(10 + client_id.len() + rest.len());
     body.extend_from_slice(&api_key.to_be_bytes());
@@ -248,8 +253,10 @@ pub fn decode_response(correlation_id: i32, body: &[u8]) -> anyhow::Result<Vec<A
     Ok(apis)
 }
 
-/// The unread rest of a response.
-struct Input<'a>(&'a [u8]);
+/// The unread rest of a response (also for [`super::topics`] and the tests that
+/// create topics with it).
+#[derive(Debug)]
+pub struct Input<'a>(pub &'a [u8]);
 
 impl Input<'_> {
     fn take<const N: usize>(&mut self) -> anyhow::Result<[u8; N]> {
@@ -261,16 +268,25 @@ impl Input<'_> {
         Ok(*head)
     }
 
-    fn i16(&mut self) -> anyhow::Result<i16> {
+    pub fn i16(&mut self) -> anyhow::Result<i16> {
         self.take().map(i16::from_be_bytes)
     }
 
-    fn i32(&mut self) -> anyhow::Result<i32> {
+    pub fn i32(&mut self) -> anyhow::Result<i32> {
         self.take().map(i32::from_be_bytes)
     }
 
+    /// An array's length (a response lists at most a few thousand things).
+    pub fn count(&mut self) -> anyhow::Result<usize> {
+        let count = self.i32()?;
+        usize::try_from(count)
+            .ok()
+            .filter(|n| *n <= 100_000)
+            .with_context(|| format!("implausible array length {count}"))
+    }
+
     /// A nullable string: length `-1` is null.
-    fn string(&mut self) -> anyhow::Result<Option<String>> {
+    pub fn string(&mut self) -> anyhow::Result<Option<String>> {
         let len = self.i16()?;
         let Ok(len) = usize::try_from(len) else {
             return Ok(None);

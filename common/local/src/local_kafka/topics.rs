@@ -1,12 +1,12 @@
-//! Deleting Kafka topics without a Kafka client: `DeleteTopics`, written by hand.
+//! Deleting Kafka topics without a Kafka client: `DeleteTopics`, written by hand
+//! on the framing of [`super::probe`].
 //!
 //! `cargo xtask reset` deletes the workshop's topics. Kafka's own `kafka-topics.sh`
 //! is not at hand: it runs `org.apache.kafka.tools.TopicCommand` from the
 //! `kafka-tools` jar of the release tarball, and the installation `cargo xtask up`
 //! makes is the broker's jars from Maven Central (`xtask/kafka/pom.xml`), which do not
 //! include it. librdkafka would take minutes to compile into xtask. So, like the
-//! readiness probe of `common_local::local_kafka::probe`, the one request is written
-//! out here (big-endian integers, strings as `len:i16` and bytes):
+//! readiness probe ([`super::probe`]), the one request is written out here (big-endian integers, strings as `len:i16` and bytes):
 //!
 //! ```text
 //! request:  size:i32  api_key:i16=20  api_version:i16=1  correlation_id:i32  client_id:string
@@ -21,21 +21,15 @@
 //! deletion is committed to the cluster's metadata. Each topic gets its own error
 //! code: 0 (deleted), 3 (there was no such topic), or another failure.
 //!
-//! Standard library and `anyhow` only: `xtask/tests/reset.rs` includes this file to
-//! make the topics it then asks `reset` to delete (with `CreateTopics`, using
-//! [`request`] and [`Input`]).
+//! `xtask/tests/reset.rs` makes the topics it then asks `reset` to delete with
+//! `CreateTopics`, through [`request`] and [`Input`].
 
+use super::probe;
+pub use super::probe::Input;
 use anyhow::{Context, bail, ensure};
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 pub const DELETE_TOPICS: i16 = 20;
-const CLIENT_ID: &str = "ferriseats-xtask";
-/// How long connecting to a broker may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Larger answers are not answers to these requests.
-const MAX_RESPONSE: usize = 16 << 20;
 
 /// The error code "there is no such topic".
 pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
@@ -94,64 +88,25 @@ pub fn request(
     body: &[u8],
     timeout: Duration,
 ) -> anyhow::Result<Vec<u8>> {
-    let correlation_id = (std::process::id() & 0x7fff_ffff) as i32;
-    let mut frame = Vec::with_capacity(14 + CLIENT_ID.len() + body.len());
-    frame.extend_from_slice(&api_key.to_be_bytes());
-    frame.extend_from_slice(&api_version.to_be_bytes());
-    put_i32(&mut frame, correlation_id);
-    put_string(&mut frame, CLIENT_ID);
-    frame.extend_from_slice(body);
-    let mut sized = (frame.len() as i32).to_be_bytes().to_vec();
-    sized.extend_from_slice(&frame);
-
-    let mut stream = connect(brokers)?;
-    stream.set_read_timeout(Some(timeout + Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(CONNECT_TIMEOUT))?;
-    stream.write_all(&sized).context("sending the request")?;
-    let mut size = [0; 4];
-    stream
-        .read_exact(&mut size)
-        .context("no answer (not a Kafka broker?)")?;
-    let size = i32::from_be_bytes(size);
-    let size = usize::try_from(size)
-        .ok()
-        .filter(|size| (4..=MAX_RESPONSE).contains(size))
-        .with_context(|| format!("an answer of {size} bytes: not the Kafka protocol"))?;
-    let mut response = vec![0; size];
-    stream
-        .read_exact(&mut response)
-        .context("a truncated answer")?;
-    let mut input = Input(&response);
-    let echoed = input.i32()?;
-    ensure!(
-        echoed == correlation_id,
-        "the correlation id {echoed} is not ours ({correlation_id}): not the Kafka protocol"
-    );
-    Ok(input.0.to_vec())
-}
-
-/// A connection to the first of `brokers` that accepts one.
-fn connect(brokers: &str) -> anyhow::Result<TcpStream> {
+    let correlation_id = probe::correlation_id();
+    let frame = probe::frame(api_key, api_version, correlation_id, body);
     let mut errors = Vec::new();
     for broker in brokers.split(',').map(str::trim).filter(|b| !b.is_empty()) {
-        let addrs = match broker.to_socket_addrs() {
-            Ok(addrs) => addrs,
-            Err(err) => {
-                errors.push(format!("{broker}: {err}"));
-                continue;
+        let what = format!("request {api_key} v{api_version}");
+        match probe::exchange(broker, &frame, &what, timeout + Duration::from_secs(5)) {
+            Ok(response) => {
+                let mut input = Input(&response);
+                let echoed = input.i32()?;
+                ensure!(
+                    echoed == correlation_id,
+                    "the correlation id {echoed} is not ours ({correlation_id}): not the Kafka protocol"
+                );
+                return Ok(input.0.to_vec());
             }
-        };
-        for addr in addrs {
-            match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
-                Ok(stream) => return Ok(stream),
-                Err(err) => errors.push(format!("{broker}: {err}")),
-            }
+            Err(err) => errors.push(format!("{err:#}")),
         }
     }
-    bail!(
-        "cannot connect to Kafka at {brokers} ({})",
-        errors.join("; ")
-    )
+    bail!("cannot reach Kafka at {brokers} ({})", errors.join("; "))
 }
 
 pub fn put_i32(out: &mut Vec<u8>, n: i32) {
@@ -163,54 +118,10 @@ pub fn put_string(out: &mut Vec<u8>, text: &str) {
     out.extend_from_slice(text.as_bytes());
 }
 
-/// The unread rest of a response.
-pub struct Input<'a>(pub &'a [u8]);
-
-impl Input<'_> {
-    fn take<const N: usize>(&mut self) -> anyhow::Result<[u8; N]> {
-        let (head, rest) = self
-            .0
-            .split_first_chunk::<N>()
-            .context("the response ends early")?;
-        self.0 = rest;
-        Ok(*head)
-    }
-
-    pub fn i16(&mut self) -> anyhow::Result<i16> {
-        self.take().map(i16::from_be_bytes)
-    }
-
-    pub fn i32(&mut self) -> anyhow::Result<i32> {
-        self.take().map(i32::from_be_bytes)
-    }
-
-    /// An array's length (a response lists at most a few thousand things).
-    pub fn count(&mut self) -> anyhow::Result<usize> {
-        let count = self.i32()?;
-        usize::try_from(count)
-            .ok()
-            .filter(|n| *n <= 100_000)
-            .with_context(|| format!("implausible array length {count}"))
-    }
-
-    /// A nullable string: length `-1` is null.
-    pub fn string(&mut self) -> anyhow::Result<Option<String>> {
-        let len = self.i16()?;
-        let Ok(len) = usize::try_from(len) else {
-            return Ok(None);
-        };
-        ensure!(self.0.len() >= len, "the response ends inside a string");
-        let (text, rest) = self.0.split_at(len);
-        self.0 = rest;
-        Ok(Some(
-            String::from_utf8(text.to_vec()).context("a string that is not UTF-8")?,
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
     use std::net::TcpListener;
 
     /// A one-connection broker that reads one request and answers with `answer(request)`.
@@ -237,7 +148,7 @@ mod tests {
             assert_eq!(&request[..4], &[0, 20, 0, 1]);
             let mut input = Input(&request[4..]);
             let correlation_id = input.i32().unwrap();
-            assert_eq!(input.string().unwrap().as_deref(), Some(CLIENT_ID));
+            assert_eq!(input.string().unwrap().as_deref(), Some("ferriseats-xtask"));
             // The body: two names and a timeout.
             assert_eq!(input.count().unwrap(), 2);
             assert_eq!(input.string().unwrap().as_deref(), Some("orders"));
