@@ -7,8 +7,9 @@
 //! The second half is the trace-context seam ([`TracePropagation`]): where a trace
 //! crosses a process boundary, and nothing else until phase 3 fills it in.
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
 
 /// A JSON subscriber writing to `writer`. Tests pass an in-memory writer to assert on
 /// what was logged; binaries use [`init_json_logs`].
@@ -16,17 +17,27 @@ pub fn json_subscriber<W>(writer: W, default_filter: &str) -> impl tracing::Subs
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
         .with_current_span(false)
         .with_span_list(true)
         .with_target(true)
-        .with_env_filter(filter)
         .with_writer(writer)
         .finish()
+        .with(log_filter(default_filter))
+}
+
+/// `RUST_LOG` as levels per target (`info`, `warn,phase1_monolith=debug`), or
+/// `default` when it is unset or not of that form. Targets rather than `EnvFilter`:
+/// the same directives a learner writes, without compiling a regex engine into
+/// phase 1 (phase 3, which filters spans by field, uses `EnvFilter`).
+pub fn log_filter(default: &str) -> Targets {
+    std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|directives| directives.parse().ok())
+        .or_else(|| default.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO))
 }
 
 /// Installs JSON logging to stdout for the whole process.
