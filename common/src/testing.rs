@@ -116,10 +116,7 @@ impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for LogBuffer {
 
 /// A port nothing listens on: bound by the OS, then let go.
 pub fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
+    crate::local_kafka::cluster::free_port().expect("a free port")
 }
 
 /// Runs a binary that is meant to fail at once, the way a newcomer meets it (with

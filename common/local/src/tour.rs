@@ -192,9 +192,7 @@ impl Tour {
     /// Moves `well_known` to a free port; `variable` (e.g. `LISTEN_ADDR`) tells the
     /// services where it went.
     pub fn port(mut self, well_known: u16, variable: &str) -> anyhow::Result<Self> {
-        let free = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let free = crate::local_kafka::cluster::free_port()?;
         self.ports.insert(well_known, free);
         self.env
             .push((variable.to_owned(), format!("127.0.0.1:{free}")));
@@ -311,7 +309,7 @@ impl Tour {
                 break status;
             }
             if Instant::now() > deadline {
-                kill_group(&mut child);
+                kill_tree(&mut child);
                 return Err(format!("{at}: still running after {:?}", self.timeout));
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -363,7 +361,7 @@ impl Tour {
 impl Drop for Tour {
     fn drop(&mut self) {
         for child in &mut self.services {
-            kill_group(child);
+            kill_tree(child);
         }
     }
 }
@@ -399,7 +397,7 @@ fn tree(pid: u32) -> Vec<u32> {
 /// SIGTERM to the child and everything it started, SIGKILL to what is left after
 /// 10 s. Positive pids only: procps-ng 4.0.2's `kill` misreads `kill -TERM -PGID`
 /// (the form for a process group) and signals far more than the group.
-fn kill_group(child: &mut Child) {
+fn kill_tree(child: &mut Child) {
     let signal = |name: &str, pids: &[u32]| {
         let _ = Command::new("kill")
             .args(["-s", name])

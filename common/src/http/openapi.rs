@@ -34,17 +34,15 @@ where
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     doc.info.license = None;
     doc.info.contact = None;
-    let json = to_json(&doc);
+    // Serialized once; each request shares the bytes.
+    let json = axum::body::Bytes::from(to_json(&doc));
     let router = router.route(
         "/openapi.json",
-        get(move || {
-            let json = json.clone();
-            async move {
-                (
-                    [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    json,
-                )
-            }
+        get(move || async move {
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                json,
+            )
         }),
     );
     (router, doc)

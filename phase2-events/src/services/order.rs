@@ -72,7 +72,7 @@ pub struct OrderApi {
     /// instead of the outbox (the dual write, kept to be seen failing).
     direct: Option<FutureProducer>,
     /// The page at `GET /`, with the notification service's port filled in.
-    page: Arc<str>,
+    page: axum::body::Bytes,
 }
 
 impl std::fmt::Debug for OrderApi {
@@ -128,8 +128,8 @@ pub fn page(live_port: u16) -> String {
 /// A page to watch orders move through the services, live.
 #[utoipa::path(get, path = "/", tag = "page",
     responses((status = 200, description = "An HTML page: order, then watch the order's status change live", body = String, content_type = "text/html")))]
-async fn index(State(api): State<OrderApi>) -> axum::response::Html<String> {
-    axum::response::Html(api.page.to_string())
+async fn index(State(api): State<OrderApi>) -> axum::response::Html<axum::body::Bytes> {
+    axum::response::Html(api.page)
 }
 
 /// Place an order: stored with its `OrderPlaced` event in one transaction; the rest
@@ -450,7 +450,7 @@ impl OrderService {
             store: OrderStore::new(pool.clone()),
             topics: topics.clone(),
             direct,
-            page: Arc::from(page(settings.notification_addr.port())),
+            page: page(settings.notification_addr.port()).into(),
         };
         let limits = HttpLimits {
             body_limit: settings.body_limit,
