@@ -11,6 +11,7 @@
 //! | [`payment`]     | the payment provider simulator and the resilient client that calls it |
 //! | [`http`]        | problem+json errors, JSON extractor, the standard middleware stack   |
 //! | [`db`]          | one connection function for SQLite and PostgreSQL                    |
+//! | [`migrations`]  | SQL migrations compiled in (`embed_migrations!`) without sqlx's macro crate |
 //! | [`telemetry`]   | JSON logs where every line carries the request id                    |
 //! | [`shutdown`]    | Ctrl-C / SIGTERM as a `CancellationToken`                            |
 //! | [`unreachable`] | "cannot reach PostgreSQL at …: start it with `cargo xtask up`", in one line, at once |
@@ -39,6 +40,7 @@ macro_rules! schema_of {
 pub mod db;
 pub mod domain;
 pub mod http;
+pub mod migrations;
 pub mod payment;
 pub mod resilience;
 pub mod shutdown;

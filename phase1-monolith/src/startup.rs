@@ -19,12 +19,18 @@ use tokio::net::TcpListener;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
-/// Phase 1's migrations (menu, orders, idempotency keys), for tests that build the
-/// router on a database of their own.
-pub fn migrator() -> &'static sqlx::migrate::Migrator {
-    &MIGRATOR
+/// Phase 1's migrations (menu, orders, idempotency keys), compiled in; phase 2's
+/// order service starts from them, and tests build the router on a database of their
+/// own with them. (`tests/migrations.rs` checks the list against `migrations/`.)
+pub fn migrator() -> sqlx::migrate::Migrator {
+    common::embed_migrations!(
+        "migrations",
+        [
+            "0001_menu.sql",
+            "0002_orders.sql",
+            "0003_idempotency_keys.sql"
+        ]
+    )
 }
 
 /// What every handler can reach.
@@ -94,7 +100,7 @@ impl Application {
                     .into(),
                 Err(err) => err,
             })?;
-        MIGRATOR.run(&pool).await?;
+        migrator().run(&pool).await?;
         let store = OrderStore::new(pool);
 
         let (provider, payment_url) = match &settings.payment_url {

@@ -13,9 +13,20 @@ use anyhow::Context;
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Transaction};
 
-/// Migrations every phase-2 service database gets (outbox, processed events).
+/// The migrations every phase-2 service database gets (outbox, processed events).
+pub fn shared_migrator() -> Migrator {
+    common::embed_migrations!(
+        "migrations/shared",
+        [
+            "900001_outbox_and_processed_events.sql",
+            "900002_outbox_lanes.sql"
+        ]
+    )
+}
+
+/// Applies [`shared_migrator`]'s migrations.
 pub async fn migrate_shared(pool: &AnyPool) -> anyhow::Result<()> {
-    let mut migrator: Migrator = sqlx::migrate!("./migrations/shared");
+    let mut migrator = shared_migrator();
     // Each service database also has its own migrations, applied by its own migrator.
     migrator.set_ignore_missing(true);
     migrator

@@ -309,7 +309,7 @@ impl Tour {
                 break status;
             }
             if Instant::now() > deadline {
-                kill_tree(&mut child);
+                crate::process::stop_tree(&mut child);
                 return Err(format!("{at}: still running after {:?}", self.timeout));
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -361,7 +361,7 @@ impl Tour {
 impl Drop for Tour {
     fn drop(&mut self) {
         for child in &mut self.services {
-            kill_tree(child);
+            crate::process::stop_tree(child);
         }
     }
 }
@@ -372,50 +372,6 @@ fn process_group(mut command: Command) -> Command {
     use std::os::unix::process::CommandExt;
     command.process_group(0);
     command
-}
-
-/// `pid` and every process below it (from `/proc/PID/task/*/children`).
-fn tree(pid: u32) -> Vec<u32> {
-    let mut all = vec![pid];
-    let mut i = 0;
-    while i < all.len() {
-        let tasks = std::fs::read_dir(format!("/proc/{}/task", all[i]));
-        for task in tasks.into_iter().flatten().flatten() {
-            let children =
-                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-            all.extend(
-                children
-                    .split_whitespace()
-                    .filter_map(|p| p.parse::<u32>().ok()),
-            );
-        }
-        i += 1;
-    }
-    all
-}
-
-/// SIGTERM to the child and everything it started, SIGKILL to what is left after
-/// 10 s. Positive pids only: procps-ng 4.0.2's `kill` misreads `kill -TERM -PGID`
-/// (the form for a process group) and signals far more than the group.
-fn kill_tree(child: &mut Child) {
-    let signal = |name: &str, pids: &[u32]| {
-        let _ = Command::new("kill")
-            .args(["-s", name])
-            .args(pids.iter().map(u32::to_string))
-            .stderr(Stdio::null())
-            .status();
-    };
-    let pids = tree(child.id());
-    signal("TERM", &pids);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    signal("KILL", &pids);
-    let _ = child.wait();
 }
 
 #[cfg(test)]

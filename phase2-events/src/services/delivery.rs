@@ -19,7 +19,10 @@ use std::time::Duration;
 pub const SERVICE: Service = Service::Delivery;
 
 pub fn migrators() -> Vec<sqlx::migrate::Migrator> {
-    vec![sqlx::migrate!("./migrations/delivery")]
+    vec![common::embed_migrations!(
+        "migrations/delivery",
+        ["000001_deliveries.sql", "000002_deliveries_traceparent.sql"]
+    )]
 }
 
 /// The stages after `confirmed`, each with the event announcing it.

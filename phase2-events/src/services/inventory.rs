@@ -38,7 +38,10 @@ pub async fn restock(pool: &sqlx::AnyPool, available: i64) -> anyhow::Result<u64
 }
 
 pub fn migrators() -> Vec<sqlx::migrate::Migrator> {
-    vec![sqlx::migrate!("./migrations/inventory")]
+    vec![common::embed_migrations!(
+        "migrations/inventory",
+        ["000001_stock.sql"]
+    )]
 }
 
 #[derive(Debug, Clone)]

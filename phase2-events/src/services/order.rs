@@ -59,8 +59,11 @@ pub const OPEN_ORDERS: &str =
 /// Phase 1's migrations (menu, orders, idempotency keys) plus the saga column.
 pub fn migrators() -> Vec<sqlx::migrate::Migrator> {
     vec![
-        sqlx::migrate!("../phase1-monolith/migrations"),
-        sqlx::migrate!("./migrations/order"),
+        phase1_monolith::startup::migrator(),
+        common::embed_migrations!(
+            "migrations/order",
+            ["800001_saga.sql", "800002_open_orders.sql"]
+        ),
     ]
 }
 

@@ -67,7 +67,10 @@ use tracing::Instrument;
 pub const SERVICE: Service = Service::Payment;
 
 pub fn migrators() -> Vec<sqlx::migrate::Migrator> {
-    vec![sqlx::migrate!("./migrations/payment")]
+    vec![common::embed_migrations!(
+        "migrations/payment",
+        ["000001_payments.sql", "000002_payment_worker.sql"]
+    )]
 }
 
 /// Provider calls one worker has in flight at most. Each is a future waiting for an
