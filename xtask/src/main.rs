@@ -25,6 +25,7 @@
 
 mod book;
 mod doctor;
+mod footprint;
 mod kafka;
 mod postgres;
 mod prefetch;
@@ -94,6 +95,11 @@ enum Command {
     /// them). Refuses, touching nothing, while a phase is connected to its databases;
     /// do not run it during `cargo xtask test` or a game day.
     Reset(reset::ResetArgs),
+    /// What each phase's `all` costs: CPU and memory of its processes idle and under
+    /// phase 4's load generator (`--rate`, default 50 requests/s), and of PostgreSQL,
+    /// Redis and Kafka in the same windows. Debug builds, as `cargo run` makes them;
+    /// prints the README's footprint table.
+    Footprint(footprint::FootprintArgs),
     /// A chaos scenario under load, ending in a verdict: builds and runs
     /// `phase4-chaos scenario ARGS` (`cargo xtask chaos kill-service`, `--all`); the
     /// exit status is the verdict's (0 pass, 1 fail, 2 not judged).
@@ -169,6 +175,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench { args } => bench(&args),
         Command::Prefetch(args) => prefetch::run(&args),
         Command::Reset(args) => reset::run(&args),
+        Command::Footprint(args) => footprint::run(&args),
         // The verdict's exit status, as it is: 1 fail, 2 not judged.
         Command::Chaos { args } => match phase4("scenario", &args) {
             Ok(status) => {

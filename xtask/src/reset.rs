@@ -177,6 +177,8 @@ pub const STATE: &[(&str, Action)] = &[
     ("runs", Action::Remove),
     // Phase 5: each rehearsal's results folder.
     ("rehearsals", Action::Remove),
+    // `cargo xtask footprint`: each phase's logs, SQLite file and load report.
+    ("footprint", Action::Remove),
     // Phase 4: the sealed answer of the last game day.
     ("gameday.json", Action::Remove),
     // The start and stop logs of xtask's servers, the Kafka nodes' output, and phase

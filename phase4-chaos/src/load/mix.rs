@@ -182,7 +182,14 @@ impl Plan {
                         format!(r#"{{"sku":"{}","qty":{qty}}}"#, SKUS[sku])
                     })
                     .collect();
-                let body = format!(r#"{{"items":[{}]}}"#, items.join(","));
+                // The gateway takes the customer from the token; the body names the
+                // same one, so the mix also runs against an order API without a
+                // gateway (phases 1–3: `cargo xtask footprint` loads them this way).
+                let body = format!(
+                    r#"{{"customer_id":"{}","items":[{}]}}"#,
+                    customer_name(customer),
+                    items.join(",")
+                );
                 let mut bytes: [u8; 16] = state.rng.random();
                 for (byte, run) in bytes.iter_mut().zip(self.run) {
                     *byte ^= run;
@@ -240,6 +247,11 @@ impl Plan {
         }
         state.placed.push_back((customer, location));
     }
+}
+
+/// The customer a virtual user is (its token's subject, its orders' `customer_id`).
+pub fn customer_name(customer: usize) -> String {
+    format!("vu-{customer:05}")
 }
 
 #[cfg(test)]

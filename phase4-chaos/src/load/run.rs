@@ -578,7 +578,7 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<LoadReport> {
     let lifetime = duration + Duration::from_secs(600);
     let tokens: Arc<Vec<String>> = Arc::new(
         (0..args.customers.max(1))
-            .map(|i| keys.mint(&format!("vu-{i:05}"), lifetime))
+            .map(|i| keys.mint(&super::mix::customer_name(i), lifetime))
             .collect::<anyhow::Result<_>>()?,
     );
     let client = reqwest::Client::builder()
