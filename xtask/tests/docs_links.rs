@@ -4,33 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+mod support;
+use support::workspace_root;
 
 fn markdown_files(root: &Path) -> Vec<PathBuf> {
-    let mut files = vec![root.join("README.md")];
-    for dir in [
-        "common",
-        "phase1-monolith",
-        "phase1-monolith/migrations",
-        "phase2-events",
-        "phase3-observability",
-        "phase4-chaos",
-        "phase5-k8s",
-        "tui",
-        "exercises",
-        "exercises/mine",
-        "xtask",
-    ] {
-        let readme = root.join(dir).join("README.md");
-        if readme.exists() {
-            files.push(readme);
-        }
-    }
+    let mut files = support::readmes(root);
     let mut stack = vec![root.join("docs/src"), root.join("exercises/src")];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {

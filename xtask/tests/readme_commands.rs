@@ -11,35 +11,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod support;
+
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    support::workspace_root()
 }
 
-/// The READMEs of the workspace: the root's and each crate's (not the exercises'
-/// per-exercise ones, whose commands are the exercise runner's).
 fn readmes() -> Vec<PathBuf> {
-    let root = root();
-    let mut all = vec![root.join("README.md")];
-    for dir in [
-        "common",
-        "phase1-monolith",
-        "phase2-events",
-        "phase3-observability",
-        "phase4-chaos",
-        "phase5-k8s",
-        "tui",
-        "exercises",
-        "xtask",
-    ] {
-        let readme = root.join(dir).join("README.md");
-        if readme.exists() {
-            all.push(readme);
-        }
-    }
-    all
+    support::readmes(&root())
 }
 
 /// The ```bash blocks of `markdown`: (first line number, text).
