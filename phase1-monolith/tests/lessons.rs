@@ -15,33 +15,23 @@
 //!   to this test's own process (the suite runs others like it at the same time).
 
 use common_local::tour::{Step, Tour};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 const SECTION: &str = "## See each lesson";
 
 /// The ```bash blocks of the section: (line of the first command, text).
 fn lesson_blocks(readme: &str) -> Vec<(usize, String)> {
+    let line_of = |at: usize| readme[..at].lines().count() + 1;
     let start = readme.find(SECTION).expect("the README's lessons section");
-    let first_line = readme[..start].lines().count() + 1;
-    let section = &readme[start..];
-    let end = section[SECTION.len()..]
+    let end = readme[start + SECTION.len()..]
         .find("\n## ")
-        .map_or(section.len(), |at| at + SECTION.len());
-    let mut blocks = Vec::new();
-    let mut current: Option<(usize, String)> = None;
-    for (n, line) in section[..end].lines().enumerate() {
-        match &mut current {
-            None if line.trim() == "```bash" => current = Some((first_line + n + 1, String::new())),
-            Some(_) if line.trim() == "```" => blocks.push(current.take().unwrap()),
-            Some((_, text)) => {
-                text.push_str(line);
-                text.push('\n');
-            }
-            None => {}
-        }
-    }
-    blocks
+        .map_or(readme.len(), |at| start + SECTION.len() + at);
+    let lines = line_of(start)..line_of(end);
+    common_local::tour::fenced_blocks(readme, "bash")
+        .into_iter()
+        .filter(|(line, _)| lines.contains(line))
+        .collect()
 }
 
 /// A block split into the services it starts and the script that follows.
@@ -70,80 +60,44 @@ fn split(block: &str) -> (Vec<String>, String) {
     (services, script)
 }
 
-struct Lessons {
-    dir: PathBuf,
-    tour: Option<Tour>,
-}
-
-impl Lessons {
-    fn fresh_tour(&mut self) -> Tour {
-        drop(self.tour.take()); // stops the services of the block before
-        let mut tour = Tour::new(&self.dir).unwrap().binary(
+/// A tour in `dir` running `services` (the tour before, and its services, stopped
+/// first: a learner's Ctrl-C), each awaited on its port.
+fn start(dir: &Path, before: Option<Tour>, line: usize, services: &[String]) -> Tour {
+    drop(before);
+    let mut tour = Tour::new(dir)
+        .unwrap()
+        .binary(
             "phase1-monolith",
             Path::new(env!("CARGO_BIN_EXE_phase1-monolith")),
-        );
-        tour.timeout = Duration::from_secs(90);
-        tour
-    }
-
-    /// Starts `services` (stopping those before), each awaited on its port.
-    fn start(&mut self, line: usize, services: &[String]) {
-        let mut tour = self.fresh_tour().port(3001, "PROVIDER_ADDR").unwrap();
-        let alone = services.len() == 1;
-        if alone {
+        )
+        .port(3001, "PROVIDER_ADDR")
+        .unwrap();
+    tour.timeout = Duration::from_secs(90);
+    for service in services {
+        // The API listens on 3000 (and, without --payment-url, its provider on 3001);
+        // a provider alone only on 3001.
+        if !service.contains(" provider") && tour.port_of(3000).is_none() {
             tour = tour.port(3000, "LISTEN_ADDR").unwrap();
         }
-        for service in services {
-            if !alone && !service.contains(" provider") {
-                tour = tour.port(3000, "LISTEN_ADDR").unwrap();
-            }
-            run(&mut tour, line, service);
-        }
-        // Narrow the README's pkill to this test's API (its port is this test's own);
-        // `[p]` keeps the pattern from matching the shell that runs it.
-        let narrowed = "[p]hase1-monolith --payment-url http://127.0.0.1:3001'";
-        tour = tour.substitute("phase1-monolith --payment-url'", narrowed);
-        self.tour = Some(tour);
+        run(&mut tour, line, service);
     }
-
-    fn run(&mut self, line: usize, command: &str) {
-        run(
-            self.tour.as_mut().expect("a service started before"),
-            line,
-            command,
-        );
-    }
+    // Narrow the README's pkill to this test's API (its port is this test's own);
+    // `[p]` keeps the pattern from matching the shell that runs it.
+    let narrowed = "[p]hase1-monolith --payment-url http://127.0.0.1:3001'";
+    tour.substitute("phase1-monolith --payment-url'", narrowed)
 }
 
-/// Runs one command (a service is started and awaited); a failure panics with the
-/// README line.
-fn run(tour: &mut Tour, line: usize, command: &str) {
+/// Runs `command` (a service is started and awaited; a script must succeed) and
+/// returns what it printed; a failure panics with the README line.
+fn run(tour: &mut Tour, line: usize, command: &str) -> String {
     let step = Step {
         line,
         command: command.to_owned(),
         expected: vec!["...".to_owned()],
     };
-    if let Err(failure) = tour.run(&step) {
-        panic!("README.md's lesson at line {line} does not run — {failure}");
-    }
-}
-
-/// Runs `script` (a block's commands) and returns what it printed, failing with the
-/// README line when it does not succeed.
-fn output(lessons: &mut Lessons, line: usize, script: &str) -> String {
-    let tour = lessons.tour.as_mut().expect("a service started before");
-    let file = "lesson.out";
-    let command = format!("{{\n{script}\n}} > {file} 2>&1");
-    let step = Step {
-        line,
-        command,
-        expected: Vec::new(),
-    };
-    if let Err(failure) = tour.run(&step) {
-        let printed = std::fs::read_to_string(lessons.dir.join(file)).unwrap_or_default();
-        panic!("README.md's lesson at line {line} failed — {failure}\nit printed:\n{printed}");
-    }
-    std::fs::read_to_string(lessons.dir.join(file)).unwrap()
+    tour.run(&step).unwrap_or_else(|failure| {
+        panic!("README.md's lesson at line {line} does not run — {failure}")
+    })
 }
 
 #[test]
@@ -160,10 +114,7 @@ fn each_lesson_runs_as_written_and_shows_what_the_readme_says() {
     let dir =
         std::env::temp_dir().join(format!("ferriseats-phase1-lessons-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut lessons = Lessons {
-        dir: dir.clone(),
-        tour: None,
-    };
+    let mut tour: Option<Tour> = None;
     // What the prose after each block says the learner sees.
     let claims: [&[&str]; 7] = [
         &[],                                                            // start the app
@@ -177,12 +128,13 @@ fn each_lesson_runs_as_written_and_shows_what_the_readme_says() {
     for ((line, block), claim) in blocks.iter().zip(claims) {
         let (services, script) = split(block);
         if !services.is_empty() {
-            lessons.start(*line, &services);
+            tour = Some(start(&dir, tour.take(), *line, &services));
         }
         if script.trim().is_empty() {
             continue;
         }
-        let printed = output(&mut lessons, *line, &script);
+        let app = tour.as_mut().expect("the lessons start the app first");
+        let printed = run(app, *line, &script);
         for expected in claim {
             assert!(
                 printed.contains(expected),
@@ -198,16 +150,17 @@ fn each_lesson_runs_as_written_and_shows_what_the_readme_says() {
         .iter()
         .find(|s| s.contains("--payment-url"))
         .unwrap();
-    lessons.run(*line, api);
+    let app = tour.as_mut().unwrap();
+    run(app, *line, api);
     // One provider call of 2–5 s per order in doubt, one at a time: about two minutes.
-    lessons.tour.as_mut().unwrap().timeout = Duration::from_secs(300);
-    let settled = output(
-        &mut lessons,
+    app.timeout = Duration::from_secs(300);
+    let settled = run(
+        app,
         *line,
         "until [ -z \"$(sqlite3 ferriseats-phase1.db \"select 1 from orders where status = 'placed' limit 1\")\" ]; do sleep 1; done\n\
          sqlite3 ferriseats-phase1.db \"select status, count(*) from orders group by status\"",
     );
     assert!(!settled.contains("placed"), "{settled}");
-    drop(lessons);
+    drop(tour);
     let _ = std::fs::remove_dir_all(&dir);
 }

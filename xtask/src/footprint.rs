@@ -89,6 +89,15 @@ struct Report {
 
 const URL: &str = "http://127.0.0.1:3000";
 
+/// Each phase's package (its binary has the same name, phase 4's is also the load
+/// generator) and whether its README runs it with `all`.
+const PHASES: [(&str, bool); 4] = [
+    ("phase1-monolith", false),
+    ("phase2-events", true),
+    ("phase3-observability", true),
+    ("phase4-chaos", true),
+];
+
 pub fn run(args: &FootprintArgs) -> anyhow::Result<()> {
     services::up(false, 1)?;
     if !args.no_build {
@@ -96,13 +105,8 @@ pub fn run(args: &FootprintArgs) -> anyhow::Result<()> {
         // dependencies are compiled once.
         let mut build = Command::new(cargo());
         build.arg("build").current_dir(workspace_root());
-        for phase in [
-            "phase1-monolith",
-            "phase2-events",
-            "phase3-observability",
-            "phase4-chaos",
-        ] {
-            build.args(["-p", phase]);
+        for (package, _) in PHASES {
+            build.args(["-p", package]);
         }
         proc_util::run(&mut build, Duration::from_secs(60 * 60))?;
     }
@@ -171,20 +175,9 @@ fn measure_phase(phase: u8, args: &FootprintArgs) -> anyhow::Result<PhaseFootpri
         !services::port_open(3000),
         "something already listens on 127.0.0.1:3000: stop the phase that runs there (Ctrl-C), then run this again"
     );
-    let (binary, arguments): (&str, &[&str]) = match phase {
-        1 => ("phase1-monolith", &[]),
-        2 => ("phase2-events", &["all"]),
-        3 => ("phase3-observability", &["all"]),
-        _ => ("phase4-chaos", &["all"]),
-    };
-    let command = format!(
-        "cargo run -p {binary}{}",
-        if arguments.is_empty() {
-            String::new()
-        } else {
-            format!(" -- {}", arguments.join(" "))
-        }
-    );
+    let (binary, all) = PHASES[usize::from(phase) - 1];
+    let arguments: &[&str] = if all { &["all"] } else { &[] };
+    let command = format!("cargo run -p {binary}{}", if all { " -- all" } else { "" });
     let dir = workspace_root()
         .join(".ferriseats/footprint")
         .join(format!("phase{phase}"));
@@ -300,11 +293,10 @@ impl Window {
             peak_kib: 0,
         };
         window.ticks = window
-            .pids()
+            .sample()
             .into_iter()
             .filter_map(|pid| Some((pid, cpu_ticks(pid)?)))
             .collect();
-        window.sample();
         window
     }
 
@@ -315,18 +307,19 @@ impl Window {
         }
     }
 
-    /// Notes the memory held now (the peak is kept).
-    pub fn sample(&mut self) {
-        let held = self.pids().into_iter().filter_map(memory_kib).sum();
+    /// Notes the memory held now (the peak is kept); the processes it looked at.
+    pub fn sample(&mut self) -> Vec<u32> {
+        let pids = self.pids();
+        let held = pids.iter().copied().filter_map(memory_kib).sum();
         self.peak_kib = self.peak_kib.max(held);
+        pids
     }
 
     /// The window's usage: ticks spent since the start by the processes alive now
     /// (a process started during the window counts from zero).
     pub fn finish(mut self) -> Usage {
-        self.sample();
         let spent: u64 = self
-            .pids()
+            .sample()
             .into_iter()
             .filter_map(|pid| {
                 Some(cpu_ticks(pid)?.saturating_sub(self.ticks.get(&pid).copied().unwrap_or(0)))

@@ -21,24 +21,6 @@ fn readmes() -> Vec<PathBuf> {
     support::readmes(&root())
 }
 
-/// The ```bash blocks of `markdown`: (first line number, text).
-fn bash_blocks(markdown: &str) -> Vec<(usize, String)> {
-    let mut blocks = Vec::new();
-    let mut current: Option<(usize, String)> = None;
-    for (n, line) in markdown.lines().enumerate() {
-        match &mut current {
-            None if line.trim_start() == "```bash" => current = Some((n + 2, String::new())),
-            Some(_) if line.trim_start().starts_with("```") => blocks.push(current.take().unwrap()),
-            Some((_, text)) => {
-                text.push_str(line);
-                text.push('\n');
-            }
-            None => {}
-        }
-    }
-    blocks
-}
-
 /// Shell words of one command line, quotes removed; stops at a comment or at the
 /// first operator (`|`, `&&`, `;`, `>`, `&`, `<`). `None` when a word has a `$` (its
 /// value is only known when the shell runs it).
@@ -237,7 +219,7 @@ fn every_command_the_readmes_show_still_parses_and_every_block_is_bash() {
     for readme in readmes() {
         let text = std::fs::read_to_string(&readme).unwrap();
         let name = readme.strip_prefix(root()).unwrap().display().to_string();
-        for (line, block) in bash_blocks(&text) {
+        for (line, block) in common_local::tour::fenced_blocks(&text, "bash") {
             let syntax = Command::new("bash")
                 .args(["-n", "-c", &block])
                 .output()

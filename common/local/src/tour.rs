@@ -53,36 +53,49 @@ impl Step {
 /// The steps of every ```` ```console ```` block of `markdown`, in order.
 pub fn parse(markdown: &str) -> Vec<Step> {
     let mut steps: Vec<Step> = Vec::new();
-    let mut in_block = false;
-    let mut continuing = false;
-    for (i, line) in markdown.lines().enumerate() {
-        let trimmed = line.trim_end();
-        if !in_block {
-            in_block = trimmed.trim_start() == "```console";
-            continue;
-        }
-        if trimmed.trim_start().starts_with("```") {
-            in_block = false;
-            continuing = false;
-            continue;
-        }
-        if continuing {
-            let step = steps.last_mut().expect("a command is being continued");
-            step.command.push('\n');
-            step.command.push_str(trimmed);
-            continuing = trimmed.ends_with('\\');
-        } else if let Some(command) = trimmed.strip_prefix("$ ") {
-            steps.push(Step {
-                line: i + 1,
-                command: command.to_owned(),
-                expected: Vec::new(),
-            });
-            continuing = command.ends_with('\\');
-        } else if let Some(step) = steps.last_mut() {
-            step.expected.push(trimmed.to_owned());
+    for (first, block) in fenced_blocks(markdown, "console") {
+        let mut continuing = false;
+        for (i, line) in block.lines().enumerate() {
+            let trimmed = line.trim_end();
+            if continuing {
+                let step = steps.last_mut().expect("a command is being continued");
+                step.command.push('\n');
+                step.command.push_str(trimmed);
+                continuing = trimmed.ends_with('\\');
+            } else if let Some(command) = trimmed.strip_prefix("$ ") {
+                steps.push(Step {
+                    line: first + i,
+                    command: command.to_owned(),
+                    expected: Vec::new(),
+                });
+                continuing = command.ends_with('\\');
+            } else if let Some(step) = steps.last_mut() {
+                step.expected.push(trimmed.to_owned());
+            }
         }
     }
     steps
+}
+
+/// Every ```` ```INFO ```` block of `markdown` (`info` such as `console` or `bash`),
+/// in order: the 1-based line of its first line, and its text.
+pub fn fenced_blocks(markdown: &str, info: &str) -> Vec<(usize, String)> {
+    let opening = format!("```{info}");
+    let mut blocks = Vec::new();
+    let mut current: Option<(usize, String)> = None;
+    for (n, line) in markdown.lines().enumerate() {
+        let trimmed = line.trim();
+        match &mut current {
+            None if trimmed == opening => current = Some((n + 2, String::new())),
+            Some(_) if trimmed.starts_with("```") => blocks.extend(current.take()),
+            Some((_, text)) => {
+                text.push_str(line);
+                text.push('\n');
+            }
+            None => {}
+        }
+    }
+    blocks
 }
 
 /// Whether `actual` is what `expected` describes (`[..]` within a line, `...` for
@@ -287,8 +300,9 @@ impl Tour {
     }
 
     /// Runs one step: a service is started and awaited; a command must finish within
-    /// [`Tour::timeout`], succeed, and print what the step expects.
-    pub fn run(&mut self, step: &Step) -> Result<(), String> {
+    /// [`Tour::timeout`], succeed, and print what the step expects. `Ok` holds what
+    /// it printed (nothing for a service), well-known ports written back.
+    pub fn run(&mut self, step: &Step) -> Result<String, String> {
         let command = self.rewrite(&step.command);
         let at = format!("line {}: `{}`", step.line, step.command);
         if step.is_service() {
@@ -297,7 +311,10 @@ impl Tour {
                 .spawn()
                 .map_err(|e| format!("{at}: {e}"))?;
             self.services.push(child);
-            return self.wait_for_ports().map_err(|e| format!("{at}: {e}"));
+            return self
+                .wait_for_ports()
+                .map(|()| String::new())
+                .map_err(|e| format!("{at}: {e}"));
         }
         let mut child = process_group(self.bash(&format!("{command} 2>&1")))
             .stdout(Stdio::piped())
@@ -323,7 +340,9 @@ impl Tour {
         if !status.success() {
             return Err(format!("{at}: failed ({status}):\n{output}"));
         }
-        check(&step.expected, &output).map_err(|diff| format!("{at}: the output differs\n{diff}"))
+        check(&step.expected, &output)
+            .map(|()| output)
+            .map_err(|diff| format!("{at}: the output differs\n{diff}"))
     }
 
     /// Every step of `markdown`'s tour; stops at the first that fails.
